@@ -1,0 +1,62 @@
+"""The one settings object of vidmon.
+
+Built once in each entry point from ``VIDMON_*`` environment variables (nested fields with
+``__``, e.g. ``VIDMON_TRAIN__EPOCHS=3``) and passed down; nothing reads the environment at
+import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TrainSettings(BaseModel):
+    """How ``vidmon train`` builds its data and model."""
+
+    clips_per_class: PositiveInt = 200
+    test_clips_per_class: PositiveInt = 50
+    frames: PositiveInt = 16
+    height: PositiveInt = 32
+    width: PositiveInt = 32
+    fps: float = Field(default=8.0, gt=0, description="nominal frame rate of generated clips")
+    epochs: PositiveInt = 8
+    batch_size: PositiveInt = 32
+    learning_rate: float = Field(default=3e-3, gt=0)
+    seed: int = 0
+    preset: Literal["tiny", "r2plus1d_18"] = "tiny"
+    width_multiplier: PositiveInt = Field(
+        default=16, description="channels of the tiny preset's first stage"
+    )
+    shuffle_frames: bool = Field(
+        default=False, description="control run: shuffle frame order of every clip"
+    )
+    register_model: bool = Field(default=True, description="register a model version in MLflow")
+
+
+class Settings(BaseSettings):
+    """Settings shared by every vidmon job."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VIDMON_",
+        env_nested_delimiter="__",
+        protected_namespaces=(),
+        extra="ignore",
+    )
+
+    model_name: str = "vidmon-video-classifier"
+    experiment_name: str = "vidmon"
+    mlflow_tracking_uri: str = Field(
+        default="sqlite:///mlflow.db",
+        validation_alias=AliasChoices("VIDMON_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking store; the default is a SQLite file in the working dir",
+    )
+    mlflow_artifacts_dir: Path = Field(
+        default=Path("mlartifacts"),
+        description="artifact folder for a local (file or SQLite) tracking store",
+    )
+    log_level: str = "INFO"
+    train: TrainSettings = Field(default_factory=TrainSettings)

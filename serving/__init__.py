@@ -1,0 +1,1 @@
+"""The prediction service (FastAPI, batching, logging); it arrives with its own issue."""

@@ -1,0 +1,1 @@
+"""Drift scenarios, traffic simulation and the ``vidmon`` command line."""
