@@ -1,0 +1,185 @@
+"""R(2+1)D video classifier in plain PyTorch.
+
+Each 3-D convolution is factorised into a spatial (1 x k x k) and a temporal (k x 1 x 1)
+convolution with a non-linearity between them (Tran et al., 2018). Width and depth are
+configurable, so one class builds both the small CPU model and an R(2+1)D-18-sized GPU
+model. ``forward(clip) -> (logits, embedding)``; clip is float (N, 3, T, H, W) in [0, 1].
+
+Only torch is imported here, so the model can be benchmarked on a bare GPU machine.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any, ContextManager
+
+import numpy as np
+import torch
+from torch import nn
+
+# Kinetics statistics; the synthetic clips do not need them but real footage does, and they
+# keep the first layer's inputs centred.
+_MEAN = (0.43216, 0.394666, 0.37645)
+_STD = (0.22803, 0.22145, 0.216989)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and input contract; saved with every logged model."""
+
+    num_classes: int
+    frames: int = 16
+    height: int = 32
+    width: int = 32
+    stem_width: int = 24
+    widths: tuple[int, ...] = (24, 48, 96, 128)
+    blocks: tuple[int, ...] = (1, 1, 1, 1)
+    dropout: float = 0.1
+    label_names: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def r2plus1d_18(cls, num_classes: int, **overrides: Any) -> "ModelConfig":
+        """The R(2+1)D-18 layout: 64-512 channels, two residual blocks per stage."""
+        params: dict[str, Any] = dict(
+            frames=16, height=112, width=112, stem_width=64,
+            widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), dropout=0.0,
+        )
+        params.update(overrides)
+        return cls(num_classes=num_classes, **params)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the pooled embedding the service logs."""
+        return self.widths[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, for MLflow metadata."""
+        data = asdict(self)
+        data["widths"] = list(self.widths)
+        data["blocks"] = list(self.blocks)
+        data["label_names"] = list(self.label_names)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        for key in ("widths", "blocks", "label_names"):
+            data[key] = tuple(data.get(key, ()))
+        return cls(**data)
+
+
+def _mid_channels(in_ch: int, out_ch: int, k_t: int = 3, k_s: int = 3) -> int:
+    """Channels between the spatial and temporal convolutions, matching a full 3-D conv's
+    parameter count (the rule of the R(2+1)D paper)."""
+    return (k_t * k_s * k_s * in_ch * out_ch) // (k_s * k_s * in_ch + k_t * out_ch)
+
+
+class Conv2Plus1D(nn.Sequential):
+    """Spatial conv, batch norm, ReLU, temporal conv."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, mid_ch: int, stride: int = 1,
+        k_s: int = 3, k_t: int = 3, t_stride: int | None = None,
+    ) -> None:
+        t_stride = stride if t_stride is None else t_stride
+        super().__init__(
+            nn.Conv3d(in_ch, mid_ch, (1, k_s, k_s), stride=(1, stride, stride),
+                      padding=(0, k_s // 2, k_s // 2), bias=False),
+            nn.BatchNorm3d(mid_ch),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(mid_ch, out_ch, (k_t, 1, 1), stride=(t_stride, 1, 1),
+                      padding=(k_t // 2, 0, 0), bias=False),
+        )
+
+
+class ResidualBlock(nn.Module):
+    """Two (2+1)D convolutions with an identity or projected shortcut."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__()
+        # As in the reference R(2+1)D, both convolutions share the first one's mid width.
+        mid = _mid_channels(in_ch, out_ch)
+        self.conv1 = Conv2Plus1D(in_ch, out_ch, mid, stride)
+        self.bn1 = nn.BatchNorm3d(out_ch)
+        self.conv2 = Conv2Plus1D(out_ch, out_ch, mid)
+        self.bn2 = nn.BatchNorm3d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                nn.Conv3d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm3d(out_ch)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class R2Plus1D(nn.Module):
+    """Video classifier: ``forward(clip) -> (logits, embedding)``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if len(config.widths) != len(config.blocks):
+            raise ValueError("widths and blocks must have one entry per stage")
+        self.config = config
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1, 1), persistent=False)
+        stem_mid = max(8, round(config.stem_width * 45 / 64))  # 45 for the reference 64
+        # The stem keeps full temporal resolution but halves space; later stages halve both.
+        self.stem = nn.Sequential(
+            Conv2Plus1D(3, config.stem_width, stem_mid, stride=2, k_s=7, t_stride=1),
+            nn.BatchNorm3d(config.stem_width),
+            nn.ReLU(inplace=True),
+        )
+        stages: list[nn.Module] = []
+        in_ch = config.stem_width
+        for i, (width, n_blocks) in enumerate(zip(config.widths, config.blocks)):
+            stride = 1 if i == 0 else 2
+            layers = [ResidualBlock(in_ch, width, stride)]
+            layers += [ResidualBlock(width, width) for _ in range(n_blocks - 1)]
+            stages.append(nn.Sequential(*layers))
+            in_ch = width
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(in_ch, config.num_classes)
+
+    def forward(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (clip - self.mean) / self.std
+        x = self.stages(self.stem(x))
+        embedding = self.pool(x).flatten(1)
+        logits = self.head(self.dropout(embedding))
+        return logits.float(), embedding.float()
+
+
+def clips_to_tensor(clips: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 clips (N, T, H, W, 3) to the model's float input (N, 3, T, H, W) in [0, 1]."""
+    tensor = torch.as_tensor(clips)
+    if tensor.dtype != torch.uint8 or tensor.ndim != 5 or tensor.shape[-1] != 3:
+        raise ValueError(f"expected uint8 clips (N, T, H, W, 3), got {tuple(tensor.shape)} "
+                         f"{tensor.dtype}")
+    return tensor.permute(0, 4, 1, 2, 3).float().div_(255.0)
+
+
+def best_device() -> torch.device:
+    """CUDA when present, CPU otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def prepare_for_device(model: R2Plus1D, device: torch.device) -> R2Plus1D:
+    """Move the model; on CUDA also use the channels_last_3d layout the cuDNN kernels prefer."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+    return model
+
+
+def autocast_for(device: torch.device) -> ContextManager[Any]:
+    """bf16 autocast on CUDA; no autocast on CPU, where fp32 is faster for these convs."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
