@@ -1,0 +1,65 @@
+"""The ``vidmon`` console command: one subcommand per job.
+
+It lives in ``simulations`` because that is the one package allowed to import all the
+others. Each subcommand imports its job lazily, so ``vidmon train`` never loads the serving
+stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from monitor.settings import Settings
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a model and record it in MLflow")
+    p.add_argument("--epochs", type=int, help="training epochs")
+    p.add_argument("--clips-per-class", type=int, help="training clips per class")
+    p.add_argument("--test-clips-per-class", type=int, help="held-out clips per class")
+    p.add_argument("--preset", choices=["tiny", "r2plus1d_18"], help="architecture size")
+    p.add_argument("--seed", type=int, help="seed of data and initialisation")
+    p.add_argument("--shuffle-frames", action="store_true", default=None,
+                   help="control run on clips with shuffled frame order (not registered)")
+    p.add_argument("--no-register", dest="register_model", action="store_false", default=None,
+                   help="log the run without registering a model version")
+    p.set_defaults(handler=_train)
+
+
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    from training.job import run_training
+
+    overrides = {key: value for key, value in vars(args).items()
+                 if key in type(settings.train).model_fields and value is not None}
+    train = settings.train.model_validate({**settings.train.model_dump(), **overrides})
+    outcome = run_training(settings.model_copy(update={"train": train}))
+    print(json.dumps(asdict(outcome), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="vidmon", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_train(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vidmon`` command."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.handler(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Training end to end into a real MLflow store: run, registry, champion, reference profile."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from monitor.features import FEATURE_NAMES
+from monitor.profile import probability_column
+from monitor.settings import Settings
+from simulations.cli import main
+from training import registry
+from training.job import model_config_for, run_training
+from training.model import clips_to_tensor
+from training.synthetic import CLASS_NAMES, ClipSpec, generate_dataset
+from training.train import train_model
+
+
+def test_champion_loads_with_the_same_logits_as_the_trained_model(settings: Settings) -> None:
+    train = settings.train
+    spec = ClipSpec(train.frames, train.height, train.width)
+    data = generate_dataset(2, seed=0, spec=spec)
+    test = generate_dataset(1, seed=1, spec=spec)
+    result = train_model(model_config_for(train), data, test, epochs=1, batch_size=8)
+    experiment_id = registry.configure_mlflow(settings)
+    with mlflow.start_run(experiment_id=experiment_id):
+        info = registry.log_model(result.model, train.fps, settings.model_name)
+    client = MlflowClient()
+    assert registry.ensure_champion(client, settings.model_name, str(info.registered_model_version))
+
+    loaded = registry.load_model(f"models:/{settings.model_name}@{registry.CHAMPION}")
+
+    assert (loaded.name, loaded.version) == (settings.model_name, "1")
+    assert loaded.config == result.model.config
+    assert loaded.config.label_names == CLASS_NAMES
+    clips = clips_to_tensor(test[0])
+    with torch.no_grad():
+        expected_logits, expected_embedding = result.model.eval()(clips)
+        logits, embedding = loaded.model(clips)
+    torch.testing.assert_close(logits, expected_logits)
+    torch.testing.assert_close(embedding, expected_embedding)
+
+
+def test_training_run_records_metrics_model_and_reference_profile(settings: Settings) -> None:
+    outcome = run_training(settings)
+
+    assert outcome.model_version == "1" and outcome.became_champion
+    client = MlflowClient()
+    run = client.get_run(outcome.run_id)
+    assert run.data.params["epochs"] == "2"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(outcome.test_accuracy)
+    history = client.get_metric_history(outcome.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
+    assert {"confusion_matrix.png", registry.PROFILE_ARTIFACT} <= artifacts
+
+    mlmodel = mlflow.models.get_model_info(f"models:/{settings.model_name}/1")
+    meta = mlmodel.metadata[registry.METADATA_KEY]
+    assert meta["label_names"] == list(CLASS_NAMES)
+    assert meta["input_size"]["frames"] == settings.train.frames
+    assert mlmodel.signature.inputs.inputs[0].shape == (
+        -1, 3, settings.train.frames, settings.train.height, settings.train.width)
+
+    profile = registry.load_reference_profile(outcome.run_id)
+    rows = settings.train.test_clips_per_class * len(CLASS_NAMES)
+    assert len(profile.table) == rows
+    assert profile.embeddings.shape == (rows, model_config_for(settings.train).embedding_dim)
+    assert set(FEATURE_NAMES) <= set(profile.table.columns)
+    probabilities = profile.table[[probability_column(c) for c in CLASS_NAMES]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert profile.accuracy == pytest.approx(outcome.test_accuracy)
+    assert (profile.table["fps"] == settings.train.fps).all()
+
+
+def test_a_second_version_does_not_replace_the_champion(settings: Settings) -> None:
+    first = run_training(settings)
+    second = run_training(settings)
+    assert (first.model_version, second.model_version) == ("1", "2")
+    assert not second.became_champion
+    champion = MlflowClient().get_model_version_by_alias(settings.model_name, registry.CHAMPION)
+    assert str(champion.version) == "1"
+
+
+def test_shuffled_frame_control_run_is_logged_but_not_registered(settings: Settings) -> None:
+    train = settings.train.model_copy(update={"shuffle_frames": True})
+    outcome = run_training(settings.model_copy(update={"train": train}))
+    assert outcome.model_version is None
+    run = MlflowClient().get_run(outcome.run_id)
+    assert run.data.tags["vidmon.control"] == "shuffled_frames"
+    assert MlflowClient().search_model_versions(f"name='{settings.model_name}'") == []
+
+
+def test_cli_trains_into_the_embedded_default_store(
+    settings: Settings, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("VIDMON_TRAIN__WIDTH_MULTIPLIER", "8")
+    monkeypatch.setenv("VIDMON_MODEL_NAME", "cli-model")
+    code = main(["train", "--epochs", "1", "--clips-per-class", "2",
+                 "--test-clips-per-class", "1"])
+    assert code == 0
+    assert '"model_version": "1"' in capsys.readouterr().out
+    # Embedded defaults: MLflow's SQLite file and artifact folder in the working directory.
+    assert (tmp_path / "mlflow.db").exists()
+    assert any((tmp_path / "mlartifacts").iterdir())
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert str(MlflowClient().get_model_version_by_alias("cli-model", registry.CHAMPION).version) == "1"
