@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,79 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         train=TrainSettings(clips_per_class=3, test_clips_per_class=2, epochs=2,
                             batch_size=8, width_multiplier=8),
     )
+
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_reachable() -> bool:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            return True
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> bool:
+    """Whether the machine's PostgreSQL answers; in CI it must."""
+    reachable = _postgres_reachable()
+    if not reachable and os.environ.get("CI"):
+        pytest.fail(f"CI is set but PostgreSQL is not reachable at {POSTGRES_URL}")
+    return reachable
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new schema in the machine's PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store' / 'vidmon.db'}"
+        return
+    if not request.getfixturevalue("postgres_available"):
+        pytest.skip(f"no PostgreSQL at {POSTGRES_URL} (and CI is not set)")
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A temp MLflow store with a small, untrained vidmon model registered as champion."""
+    import mlflow
+
+    from training import registry
+    from training.job import model_config_for
+    from training.model import R2Plus1D
+
+    root = tmp_path_factory.mktemp("mlflow")
+    store = Settings(
+        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        mlflow_artifacts_dir=root / "mlartifacts",
+        experiment_name="vidmon-serving-test",
+        model_name="vidmon-serving-model",
+        train=TrainSettings(width_multiplier=8),
+    )
+    import torch
+
+    torch.manual_seed(0)
+    model = R2Plus1D(model_config_for(store.train)).eval()
+    experiment_id = registry.configure_mlflow(store)
+    with mlflow.start_run(experiment_id=experiment_id):
+        info = registry.log_model(model, store.train.fps, store.model_name)
+    registry.ensure_champion(mlflow.MlflowClient(), store.model_name,
+                             str(info.registered_model_version))
+    return store

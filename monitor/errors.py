@@ -1,0 +1,31 @@
+"""Domain errors raised by the core; the API maps them to HTTP statuses in one place."""
+
+from __future__ import annotations
+
+
+class VidmonError(Exception):
+    """Base of vidmon's domain errors."""
+
+
+class InvalidInput(VidmonError):
+    """The request's content cannot be used (HTTP 422)."""
+
+
+class UnsupportedMediaType(VidmonError):
+    """The upload is not a type vidmon accepts (HTTP 415)."""
+
+
+class PayloadTooLarge(VidmonError):
+    """The upload is over the configured size limit (HTTP 413)."""
+
+
+class Overloaded(VidmonError):
+    """The service cannot take more work now; retry later (HTTP 503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotReady(VidmonError):
+    """The model or the store is not ready yet (HTTP 503)."""

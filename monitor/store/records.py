@@ -1,0 +1,91 @@
+"""Plain records that cross the store boundary (and the spool file)."""
+
+from __future__ import annotations
+
+import base64
+import math
+import uuid
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+
+Source = Literal["production", "reference"]
+EMBEDDING_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+
+
+def new_prediction_id() -> str:
+    """A fresh prediction id: 32 hex characters."""
+    return uuid.uuid4().hex
+
+
+def encode_embedding(vector: np.ndarray, dtype: str = "float32") -> bytes:
+    """Little-endian float32/float16 bytes, portable across SQLite and PostgreSQL."""
+    return np.ascontiguousarray(vector, dtype=EMBEDDING_DTYPES[dtype]).tobytes()
+
+
+def decode_embedding(data: bytes, dtype: str = "float32") -> np.ndarray:
+    """Inverse of :func:`encode_embedding`, as float32."""
+    return np.frombuffer(data, dtype=EMBEDDING_DTYPES[dtype]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One logged prediction (or one reference-profile row)."""
+
+    model_name: str
+    model_version: str
+    predicted_label: str
+    confidence: float
+    entropy: float
+    probabilities: dict[str, float]
+    embedding: bytes
+    features: dict[str, float]
+    source: Source = "production"
+    embedding_dtype: str = "float32"
+    content_type: str | None = None
+    size_bytes: int | None = None
+    codec: str | None = None
+    clip_path: str | None = None
+    true_label: str | None = None
+    id: str = field(default_factory=new_prediction_id)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_row(self) -> dict[str, Any]:
+        """Column values for the predictions table (NaN features become NULL)."""
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "features"}
+        for name, value in self.features.items():
+            row[name] = None if value is None or math.isnan(value) else float(value)
+        row["labeled_at"] = self.created_at if self.true_label is not None else None
+        return row
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form for the spool file."""
+        data = self.to_row()
+        data.pop("labeled_at")
+        data["embedding"] = base64.b64encode(self.embedding).decode("ascii")
+        data["created_at"] = self.created_at.isoformat()
+        data["features"] = {k: (None if v is None or math.isnan(v) else v)
+                            for k, v in self.features.items()}
+        for name in self.features:
+            data.pop(name, None)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "PredictionRecord":
+        """Inverse of :meth:`to_json`."""
+        data = dict(data)
+        data["embedding"] = base64.b64decode(data["embedding"])
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        data["features"] = {k: (math.nan if v is None else float(v))
+                            for k, v in data["features"].items()}
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """What a batch of late labels did: which ids were stored, which were unknown."""
+
+    stored: list[str]
+    unknown_ids: list[str]

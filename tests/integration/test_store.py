@@ -1,0 +1,97 @@
+"""The store on a real SQLite file and on the machine's PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from monitor.features import FEATURE_NAMES
+from monitor.store import (
+    PredictionRecord,
+    PredictionRepository,
+    create_store_engine,
+    upgrade_database,
+)
+from monitor.store.records import decode_embedding, encode_embedding
+from monitor.store.schema import predictions
+
+
+def make_record(i: int = 0, **overrides) -> PredictionRecord:
+    """A production record with a recognisable embedding."""
+    values = dict(
+        model_name="m", model_version="1", predicted_label="move_left", confidence=0.9,
+        entropy=0.3, probabilities={"move_left": 0.9, "move_right": 0.1},
+        embedding=encode_embedding(np.arange(8, dtype=np.float32) + i),
+        features={name: float(i) for name in FEATURE_NAMES} | {"fps": math.nan},
+        content_type="video/mp4", size_bytes=1000 + i, codec="h264",
+    )
+    values.update(overrides)
+    return PredictionRecord(**values)
+
+
+@pytest.fixture
+def repository(database_url: str):
+    engine = create_store_engine(database_url)
+    upgrade_database(engine)
+    yield PredictionRepository(engine)
+    engine.dispose()
+
+
+def test_migrations_build_the_schema_the_repository_queries(repository) -> None:
+    inspector = sa.inspect(repository.engine)
+    migrated = {c["name"]: c for c in inspector.get_columns("predictions")}
+    assert set(migrated) == {c.name for c in predictions.columns}
+    for column in predictions.columns:
+        assert migrated[column.name]["nullable"] == column.nullable, column.name
+    assert "ix_predictions_window" in {i["name"] for i in inspector.get_indexes("predictions")}
+    upgrade_database(repository.engine)  # a second upgrade is a no-op
+
+
+def test_records_round_trip_with_embeddings_and_missing_features(repository) -> None:
+    records = [make_record(i) for i in range(3)]
+    assert repository.add_predictions(records) == 3
+    rows = repository.get(r.id for r in records)
+    row = rows[records[1].id]
+    np.testing.assert_array_equal(decode_embedding(row["embedding"]), np.arange(8) + 1)
+    assert row["fps"] is None and row["brightness"] == 1.0
+    assert row["probabilities"] == {"move_left": 0.9, "move_right": 0.1}
+    assert row["source"] == "production" and row["true_label"] is None
+
+
+def test_inserting_the_same_records_again_writes_each_once(repository) -> None:
+    records = [make_record(i) for i in range(5)]
+    assert repository.add_predictions(records[:3]) == 3
+    assert repository.add_predictions(records) == 2
+    assert repository.count() == 5
+
+
+def test_feedback_stores_known_ids_reports_unknown_ones_and_is_idempotent(repository) -> None:
+    records = [make_record(i) for i in range(2)]
+    repository.add_predictions(records)
+    labels = {records[0].id: "move_right", "f" * 32: "move_left"}
+    first = repository.apply_feedback(labels)
+    second = repository.apply_feedback(labels)
+    assert first.stored == second.stored == [records[0].id]
+    assert first.unknown_ids == ["f" * 32]
+    rows = repository.get([r.id for r in records])
+    assert rows[records[0].id]["true_label"] == "move_right"
+    assert rows[records[0].id]["labeled_at"] is not None
+    assert rows[records[1].id]["true_label"] is None
+
+
+def test_counts_by_source_and_version(repository) -> None:
+    repository.add_predictions([make_record(0), make_record(1, source="reference"),
+                                make_record(2, model_version="2")])
+    assert repository.count() == 3
+    assert repository.count(source="reference") == 1
+    assert repository.count(model_version="2") == 1
+
+
+def test_embeddings_can_be_half_precision() -> None:
+    vector = np.linspace(-1, 1, 16, dtype=np.float32)
+    data = encode_embedding(vector, "float16")
+    assert len(data) == 32
+    np.testing.assert_allclose(decode_embedding(data, "float16"), vector, atol=1e-3)
