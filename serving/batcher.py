@@ -1,0 +1,129 @@
+"""Dynamic batching: concurrent requests share one forward pass.
+
+The batch is collected by :func:`collect_batch`, a small coroutine over a queue that is
+testable alone; :class:`DynamicBatcher` runs it in a loop and calls the model in a single
+worker thread, so the event loop never blocks on a forward pass. Only torch-free imports
+here: any callable from a batch of clips to arrays can be the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# (N, T, H, W, 3) uint8 -> (probabilities (N, C), embeddings (N, D))
+PredictFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class _Pending:
+    clip: np.ndarray
+    future: asyncio.Future[tuple[np.ndarray, np.ndarray]]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+async def collect_batch(
+    queue: asyncio.Queue[_Pending], max_size: int, max_wait_s: float
+) -> list[_Pending]:
+    """Wait for one item, then take more until ``max_size`` or ``max_wait_s`` has passed."""
+    batch = [await queue.get()]
+    deadline = time.perf_counter() + max_wait_s
+    while len(batch) < max_size:
+        while not queue.empty() and len(batch) < max_size:
+            batch.append(queue.get_nowait())
+        remaining = deadline - time.perf_counter()
+        if len(batch) >= max_size or remaining <= 0:
+            break
+        try:
+            batch.append(await asyncio.wait_for(queue.get(), remaining))
+        except TimeoutError:
+            break
+    return batch
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """Size and timing of one forward pass, for metrics."""
+
+    size: int
+    seconds: float
+
+
+class DynamicBatcher:
+    """Groups concurrent ``submit`` calls into batches for ``predict``."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        self.predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidmon-model")
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="vidmon-batcher")
+
+    async def stop(self) -> None:
+        """Finish queued work, then stop the loop and the model thread."""
+        while not self._queue.empty():
+            await asyncio.sleep(0.005)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._executor.shutdown(wait=True)
+
+    @property
+    def queued(self) -> int:
+        """Clips waiting for a forward pass."""
+        return self._queue.qsize()
+
+    async def submit(self, clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and embedding of one clip (T, H, W, 3), batched with others."""
+        if self._task is None:
+            raise RuntimeError("the batcher is not started")
+        future: asyncio.Future[tuple[np.ndarray, np.ndarray]] = (
+            asyncio.get_running_loop().create_future())
+        await self._queue.put(_Pending(clip, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await collect_batch(self._queue, self.max_batch_size, self.max_wait_s)
+            started = time.perf_counter()
+            try:
+                clips = np.stack([item.clip for item in batch])
+                probabilities, embeddings = await loop.run_in_executor(
+                    self._executor, self.predict, clips)
+            except Exception as exc:  # the model failed: fail these requests, keep serving
+                log.exception("forward pass of %d clips failed", len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            for i, item in enumerate(batch):
+                if not item.future.done():
+                    item.future.set_result((probabilities[i], embeddings[i]))
+            if self.on_batch:
+                self.on_batch(BatchStats(len(batch), time.perf_counter() - started))

@@ -1,0 +1,105 @@
+"""The dynamic batcher, without HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from serving.batcher import BatchStats, DynamicBatcher, collect_batch
+
+
+class CountingModel:
+    """Sums each clip's pixels; records every batch size it is called with."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.batch_sizes: list[int] = []
+        self.threads: set[str] = set()
+        self.fail_on = fail_on
+
+    def __call__(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.batch_sizes.append(len(clips))
+        self.threads.add(threading.current_thread().name)
+        if self.fail_on is not None and len(self.batch_sizes) == self.fail_on:
+            raise RuntimeError("model failure")
+        sums = clips.reshape(len(clips), -1).sum(axis=1).astype(np.float32)
+        return sums[:, None], np.stack([sums, -sums], axis=1)
+
+
+def _clip(value: int) -> np.ndarray:
+    return np.full((2, 3, 3, 3), value, dtype=np.uint8)
+
+
+def test_collect_batch_takes_what_is_queued_up_to_the_limit() -> None:
+    async def scenario() -> tuple[int, int, int]:
+        queue: asyncio.Queue = asyncio.Queue()
+        for i in range(5):
+            queue.put_nowait(i)
+        first = await collect_batch(queue, max_size=3, max_wait_s=0.0)
+        second = await collect_batch(queue, max_size=3, max_wait_s=0.0)
+        return len(first), len(second), queue.qsize()
+
+    assert asyncio.run(scenario()) == (3, 2, 0)
+
+
+def test_collect_batch_waits_for_late_items_until_the_deadline() -> None:
+    async def scenario() -> int:
+        queue: asyncio.Queue = asyncio.Queue()
+        queue.put_nowait("a")
+
+        async def late() -> None:
+            await asyncio.sleep(0.02)
+            queue.put_nowait("b")
+
+        task = asyncio.create_task(late())
+        batch = await collect_batch(queue, max_size=8, max_wait_s=0.5)
+        await task
+        return len(batch)
+
+    assert asyncio.run(scenario()) == 2
+
+
+def test_concurrent_submits_share_forward_passes_and_get_their_own_answers() -> None:
+    model = CountingModel()
+    stats: list[BatchStats] = []
+
+    async def scenario() -> list[float]:
+        batcher = DynamicBatcher(model, max_batch_size=8, max_wait_ms=50, on_batch=stats.append)
+        await batcher.start()
+        results = await asyncio.gather(*[batcher.submit(_clip(i)) for i in range(20)])
+        await batcher.stop()
+        return [float(probabilities[0]) for probabilities, _ in results]
+
+    sums = asyncio.run(scenario())
+    assert sums == [float(i * 54) for i in range(20)]  # each caller gets its own row
+    assert sum(model.batch_sizes) == 20
+    assert max(model.batch_sizes) == 8 and len(model.batch_sizes) <= 4
+    assert [s.size for s in stats] == model.batch_sizes
+    assert model.threads == {"vidmon-model_0"}  # the model never runs on the event loop
+
+
+def test_a_failing_batch_fails_its_requests_and_the_batcher_keeps_serving() -> None:
+    model = CountingModel(fail_on=1)
+
+    async def scenario() -> tuple[list[BaseException | tuple], tuple]:
+        batcher = DynamicBatcher(model, max_batch_size=4, max_wait_ms=20)
+        await batcher.start()
+        first = await asyncio.gather(*[batcher.submit(_clip(1)) for _ in range(3)],
+                                     return_exceptions=True)
+        after = await batcher.submit(_clip(2))
+        await batcher.stop()
+        return first, after
+
+    first, after = asyncio.run(scenario())
+    assert all(isinstance(r, RuntimeError) for r in first)
+    assert float(after[0][0]) == 2 * 54
+
+
+def test_submit_before_start_is_an_error() -> None:
+    async def scenario() -> None:
+        await DynamicBatcher(CountingModel()).submit(_clip(0))
+
+    with pytest.raises(RuntimeError, match="not started"):
+        asyncio.run(scenario())
