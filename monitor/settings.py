@@ -37,6 +37,31 @@ class TrainSettings(BaseModel):
     register_model: bool = Field(default=True, description="register a model version in MLflow")
 
 
+class ServeSettings(BaseModel):
+    """How ``vidmon serve`` answers and logs predictions."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    model_uri: str | None = Field(
+        default=None, description="model to serve; default models:/<model_name>@champion")
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    max_batch_size: PositiveInt = 32
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    max_upload_bytes: PositiveInt = 50 * 1024 * 1024
+    max_video_frames: PositiveInt = 2000
+    max_files_per_request: PositiveInt = 32
+    top_k: PositiveInt = 3
+    decode_workers: PositiveInt = 2
+    clip_sample_rate: float = Field(
+        default=0.1, ge=0, le=1, description="share of preprocessed clips kept for retraining")
+    log_predictions: bool = Field(default=True, description="off only to benchmark logging")
+    writer_queue_size: PositiveInt = 10_000
+    writer_batch_size: PositiveInt = 256
+    writer_flush_interval_s: float = Field(default=0.2, gt=0)
+    replay_interval_s: float = Field(default=5.0, gt=0)
+    spool_path: Path = Path("vidmon-spool.jsonl")
+
+
 class Settings(BaseSettings):
     """Settings shared by every vidmon job."""
 
@@ -58,5 +83,15 @@ class Settings(BaseSettings):
         default=Path("mlartifacts"),
         description="artifact folder for a local (file or SQLite) tracking store",
     )
+    database_url: str = Field(
+        default="sqlite:///vidmon.db",
+        description="the store; postgresql+psycopg://user@host/db for PostgreSQL")
+    clip_dir: Path = Field(default=Path("clips"), description="content-addressed clip store")
     log_level: str = "INFO"
     train: TrainSettings = Field(default_factory=TrainSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+
+    @property
+    def model_uri(self) -> str:
+        """The model the service loads."""
+        return self.serve.model_uri or f"models:/{self.model_name}@champion"

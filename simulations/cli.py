@@ -18,6 +18,15 @@ from dataclasses import asdict
 from monitor.settings import Settings
 
 
+def _with_flags(settings: Settings, section: str, args: argparse.Namespace) -> Settings:
+    """Settings with the flags that were given laid over one section (validated again)."""
+    current = getattr(settings, section)
+    flags = {key: value for key, value in vars(args).items()
+             if key in type(current).model_fields and value is not None}
+    updated = current.model_validate({**current.model_dump(), **flags})
+    return settings.model_copy(update={section: updated})
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train a model and record it in MLflow")
     p.add_argument("--epochs", type=int, help="training epochs")
@@ -35,11 +44,30 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 def _train(settings: Settings, args: argparse.Namespace) -> int:
     from training.job import run_training
 
-    overrides = {key: value for key, value in vars(args).items()
-                 if key in type(settings.train).model_fields and value is not None}
-    train = settings.train.model_validate({**settings.train.model_dump(), **overrides})
-    outcome = run_training(settings.model_copy(update={"train": train}))
+    outcome = run_training(_with_flags(settings, "train", args))
     print(json.dumps(asdict(outcome), indent=2))
+    return 0
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="serve the champion model over HTTP")
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--model-uri", help="model to serve (default models:/<name>@champion)")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.app import create_app
+    from training.registry import model_loader
+
+    settings = _with_flags(settings, "serve", args)
+    serve = settings.serve
+    app = create_app(settings, model_loader(settings))
+    uvicorn.run(app, host=serve.host, port=serve.port, log_level=settings.log_level.lower(),
+                timeout_graceful_shutdown=30)
     return 0
 
 
@@ -48,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidmon", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
+    _add_serve(subparsers)
     return parser
 
 

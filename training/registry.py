@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +164,13 @@ def load_model(model_uri: str, device: torch.device | str = "cpu") -> LoadedMode
     network = network.to(device).eval()
     name, version = _registry_identity(model_uri)
     return LoadedModel(network, config, name, version, mlmodel.run_id)
+
+
+def model_loader(settings: Settings) -> Callable[[str, str], LoadedModel]:
+    """``load_model`` bound to the settings' tracking store, for ``create_app``."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return load_model
 
 
 def _registry_identity(model_uri: str) -> tuple[str | None, str | None]:

@@ -1,0 +1,124 @@
+"""``create_app(settings, load_model)``: the FastAPI service and its lifecycle.
+
+At start it migrates the store, loads the model (``load_model`` is injected so this
+package never imports MLflow), starts the batcher and the writer; uvicorn only accepts
+requests once that is done. At shutdown the batcher drains and the writer flushes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from monitor.clips import ClipStore
+from monitor.errors import (
+    InvalidInput,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    VidmonError,
+)
+from monitor.settings import Settings
+from monitor.store import PredictionRepository, create_store_engine, upgrade_database
+from serving.batcher import DynamicBatcher
+from serving.metrics import ServiceMetrics
+from serving.routes import router
+from serving.runtime import LoadedModelLike, ModelRuntime, resolve_device
+from serving.service import PredictionService
+from serving.spool import Spool
+from serving.writer import PredictionWriter
+
+log = logging.getLogger(__name__)
+
+ModelLoader = Callable[[str, str], LoadedModelLike]
+
+_STATUS: dict[type[VidmonError], int] = {
+    InvalidInput: 422,
+    UnsupportedMediaType: 415,
+    PayloadTooLarge: 413,
+    Overloaded: 503,
+    NotReady: 503,
+}
+
+
+def _error_response(exc: VidmonError) -> JSONResponse:
+    status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+    return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status, headers=headers)
+
+
+def create_app(settings: Settings, load_model: ModelLoader) -> FastAPI:
+    """Build the service; nothing starts until the app's lifespan begins."""
+    serve = settings.serve
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_store_engine(settings.database_url)
+        upgrade_database(engine)
+        repository = PredictionRepository(engine)
+        writer = None
+        if serve.log_predictions:
+            writer = PredictionWriter(
+                repository, Spool(serve.spool_path), max_queue=serve.writer_queue_size,
+                batch_size=serve.writer_batch_size,
+                flush_interval_s=serve.writer_flush_interval_s,
+                replay_interval_s=serve.replay_interval_s)
+            writer.start()
+        device = resolve_device(serve.device)
+        runtime = ModelRuntime.from_loaded(load_model(settings.model_uri, str(device)), device)
+        batcher = DynamicBatcher(
+            runtime.predict, serve.max_batch_size, serve.max_wait_ms,
+            on_batch=lambda stats: metrics.batch_size.observe(stats.size))
+        await batcher.start()
+        service = PredictionService(
+            runtime, batcher, writer, ClipStore(settings.clip_dir), top_k=serve.top_k,
+            clip_sample_rate=serve.clip_sample_rate, max_video_frames=serve.max_video_frames,
+            decode_workers=serve.decode_workers)
+        metrics.set_model(runtime.name, runtime.version)
+        metrics.gauge("vidmon_batcher_queue_depth", "clips waiting for the model",
+                      lambda: batcher.queued)
+        if writer is not None:
+            for name in ("queued", "written", "spooled", "replayed", "rejected"):
+                metrics.gauge(f"vidmon_log_records_{name}", f"prediction records {name}",
+                              lambda n=name: getattr(writer.counters, n))
+            metrics.gauge("vidmon_log_queue_depth", "records waiting for the store",
+                          lambda: writer.depth)
+            metrics.gauge("vidmon_spool_records", "records waiting in the spool file",
+                          lambda: writer.spool_pending)
+        app.state.service, app.state.repository = service, repository
+        app.state.writer, app.state.ready = writer, True
+        log.info("serving %s version %s on %s", runtime.name, runtime.version, device)
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await batcher.stop()
+            service.close()
+            if writer is not None:
+                writer.stop()
+            engine.dispose()
+
+    app = FastAPI(title="vidmon", version="0.1.0", lifespan=lifespan,
+                  description="Video classification with monitoring built in.")
+    app.state.settings, app.state.metrics, app.state.ready = settings, metrics, False
+
+    @app.exception_handler(VidmonError)
+    async def _domain_error(_: Request, exc: VidmonError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next):  # type: ignore[no-untyped-def]
+        route = request.url.path
+        with metrics.latency.labels(route=route).time():
+            response = await call_next(request)
+        metrics.requests.labels(route=route, status=str(response.status_code)).inc()
+        return response
+
+    app.include_router(router)
+    return app

@@ -1,0 +1,144 @@
+"""HTTP routes: thin adapters between requests and the prediction core."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, Response, UploadFile
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
+
+from monitor.errors import InvalidInput, NotReady, PayloadTooLarge
+from serving.metrics import CONTENT_TYPE_LATEST
+from serving.service import Prediction, PredictionService, Upload
+
+router = APIRouter()
+
+
+class LabelScore(BaseModel):
+    label: str
+    probability: float
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class PredictionOut(BaseModel):
+    prediction_id: str
+    label: str
+    confidence: float
+    top_k: list[LabelScore]
+    model: ModelRef
+    timings_ms: dict[str, float]
+
+    @classmethod
+    def of(cls, p: Prediction, total_ms: float) -> "PredictionOut":
+        return cls(
+            prediction_id=p.prediction_id, label=p.label, confidence=p.confidence,
+            top_k=[LabelScore(label=label, probability=prob) for label, prob in p.top_k],
+            model=ModelRef(name=p.model_name, version=p.model_version),
+            timings_ms={**p.timings_ms, "total": round(total_ms, 3)})
+
+
+class BatchOut(BaseModel):
+    predictions: list[PredictionOut]
+
+
+class FeedbackItem(BaseModel):
+    prediction_id: str = Field(min_length=1, max_length=64)
+    label: str = Field(min_length=1, max_length=100)
+
+
+class FeedbackIn(BaseModel):
+    labels: list[FeedbackItem] = Field(min_length=1, max_length=10_000)
+
+
+class FeedbackOut(BaseModel):
+    stored: list[str]
+    unknown_ids: list[str]
+    unknown_labels: list[FeedbackItem]
+
+
+def _service(request: Request) -> PredictionService:
+    if not getattr(request.app.state, "ready", False):
+        raise NotReady("the model is not loaded yet")
+    return request.app.state.service
+
+
+async def _read(upload: UploadFile, limit: int) -> Upload:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{upload.filename or 'the upload'} is over the limit of "
+                              f"{limit} bytes")
+    return Upload(data, upload.filename, upload.content_type)
+
+
+async def _predict(request: Request, files: list[UploadFile]) -> list[PredictionOut]:
+    started = time.perf_counter()
+    service = _service(request)
+    serve = request.app.state.settings.serve
+    if len(files) > serve.max_files_per_request:
+        raise InvalidInput(f"at most {serve.max_files_per_request} files per request")
+    uploads = [await _read(f, serve.max_upload_bytes) for f in files]
+    prepared = await service.prepare_all(uploads)
+    results = await asyncio.gather(*[service.predict(p) for p in prepared])
+    total_ms = (time.perf_counter() - started) * 1000
+    return [PredictionOut.of(r, total_ms) for r in results]
+
+
+@router.post("/v1/predict", response_model=PredictionOut, tags=["predict"])
+async def predict(request: Request, file: Annotated[UploadFile, File()]) -> PredictionOut:
+    """Classify one video file (mp4, webm, avi, mkv, mov, gif...) or raw uint8 ``.npy`` clip."""
+    return (await _predict(request, [file]))[0]
+
+
+@router.post("/v1/predict/batch", response_model=BatchOut, tags=["predict"])
+async def predict_batch(request: Request, files: Annotated[list[UploadFile], File()]) -> BatchOut:
+    """Classify several files in one request; one bad file rejects the request whole."""
+    return BatchOut(predictions=await _predict(request, files))
+
+
+@router.post("/v1/feedback", response_model=FeedbackOut, tags=["feedback"])
+def feedback(request: Request, body: FeedbackIn) -> FeedbackOut:
+    """Ground-truth labels for earlier predictions; idempotent."""
+    service = _service(request)
+    known_labels = set(service.runtime.label_names)
+    valid = {item.prediction_id: item.label for item in body.labels if item.label in known_labels}
+    unknown_labels = [item for item in body.labels if item.label not in known_labels]
+    writer = request.app.state.writer
+    if writer is not None:
+        writer.wait_flushed()  # a label may follow its prediction before the batch is written
+    try:
+        result = request.app.state.repository.apply_feedback(valid)
+    except SQLAlchemyError:
+        raise NotReady("the store is unavailable; retry shortly") from None
+    return FeedbackOut(stored=result.stored, unknown_ids=result.unknown_ids,
+                       unknown_labels=unknown_labels)
+
+
+@router.get("/healthz", tags=["operations"])
+def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["operations"])
+def readyz(request: Request) -> dict[str, str]:
+    """The model is loaded and the store answers."""
+    service = _service(request)
+    try:
+        request.app.state.repository.ping()
+    except SQLAlchemyError:
+        raise NotReady("the store is unreachable") from None
+    return {"status": "ready", "model": service.runtime.name,
+            "version": service.runtime.version}
+
+
+@router.get("/metrics", tags=["operations"])
+def metrics(request: Request) -> Response:
+    """Prometheus metrics."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,153 @@
+"""The prediction core: decode -> quality features -> batched model -> record -> writer.
+
+Routes call :class:`PredictionService`; it knows nothing of HTTP. Decoding and features run
+in a thread pool (PyAV, numpy and torch release the GIL), the model in the batcher, and the
+store write in the background writer, never awaited by the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor.clips import ClipStore
+from monitor.errors import Overloaded
+from monitor.features import quality_features
+from monitor.store.records import PredictionRecord, encode_embedding
+from serving.batcher import DynamicBatcher
+from serving.decode import DecodedClip, decode_upload
+from serving.runtime import ModelRuntime
+from serving.writer import PredictionWriter
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file."""
+
+    data: bytes
+    filename: str | None
+    content_type: str | None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An upload decoded and measured, ready for the model."""
+
+    decoded: DecodedClip
+    features: dict[str, float]
+    decode_ms: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer for one clip."""
+
+    prediction_id: str
+    label: str
+    confidence: float
+    top_k: list[tuple[str, float]]
+    model_name: str
+    model_version: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def entropy(probabilities: np.ndarray) -> float:
+    """Shannon entropy (nats) of one probability vector."""
+    p = probabilities[probabilities > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+class PredictionService:
+    """Answers predictions with the current runtime and logs every one."""
+
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        batcher: DynamicBatcher,
+        writer: PredictionWriter | None,
+        clip_store: ClipStore,
+        *,
+        top_k: int = 3,
+        clip_sample_rate: float = 0.0,
+        max_video_frames: int = 2000,
+        decode_workers: int = 2,
+    ) -> None:
+        self.runtime = runtime
+        self.batcher = batcher
+        self.writer = writer
+        self.clip_store = clip_store
+        self.top_k = top_k
+        self.clip_sample_rate = clip_sample_rate
+        self.max_video_frames = max_video_frames
+        self._pool = ThreadPoolExecutor(max_workers=decode_workers,
+                                        thread_name_prefix="vidmon-decode")
+        self._random = random.Random()
+
+    def close(self) -> None:
+        """Stop the decode pool."""
+        self._pool.shutdown(wait=True)
+
+    def _prepare(self, upload: Upload) -> Prepared:
+        started = time.perf_counter()
+        decoded = decode_upload(upload.data, upload.filename, upload.content_type,
+                                self.runtime.input_size, self.max_video_frames)
+        features = quality_features(decoded.clip, decoded.meta)
+        return Prepared(decoded, features, (time.perf_counter() - started) * 1000)
+
+    def _check_capacity(self, n: int) -> None:
+        if self.writer is not None and not self.writer.has_room(n):
+            raise Overloaded("the prediction log is full; retry shortly", retry_after_s=1)
+
+    async def prepare_all(self, uploads: list[Upload]) -> list[Prepared]:
+        """Decode and measure every upload in parallel; any bad one rejects them all."""
+        self._check_capacity(len(uploads))
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(
+            *[loop.run_in_executor(self._pool, self._prepare, u) for u in uploads]))
+
+    async def predict(self, prepared: Prepared) -> Prediction:
+        """Run the model on a prepared clip, log the record, return the answer."""
+        runtime = self.runtime  # one version for the whole request, even across a swap
+        started = time.perf_counter()
+        probabilities, embedding = await self.batcher.submit(prepared.decoded.clip)
+        inference_ms = (time.perf_counter() - started) * 1000
+        order = np.argsort(probabilities)[::-1]
+        labels = runtime.label_names
+        record = PredictionRecord(
+            model_name=runtime.name,
+            model_version=runtime.version,
+            predicted_label=labels[int(order[0])],
+            confidence=float(probabilities[order[0]]),
+            entropy=entropy(probabilities),
+            probabilities={name: float(p) for name, p in zip(labels, probabilities)},
+            embedding=encode_embedding(embedding),
+            features=prepared.features,
+            content_type=prepared.decoded.content_type,
+            size_bytes=prepared.decoded.size_bytes,
+            codec=prepared.decoded.codec,
+            clip_path=await self._maybe_keep_clip(prepared.decoded.clip),
+        )
+        if self.writer is not None:
+            self.writer.submit(record)
+        return Prediction(
+            prediction_id=record.id,
+            label=record.predicted_label,
+            confidence=record.confidence,
+            top_k=[(labels[int(i)], float(probabilities[i])) for i in order[: self.top_k]],
+            model_name=runtime.name,
+            model_version=runtime.version,
+            timings_ms={"decode_and_features": round(prepared.decode_ms, 3),
+                        "inference": round(inference_ms, 3)},
+        )
+
+    async def _maybe_keep_clip(self, clip: np.ndarray) -> str | None:
+        if self.writer is None or self._random.random() >= self.clip_sample_rate:
+            return None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.clip_store.save, clip)
+
