@@ -55,27 +55,34 @@ class VideoMeta:
         return self.frame_count / self.fps if self.fps > 0 else math.nan
 
 
-def quality_features(clip: np.ndarray, meta: VideoMeta | None = None) -> dict[str, float]:
-    """Quality features of one uint8 clip (T, H, W, 3)."""
-    if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 clip (T, H, W, 3), got {clip.shape} {clip.dtype}")
-    if min(clip.shape[1:3]) < 3:
-        raise ValueError(f"frames of {clip.shape[1]}x{clip.shape[2]} are too small to measure")
-    pixels = torch.from_numpy(np.ascontiguousarray(clip))
-    luma = pixels.float() @ _LUMA
-    high = pixels.amax(dim=-1).float()
-    low = pixels.amin(dim=-1).float()
+def pixel_features(clips: torch.Tensor) -> torch.Tensor:
+    """Pixel features of uint8 clips (N, T, H, W, 3) on any device: float32 (N, 6), columns in
+    :data:`PIXEL_FEATURES` order. Vectorised over the batch, so the service computes them in
+    the same step (and on the same device) as the model."""
+    n, t, h, w, _ = clips.shape
+    luma = clips.float() @ _LUMA.to(clips.device)
+    high = clips.amax(dim=-1).float()
+    low = clips.amin(dim=-1).float()
     saturation = torch.where(high > 0, (high - low) / high.clamp_min(1.0), 0.0)
-    laplacian, noise = F.conv2d(luma.unsqueeze(1), _FILTERS).unbind(dim=1)
-    motion = (luma[1:] - luma[:-1]).abs().mean().item() if len(luma) > 1 else 0.0
-    features = {
-        "brightness": luma.mean().item(),
-        "contrast": luma.std(dim=(1, 2), correction=0).mean().item(),
-        "sharpness": laplacian.var(dim=(1, 2), correction=0).mean().item(),
-        "saturation": saturation.mean().item(),
-        "motion_energy": motion,
-        "noise": _NOISE_SCALE * noise.abs().mean().item(),
-    }
+    filtered = F.conv2d(luma.reshape(n * t, 1, h, w), _FILTERS.to(clips.device))
+    laplacian, noise = filtered.reshape(n, t, 2, h - 2, w - 2).unbind(dim=2)
+    if t > 1:
+        motion = (luma[:, 1:] - luma[:, :-1]).abs().mean(dim=(1, 2, 3))
+    else:
+        motion = torch.zeros(n, device=clips.device)
+    return torch.stack([
+        luma.mean(dim=(1, 2, 3)),
+        luma.std(dim=(2, 3), correction=0).mean(dim=1),
+        laplacian.var(dim=(2, 3), correction=0).mean(dim=1),
+        saturation.mean(dim=(1, 2, 3)),
+        motion,
+        _NOISE_SCALE * noise.abs().mean(dim=(1, 2, 3)),
+    ], dim=1)
+
+
+def feature_dict(pixel_row: np.ndarray, meta: VideoMeta | None = None) -> dict[str, float]:
+    """One clip's features by name: a row of :func:`pixel_features` plus file metadata."""
+    features = {name: float(v) for name, v in zip(PIXEL_FEATURES, pixel_row)}
     if meta is None:
         features.update({name: math.nan for name in FILE_FEATURES})
     else:
@@ -84,3 +91,25 @@ def quality_features(clip: np.ndarray, meta: VideoMeta | None = None) -> dict[st
             height=float(meta.height), duration=float(meta.duration),
         )
     return features
+
+
+def _check_clips(clips: np.ndarray) -> None:
+    if clips.ndim != 5 or clips.shape[-1] != 3 or clips.dtype != np.uint8:
+        raise ValueError(f"expected uint8 clips (T, H, W, 3), got {clips.shape[1:]} {clips.dtype}")
+    if min(clips.shape[2:4]) < 3:
+        raise ValueError(f"frames of {clips.shape[2]}x{clips.shape[3]} are too small to measure")
+
+
+def quality_features_batch(
+    clips: np.ndarray, meta: VideoMeta | None = None, batch_size: int = 256
+) -> list[dict[str, float]]:
+    """Quality features of many uint8 clips (N, T, H, W, 3) that share ``meta``."""
+    _check_clips(clips)
+    rows = [pixel_features(torch.from_numpy(np.ascontiguousarray(clips[i : i + batch_size])))
+            for i in range(0, len(clips), batch_size)]
+    return [feature_dict(row, meta) for row in torch.cat(rows).numpy()]
+
+
+def quality_features(clip: np.ndarray, meta: VideoMeta | None = None) -> dict[str, float]:
+    """Quality features of one uint8 clip (T, H, W, 3)."""
+    return quality_features_batch(clip[None], meta)[0]

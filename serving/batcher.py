@@ -19,14 +19,15 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# (N, T, H, W, 3) uint8 -> (probabilities (N, C), embeddings (N, D))
-PredictFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# (N, T, H, W, 3) uint8 -> arrays with one row per clip (probabilities, embeddings, ...)
+Outputs = tuple[np.ndarray, ...]
+PredictFn = Callable[[np.ndarray], Outputs]
 
 
 @dataclass
 class _Pending:
     clip: np.ndarray
-    future: asyncio.Future[tuple[np.ndarray, np.ndarray]]
+    future: asyncio.Future[Outputs]
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -98,12 +99,11 @@ class DynamicBatcher:
         """Clips waiting for a forward pass."""
         return self._queue.qsize()
 
-    async def submit(self, clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities and embedding of one clip (T, H, W, 3), batched with others."""
+    async def submit(self, clip: np.ndarray) -> Outputs:
+        """The model's outputs for one clip (T, H, W, 3): its row of each array."""
         if self._task is None:
             raise RuntimeError("the batcher is not started")
-        future: asyncio.Future[tuple[np.ndarray, np.ndarray]] = (
-            asyncio.get_running_loop().create_future())
+        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(clip, future))
         return await future
 
@@ -114,8 +114,7 @@ class DynamicBatcher:
             started = time.perf_counter()
             try:
                 clips = np.stack([item.clip for item in batch])
-                probabilities, embeddings = await loop.run_in_executor(
-                    self._executor, self.predict, clips)
+                outputs = await loop.run_in_executor(self._executor, self.predict, clips)
             except Exception as exc:  # the model failed: fail these requests, keep serving
                 log.exception("forward pass of %d clips failed", len(batch))
                 for item in batch:
@@ -124,6 +123,6 @@ class DynamicBatcher:
                 continue
             for i, item in enumerate(batch):
                 if not item.future.done():
-                    item.future.set_result((probabilities[i], embeddings[i]))
+                    item.future.set_result(tuple(array[i] for array in outputs))
             if self.on_batch:
                 self.on_batch(BatchStats(len(batch), time.perf_counter() - started))

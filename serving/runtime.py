@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from monitor.features import pixel_features
 from serving.decode import InputSize
 from training.model import ModelConfig, autocast_for, clips_to_tensor, prepare_for_device
 
@@ -45,15 +46,19 @@ class ModelRuntime:
                    loaded.name or "unregistered", loaded.version or "0", device)
 
     @torch.inference_mode()
-    def predict(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Softmax probabilities (N, C) and embeddings (N, D) of uint8 clips (N, T, H, W, 3)."""
-        batch = clips_to_tensor(clips).to(self.device, non_blocking=True)
+    def predict(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For uint8 clips (N, T, H, W, 3): softmax probabilities (N, C), embeddings (N, D)
+        and pixel quality features (N, 6), all from one upload of the batch to the device."""
+        pixels = torch.from_numpy(clips).to(self.device, non_blocking=True)
+        batch = clips_to_tensor(pixels)
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last_3d)
         with autocast_for(self.device):
             logits, embeddings = self.model(batch)
         probabilities = torch.softmax(logits.float(), dim=1)
-        return probabilities.cpu().numpy(), embeddings.float().cpu().numpy()
+        features = pixel_features(pixels)
+        return (probabilities.cpu().numpy(), embeddings.float().cpu().numpy(),
+                features.cpu().numpy())
 
 
 def resolve_device(name: str) -> torch.device:

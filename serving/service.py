@@ -1,8 +1,9 @@
-"""The prediction core: decode -> quality features -> batched model -> record -> writer.
+"""The prediction core: decode -> batched model and quality features -> record -> writer.
 
-Routes call :class:`PredictionService`; it knows nothing of HTTP. Decoding and features run
-in a thread pool (PyAV, numpy and torch release the GIL), the model in the batcher, and the
-store write in the background writer, never awaited by the request.
+Routes call :class:`PredictionService`; it knows nothing of HTTP. Decoding runs in a thread
+pool (PyAV and numpy release the GIL); the model and the pixel quality features run batched
+in the batcher's step, on the model's device; the store write goes to the background
+writer, never awaited by the request.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from monitor.clips import ClipStore
 from monitor.errors import Overloaded
-from monitor.features import quality_features
+from monitor.features import feature_dict
 from monitor.store.records import PredictionRecord, encode_embedding
 from serving.batcher import DynamicBatcher
 from serving.decode import DecodedClip, decode_upload
@@ -36,10 +37,9 @@ class Upload:
 
 @dataclass(frozen=True)
 class Prepared:
-    """An upload decoded and measured, ready for the model."""
+    """An upload decoded, ready for the model."""
 
     decoded: DecodedClip
-    features: dict[str, float]
     decode_ms: float
 
 
@@ -96,15 +96,14 @@ class PredictionService:
         started = time.perf_counter()
         decoded = decode_upload(upload.data, upload.filename, upload.content_type,
                                 self.runtime.input_size, self.max_video_frames)
-        features = quality_features(decoded.clip, decoded.meta)
-        return Prepared(decoded, features, (time.perf_counter() - started) * 1000)
+        return Prepared(decoded, (time.perf_counter() - started) * 1000)
 
     def _check_capacity(self, n: int) -> None:
         if self.writer is not None and not self.writer.has_room(n):
             raise Overloaded("the prediction log is full; retry shortly", retry_after_s=1)
 
     async def prepare_all(self, uploads: list[Upload]) -> list[Prepared]:
-        """Decode and measure every upload in parallel; any bad one rejects them all."""
+        """Decode every upload in parallel; any bad one rejects them all."""
         self._check_capacity(len(uploads))
         loop = asyncio.get_running_loop()
         return list(await asyncio.gather(
@@ -114,7 +113,7 @@ class PredictionService:
         """Run the model on a prepared clip, log the record, return the answer."""
         runtime = self.runtime  # one version for the whole request, even across a swap
         started = time.perf_counter()
-        probabilities, embedding = await self.batcher.submit(prepared.decoded.clip)
+        probabilities, embedding, pixels = await self.batcher.submit(prepared.decoded.clip)
         inference_ms = (time.perf_counter() - started) * 1000
         order = np.argsort(probabilities)[::-1]
         labels = runtime.label_names
@@ -126,7 +125,7 @@ class PredictionService:
             entropy=entropy(probabilities),
             probabilities={name: float(p) for name, p in zip(labels, probabilities)},
             embedding=encode_embedding(embedding),
-            features=prepared.features,
+            features=feature_dict(pixels, prepared.decoded.meta),
             content_type=prepared.decoded.content_type,
             size_bytes=prepared.decoded.size_bytes,
             codec=prepared.decoded.codec,
@@ -141,7 +140,7 @@ class PredictionService:
             top_k=[(labels[int(i)], float(probabilities[i])) for i in order[: self.top_k]],
             model_name=runtime.name,
             model_version=runtime.version,
-            timings_ms={"decode_and_features": round(prepared.decode_ms, 3),
+            timings_ms={"decode": round(prepared.decode_ms, 3),
                         "inference": round(inference_ms, 3)},
         )
 

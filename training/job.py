@@ -14,7 +14,7 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from monitor.features import VideoMeta, quality_features  # noqa: E402
+from monitor.features import VideoMeta, quality_features_batch  # noqa: E402
 from monitor.profile import ReferenceProfile  # noqa: E402
 from monitor.settings import Settings, TrainSettings  # noqa: E402
 from training import registry  # noqa: E402
@@ -59,7 +59,7 @@ def build_reference_profile(
         true_labels=labels,
         probabilities=predictions.probabilities,
         embeddings=predictions.embeddings,
-        features=[quality_features(clip, meta) for clip in clips],
+        features=quality_features_batch(clips, meta),
     )
 
 
