@@ -8,6 +8,7 @@ requests once that is done. At shutdown the batcher drains and the writer flushe
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -114,9 +115,12 @@ def create_app(settings: Settings, load_model: ModelLoader) -> FastAPI:
 
     @app.middleware("http")
     async def _observe(request: Request, call_next):  # type: ignore[no-untyped-def]
-        route = request.url.path
-        with metrics.latency.labels(route=route).time():
-            response = await call_next(request)
+        started = time.perf_counter()
+        response = await call_next(request)
+        # The route template, not the raw path: unknown paths must not grow the label set.
+        matched = request.scope.get("route")
+        route = getattr(matched, "path", "unmatched")
+        metrics.latency.labels(route=route).observe(time.perf_counter() - started)
         metrics.requests.labels(route=route, status=str(response.status_code)).inc()
         return response
 

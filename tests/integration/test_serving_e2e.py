@@ -149,6 +149,8 @@ def test_operations_endpoints(server) -> None:
                  'vidmon_model_info{name="vidmon-serving-model",version="1"}'):
         assert name in metrics
     assert 'route="/v1/predict",status="200"' in metrics
+    client.get("/no/such/path/1234")
+    assert "/no/such/path" not in client.get("/metrics").text  # unknown paths share one label
     assert client.get("/openapi.json").json()["paths"]["/v1/predict"]
     assert client.get("/docs").status_code == 200
 
