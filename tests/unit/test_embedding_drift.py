@@ -1,0 +1,56 @@
+"""The embedding-drift test: verdicts, calibration and input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monitor.drift import embedding_drift
+
+
+def clusters(n: int, seed: int, shift: float = 0.0, weights: np.ndarray | None = None,
+             dim: int = 32) -> np.ndarray:
+    """Embeddings from a mixture of 5 Gaussian clusters (like 5 classes)."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(1234).normal(0, 3, (5, dim))
+    labels = rng.choice(5, size=n, p=weights)
+    return (centres[labels] + rng.normal(0, 1, (n, dim)) + shift).astype(np.float32)
+
+
+def test_same_distribution_is_not_drift_and_a_shift_is() -> None:
+    reference = clusters(800, seed=1)
+    same = embedding_drift(reference, clusters(600, seed=2))
+    shifted = embedding_drift(reference, clusters(600, seed=3, shift=0.5))
+    assert not same.drifted and same.p_value > 0.05
+    assert shifted.drifted and shifted.p_value < 0.01
+    assert shifted.statistic > same.statistic
+    assert (shifted.reference_rows, shifted.current_rows) == (800, 600)
+
+
+def test_a_change_in_class_mix_alone_is_drift() -> None:
+    reference = clusters(800, seed=1)
+    skewed = clusters(600, seed=4, weights=np.array([0.6, 0.1, 0.1, 0.1, 0.1]))
+    assert embedding_drift(reference, skewed).drifted
+
+
+def test_false_alarms_stay_near_alpha_over_repeated_clean_windows() -> None:
+    alarms = [embedding_drift(clusters(150, seed=10 + i), clusters(150, seed=500 + i),
+                              permutations=99, features=128, seed=i).drifted
+              for i in range(60)]
+    # Expected 3 of 60 at alpha 0.05; 9 or more has probability < 0.01 if calibrated.
+    assert sum(alarms) <= 8
+
+
+def test_results_are_reproducible_for_a_seed() -> None:
+    a, b = clusters(300, seed=1), clusters(300, seed=2, shift=0.1)
+    assert embedding_drift(a, b, seed=7) == embedding_drift(a, b, seed=7)
+
+
+@pytest.mark.parametrize(("reference", "current", "message"), [
+    (np.zeros((10, 4)), np.zeros((10, 5)), "one width"),
+    (np.zeros(10), np.zeros((10, 4)), "one width"),
+    (np.zeros((1, 4)), np.zeros((10, 4)), "at least two rows"),
+])
+def test_bad_inputs_are_rejected(reference, current, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        embedding_drift(reference, current)
