@@ -1,5 +1,20 @@
 """Drift statistics: pure functions over arrays that return small result objects."""
 
+from monitor.drift.classes import class_frequencies, label_shift, per_class_embedding_drift
 from monitor.drift.embedding import DriftResult, embedding_drift
+from monitor.drift.performance import (
+    ConfidenceCalibration,
+    estimated_accuracy,
+    fit_confidence_calibration,
+)
 
-__all__ = ["DriftResult", "embedding_drift"]
+__all__ = [
+    "ConfidenceCalibration",
+    "DriftResult",
+    "class_frequencies",
+    "embedding_drift",
+    "estimated_accuracy",
+    "fit_confidence_calibration",
+    "label_shift",
+    "per_class_embedding_drift",
+]

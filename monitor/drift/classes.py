@@ -1,0 +1,66 @@
+"""Per-class views of drift: prior shift in predicted classes, embedding drift per class."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import chi2_contingency
+
+from monitor.drift.embedding import DriftResult, embedding_drift
+
+
+def label_shift(
+    reference: Sequence[str], current: Sequence[str], labels: Sequence[str], alpha: float = 0.05
+) -> DriftResult:
+    """Chi-square test of homogeneity between two samples' class frequencies (prior shift).
+
+    Classes absent from both samples are dropped; the statistic is Pearson's chi-square.
+    """
+    ref, cur = np.asarray(reference), np.asarray(current)
+    if len(ref) == 0 or len(cur) == 0:
+        raise ValueError("both samples need at least one label")
+    counts = np.array([[np.sum(ref == label) for label in labels],
+                       [np.sum(cur == label) for label in labels]])
+    unknown = (len(ref) + len(cur)) - counts.sum()
+    if unknown:
+        raise ValueError(f"{unknown} labels are not among the {len(labels)} known classes")
+    counts = counts[:, counts.sum(axis=0) > 0]
+    if counts.shape[1] < 2:
+        return DriftResult("chi_square", 0.0, 1.0, alpha, False, len(ref), len(cur))
+    statistic, p_value, _, _ = chi2_contingency(counts, correction=False)
+    return DriftResult("chi_square", float(statistic), float(p_value), alpha,
+                       bool(p_value < alpha), len(ref), len(cur))
+
+
+def class_frequencies(labels: Sequence[str], classes: Sequence[str]) -> dict[str, float]:
+    """Share of each class among ``labels``."""
+    values = np.asarray(labels)
+    total = max(len(values), 1)
+    return {c: float(np.sum(values == c)) / total for c in classes}
+
+
+def per_class_embedding_drift(
+    reference_embeddings: np.ndarray,
+    reference_labels: Sequence[str],
+    current_embeddings: np.ndarray,
+    current_labels: Sequence[str],
+    *,
+    min_rows: int = 30,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, DriftResult]:
+    """Embedding drift within each predicted class that has ``min_rows`` rows on both sides.
+
+    Each class is tested at alpha / (number of classes tested) (Bonferroni), so the chance
+    of any false alarm across classes stays at most alpha.
+    """
+    ref_labels, cur_labels = np.asarray(reference_labels), np.asarray(current_labels)
+    tested = [c for c in np.unique(cur_labels)
+              if np.sum(ref_labels == c) >= min_rows and np.sum(cur_labels == c) >= min_rows]
+    if not tested:
+        return {}
+    level = alpha / len(tested)
+    return {str(c): embedding_drift(reference_embeddings[ref_labels == c],
+                                    current_embeddings[cur_labels == c], alpha=level, seed=seed)
+            for c in tested}

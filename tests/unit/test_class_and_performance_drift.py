@@ -1,0 +1,79 @@
+"""Prior shift, per-class embedding drift and confidence-based accuracy estimation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monitor.drift import (
+    class_frequencies,
+    estimated_accuracy,
+    fit_confidence_calibration,
+    label_shift,
+    per_class_embedding_drift,
+)
+
+CLASSES = ("a", "b", "c")
+
+
+def _labels(n: int, p: list[float], seed: int) -> list[str]:
+    return list(np.random.default_rng(seed).choice(CLASSES, size=n, p=p))
+
+
+def test_label_shift_flags_a_changed_class_mix_only() -> None:
+    reference = _labels(600, [1 / 3, 1 / 3, 1 / 3], seed=0)
+    assert not label_shift(reference, _labels(500, [1 / 3, 1 / 3, 1 / 3], seed=1), CLASSES).drifted
+    shifted = label_shift(reference, _labels(500, [0.6, 0.2, 0.2], seed=2), CLASSES)
+    assert shifted.drifted and shifted.p_value < 1e-6
+    assert class_frequencies(["a", "a", "b", "c"], CLASSES) == {"a": 0.5, "b": 0.25, "c": 0.25}
+
+
+def test_label_shift_rejects_labels_it_does_not_know() -> None:
+    with pytest.raises(ValueError, match="not among"):
+        label_shift(["a", "z"], ["a"], CLASSES)
+
+
+def test_per_class_drift_points_at_the_class_that_moved() -> None:
+    rng = np.random.default_rng(0)
+    centres = {"a": 0.0, "b": 4.0, "c": -4.0}
+
+    def sample(n: int, moved: str | None) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.choice(CLASSES, size=n)
+        shift = np.array([centres[c] + (0.8 if c == moved else 0.0) for c in labels])
+        return rng.normal(0, 1, (n, 8)) + shift[:, None], labels
+
+    ref_emb, ref_lab = sample(900, None)
+    cur_emb, cur_lab = sample(900, moved="b")
+    results = per_class_embedding_drift(ref_emb, ref_lab, cur_emb, cur_lab)
+    assert set(results) == set(CLASSES)
+    assert [c for c, r in results.items() if r.drifted] == ["b"]
+    assert results["a"].alpha == pytest.approx(0.05 / 3)
+    assert per_class_embedding_drift(ref_emb, ref_lab, cur_emb[:10], cur_lab[:10]) == {}
+
+
+def test_calibration_is_monotone_and_pools_equal_confidences() -> None:
+    calibration = fit_confidence_calibration(np.array([0.5, 0.5, 0.9, 0.7, 0.6]),
+                                             np.array([0, 1, 1, 0, 1]))
+    mapped = calibration(np.array([0.4, 0.5, 0.65, 0.95]))
+    assert np.all(np.diff(mapped) >= 0)
+    assert calibration(np.array([0.5]))[0] == pytest.approx(0.5)
+
+
+def test_estimated_accuracy_follows_a_covariate_shift_without_labels() -> None:
+    rng = np.random.default_rng(0)
+    # A calibrated model: a prediction with confidence c is right with probability c.
+    ref_conf = rng.uniform(0.3, 1.0, 5000)
+    calibration = fit_confidence_calibration(ref_conf, rng.random(5000) < ref_conf)
+    shifted_conf = rng.beta(2, 5, 3000) * 0.7 + 0.3  # the window is much less confident
+    shifted_correct = rng.random(3000) < shifted_conf
+    estimate = estimated_accuracy(calibration, shifted_conf)
+    assert estimate == pytest.approx(shifted_correct.mean(), abs=0.03)
+    assert estimate < estimated_accuracy(calibration, ref_conf) - 0.1
+
+
+def test_estimation_needs_data() -> None:
+    with pytest.raises(ValueError):
+        fit_confidence_calibration(np.array([]), np.array([]))
+    calibration = fit_confidence_calibration(np.array([0.9]), np.array([1]))
+    with pytest.raises(ValueError, match="no predictions"):
+        estimated_accuracy(calibration, np.array([]))
