@@ -103,3 +103,14 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     registry.ensure_champion(mlflow.MlflowClient(), store.model_name,
                              str(info.registered_model_version))
     return store
+
+
+@pytest.fixture
+def repository(database_url: str) -> Iterator["PredictionRepository"]:
+    """A migrated, empty store on each database kind."""
+    from monitor.store import PredictionRepository, create_store_engine, upgrade_database
+
+    engine = create_store_engine(database_url)
+    upgrade_database(engine)
+    yield PredictionRepository(engine)
+    engine.dispose()

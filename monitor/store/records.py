@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 Source = Literal["production", "reference"]
 EMBEDDING_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
@@ -81,6 +82,17 @@ class PredictionRecord:
         data["features"] = {k: (math.nan if v is None else float(v))
                             for k, v in data["features"].items()}
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Rows of one model version and source: scalar columns, and embeddings in row order."""
+
+    frame: pd.DataFrame
+    embeddings: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frame)
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,37 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
+import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
-from monitor.store.records import FeedbackResult, PredictionRecord, Source
+from monitor.features import FEATURE_NAMES
+from monitor.store.records import (
+    FeedbackResult,
+    PredictionRecord,
+    Source,
+    Window,
+    decode_embedding,
+)
 from monitor.store.schema import predictions
 
 _CHUNK = 500
+WINDOW_COLUMNS: tuple[str, ...] = (
+    "id", "created_at", "predicted_label", "confidence", "entropy", *FEATURE_NAMES,
+    "true_label", "labeled_at", "clip_path",
+)
+
+
+def _stack_embeddings(blobs: list[tuple[bytes, str]]) -> np.ndarray:
+    """(n, d) float32 from stored embedding bytes; one buffer read when all are float32."""
+    if not blobs:
+        return np.zeros((0, 0), dtype=np.float32)
+    if all(dtype == "float32" for _, dtype in blobs):
+        return np.frombuffer(b"".join(data for data, _ in blobs), dtype="<f4").reshape(
+            len(blobs), -1).copy()
+    return np.stack([decode_embedding(data, dtype) for data, dtype in blobs])
 
 
 class PredictionRepository:
@@ -66,15 +89,47 @@ class PredictionRepository:
         return FeedbackResult(stored=[i for i in ids if i in known],
                               unknown_ids=[i for i in ids if i not in known])
 
-    def count(self, source: Source | None = None, model_version: str | None = None) -> int:
-        """Rows in the predictions table, optionally of one source and model version."""
+    def count(self, source: Source | None = None, model_version: str | None = None,
+              model_name: str | None = None) -> int:
+        """Rows in the predictions table, optionally of one source, model and version."""
         query = sa.select(sa.func.count()).select_from(predictions)
         if source is not None:
             query = query.where(predictions.c.source == source)
         if model_version is not None:
             query = query.where(predictions.c.model_version == model_version)
+        if model_name is not None:
+            query = query.where(predictions.c.model_name == model_name)
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
+
+    def load_window(
+        self,
+        model_name: str,
+        model_version: str,
+        source: Source = "production",
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        last: int | None = None,
+    ) -> Window:
+        """Rows of one model version and source in time order: those in [since, until), and
+        of those only the newest ``last`` when given. References load the same way."""
+        columns = [predictions.c[name] for name in WINDOW_COLUMNS]
+        query = sa.select(*columns, predictions.c.embedding, predictions.c.embedding_dtype).where(
+            predictions.c.model_name == model_name,
+            predictions.c.model_version == model_version,
+            predictions.c.source == source)
+        if since is not None:
+            query = query.where(predictions.c.created_at >= since)
+        if until is not None:
+            query = query.where(predictions.c.created_at < until)
+        query = query.order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
+        if last is not None:
+            query = query.limit(last)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()[::-1]
+        frame = pd.DataFrame([row[: len(columns)] for row in rows], columns=list(WINDOW_COLUMNS))
+        return Window(frame, _stack_embeddings([(row[-2], row[-1]) for row in rows]))
 
     def get(self, prediction_ids: Iterable[str]) -> dict[str, dict]:
         """Rows by id, as dicts of column values."""

@@ -11,7 +11,7 @@ from monitor.errors import Overloaded
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
 from serving.spool import Spool
 from serving.writer import PredictionWriter
-from tests.integration.test_store import make_record
+from tests.factories import make_record
 
 
 def _wait(condition, timeout_s: float = 20.0) -> None:

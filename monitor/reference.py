@@ -1,0 +1,46 @@
+"""Putting a model version's reference profile into the store, beside its production rows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from monitor.features import FEATURE_NAMES
+from monitor.profile import ReferenceProfile, probability_column
+from monitor.store.records import PredictionRecord, encode_embedding
+from monitor.store.repository import PredictionRepository
+
+
+def reference_records(
+    profile: ReferenceProfile, model_name: str, model_version: str
+) -> list[PredictionRecord]:
+    """One ``source='reference'`` record per profile row, true label included."""
+    table = profile.table
+    probabilities = table[[probability_column(c) for c in profile.label_names]].to_numpy()
+    safe = np.clip(probabilities, 1e-12, 1.0)
+    entropies = -(probabilities * np.log(safe)).sum(axis=1)
+    features = table[list(FEATURE_NAMES)].to_numpy(dtype=float)
+    records = []
+    for i, row in enumerate(table.itertuples(index=False)):
+        records.append(PredictionRecord(
+            model_name=model_name,
+            model_version=model_version,
+            predicted_label=str(row.predicted_label),
+            confidence=float(row.confidence),
+            entropy=float(entropies[i]),
+            probabilities={c: float(p) for c, p in zip(profile.label_names, probabilities[i])},
+            embedding=encode_embedding(profile.embeddings[i]),
+            features=dict(zip(FEATURE_NAMES, features[i].tolist())),
+            source="reference",
+            true_label=str(row.true_label),
+        ))
+    return records
+
+
+def store_reference(
+    repository: PredictionRepository, profile: ReferenceProfile, model_name: str,
+    model_version: str,
+) -> int:
+    """Store the profile once per model version; returns the rows added (0 if already there)."""
+    if repository.count(source="reference", model_name=model_name, model_version=model_version):
+        return 0
+    return repository.add_predictions(reference_records(profile, model_name, model_version))

@@ -1,0 +1,58 @@
+"""Windows and references load with one query, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitor.features import FEATURE_NAMES
+from monitor.profile import ReferenceProfile
+from monitor.reference import store_reference
+from tests.factories import make_record
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _profile(rows: int = 6) -> ReferenceProfile:
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(3), size=rows)
+    features = [{name: float(i) for name in FEATURE_NAMES} for i in range(rows)]
+    return ReferenceProfile.build(
+        label_names=("a", "b", "c"), true_labels=np.arange(rows) % 3,
+        probabilities=probabilities, embeddings=rng.normal(size=(rows, 4)).astype(np.float32),
+        features=features)
+
+
+def test_windows_select_by_version_source_time_and_count(repository) -> None:
+    records = [make_record(i, created_at=T0 + timedelta(minutes=i)) for i in range(10)]
+    other = [make_record(100, model_version="2", created_at=T0),
+             make_record(101, source="reference", created_at=T0)]
+    repository.add_predictions(records + other)
+
+    everything = repository.load_window("m", "1")
+    assert list(everything.frame["id"]) == [r.id for r in records]  # time order
+    assert everything.embeddings.shape == (10, 8)
+    np.testing.assert_array_equal(everything.embeddings[3], np.arange(8) + 3)
+
+    timed = repository.load_window("m", "1", since=T0 + timedelta(minutes=2),
+                                   until=T0 + timedelta(minutes=5))
+    assert list(timed.frame["id"]) == [r.id for r in records[2:5]]
+    newest = repository.load_window("m", "1", last=4)
+    assert list(newest.frame["id"]) == [r.id for r in records[-4:]]
+    assert len(repository.load_window("m", "3")) == 0
+    assert pd.isna(everything.frame["fps"]).all()  # stored NULL, read back as missing
+
+
+def test_a_reference_profile_is_stored_once_and_loads_like_a_window(repository) -> None:
+    profile = _profile()
+    assert store_reference(repository, profile, "m", "1") == 6
+    assert store_reference(repository, profile, "m", "1") == 0
+    reference = repository.load_window("m", "1", source="reference")
+    assert len(reference) == 6
+    assert sorted(reference.frame["true_label"]) == sorted(profile.table["true_label"])
+    assert sorted(map(tuple, reference.embeddings.tolist())) == sorted(
+        map(tuple, profile.embeddings.tolist()))
+    assert len(repository.load_window("m", "1")) == 0  # production untouched
