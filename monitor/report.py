@@ -1,0 +1,264 @@
+"""One monitoring report: a production window against its model version's reference.
+
+Evidently computes per-column drift (DataDriftPreset on the quality features, predicted
+label and confidence) and, on the labeled part of the window, classification quality
+(ClassificationPreset). vidmon's own statistics sit beside them: embedding drift, prior
+shift and per-class embedding drift, and accuracy estimated from calibrated confidences.
+The HTML page shows vidmon's summary with the Evidently reports embedded below it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from monitor.drift import (
+    DriftResult,
+    class_frequencies,
+    embedding_drift,
+    estimated_accuracy,
+    fit_confidence_calibration,
+    label_shift,
+    per_class_embedding_drift,
+)
+from monitor.features import FEATURE_NAMES
+from monitor.store.records import Window
+
+DRIFT_COLUMNS: tuple[str, ...] = (*FEATURE_NAMES, "confidence", "predicted_label")
+# Methods whose score is a p-value (drift below the threshold); others are distances.
+P_VALUE_METHODS = frozenset({"ks", "chisquare", "z", "fisher_exact", "mannw", "t_test"})
+
+
+@dataclass(frozen=True)
+class ReportPolicy:
+    """Thresholds of a report's verdict.
+
+    ``alpha`` bounds the chance that a window drawn from the reference distribution is
+    called drift: half goes to the embedding test, half is split over the column tests
+    (Bonferroni), so one strongly drifted column is enough and a dozen clean ones do not
+    add up to false alarms.
+    """
+
+    alpha: float = 0.05
+    min_rows: int = 30
+    per_class_min_rows: int = 30
+
+
+@dataclass
+class ReportSummary:
+    """What one report found; stored as one row, served as JSON."""
+
+    model_name: str
+    model_version: str
+    window_start: datetime
+    window_end: datetime
+    rows: int
+    labeled_rows: int
+    reference_rows: int
+    verdict: str
+    reasons: list[str] = field(default_factory=list)
+    drift_share: float | None = None
+    column_drift: dict[str, dict[str, Any]] = field(default_factory=dict)
+    embedding_drift: dict[str, Any] | None = None
+    label_shift: dict[str, Any] | None = None
+    per_class_drift: dict[str, dict[str, Any]] = field(default_factory=dict)
+    class_frequencies: dict[str, dict[str, float]] = field(default_factory=dict)
+    estimated_accuracy: float | None = None
+    realized_accuracy: float | None = None
+    macro_f1: float | None = None
+    reference_accuracy: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        data = asdict(self)
+        data["window_start"] = self.window_start.isoformat()
+        data["window_end"] = self.window_end.isoformat()
+        return data
+
+
+@dataclass(frozen=True)
+class MonitoringReport:
+    """A report's summary, its Evidently snapshots (JSON) and its HTML page."""
+
+    summary: ReportSummary
+    snapshot_json: str
+    html: str
+
+
+def _drift_columns(reference: pd.DataFrame, current: pd.DataFrame, min_rows: int) -> list[str]:
+    """Columns with enough values on both sides (file metadata is missing for raw clips)."""
+    return [c for c in DRIFT_COLUMNS
+            if reference[c].notna().sum() >= min_rows and current[c].notna().sum() >= min_rows]
+
+
+def _column_drift(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-column score, method, threshold and verdict from a DataDriftPreset snapshot."""
+    columns = {}
+    for metric in snapshot["metrics"]:
+        config = metric["config"]
+        if not config["type"].endswith("ValueDrift"):
+            continue
+        score, threshold, method = float(metric["value"]), float(config["threshold"]), config["method"]
+        is_p_value = method in P_VALUE_METHODS or "p_value" in method
+        drifted = score < threshold if is_p_value else score >= threshold
+        columns[config["column"]] = {"score": score, "method": method, "threshold": threshold,
+                                     "drifted": bool(drifted)}
+    return columns
+
+
+def _evidently_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], threshold: float
+):
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = DataDefinition(
+        numerical_columns=[c for c in columns if c != "predicted_label"],
+        categorical_columns=[c for c in columns if c == "predicted_label"])
+    preset = DataDriftPreset(columns=columns, num_method="ks", cat_method="chisquare",
+                             threshold=threshold)
+    # Constant columns (a fixed fps or frame size) are kept: a jump from one constant to
+    # another is drift. Evidently's summary statistics divide by their zero spread.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return Report([preset]).run(
+            Dataset.from_pandas(current[columns], data_definition=definition),
+            Dataset.from_pandas(reference[columns], data_definition=definition))
+
+
+def _evidently_classification(reference: pd.DataFrame, labeled: pd.DataFrame):
+    from evidently import DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently.presets import ClassificationPreset
+
+    columns = ["true_label", "predicted_label"]
+    definition = DataDefinition(
+        categorical_columns=columns,
+        classification=[MulticlassClassification(target="true_label",
+                                                  prediction_labels="predicted_label")])
+    return Report([ClassificationPreset()]).run(
+        Dataset.from_pandas(labeled[columns], data_definition=definition),
+        Dataset.from_pandas(reference[columns], data_definition=definition))
+
+
+def macro_f1(true: np.ndarray, predicted: np.ndarray) -> float:
+    """Unweighted mean F1 over the classes present in either array."""
+    scores = []
+    for label in np.union1d(true, predicted):
+        tp = np.sum((predicted == label) & (true == label))
+        precision_den, recall_den = np.sum(predicted == label), np.sum(true == label)
+        precision = tp / precision_den if precision_den else 0.0
+        recall = tp / recall_den if recall_den else 0.0
+        scores.append(0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
+    return float(np.mean(scores))
+
+
+def _result(result: DriftResult | None) -> dict[str, Any] | None:
+    return None if result is None else asdict(result)
+
+
+def build_report(
+    reference: Window,
+    current: Window,
+    label_names: tuple[str, ...],
+    *,
+    model_name: str,
+    model_version: str,
+    window_start: datetime,
+    window_end: datetime,
+    policy: ReportPolicy = ReportPolicy(),
+) -> MonitoringReport:
+    """Compare ``current`` with ``reference`` and decide drift / no drift."""
+    ref, cur = reference.frame, current.frame
+    labeled = cur[cur["true_label"].notna()]
+    summary = ReportSummary(model_name, model_version, window_start, window_end, rows=len(cur),
+                            labeled_rows=len(labeled), reference_rows=len(ref),
+                            verdict="insufficient_data")
+    if len(cur) < policy.min_rows or len(ref) < policy.min_rows:
+        summary.reasons.append(f"needs {policy.min_rows} rows on each side, has {len(cur)} "
+                               f"in the window and {len(ref)} in the reference")
+        return MonitoringReport(summary, json.dumps({}), render_html(summary, []))
+
+    columns = _drift_columns(ref, cur, policy.min_rows)
+    column_level = policy.alpha / 2 / max(len(columns), 1)
+    drift_snapshot = _evidently_drift(ref, cur, columns, column_level)
+    summary.column_drift = _column_drift(drift_snapshot.dict())
+    drifted = [c for c, v in summary.column_drift.items() if v["drifted"]]
+    summary.drift_share = len(drifted) / max(len(summary.column_drift), 1)
+    embedding = embedding_drift(reference.embeddings, current.embeddings, alpha=policy.alpha / 2)
+    summary.embedding_drift = _result(embedding)
+    summary.label_shift = _result(label_shift(ref["predicted_label"], cur["predicted_label"],
+                                              label_names, policy.alpha))
+    summary.per_class_drift = {c: asdict(r) for c, r in per_class_embedding_drift(
+        reference.embeddings, ref["predicted_label"].to_numpy(), current.embeddings,
+        cur["predicted_label"].to_numpy(), min_rows=policy.per_class_min_rows,
+        alpha=policy.alpha).items()}
+    summary.class_frequencies = {
+        "reference": class_frequencies(ref["predicted_label"], label_names),
+        "current": class_frequencies(cur["predicted_label"], label_names)}
+
+    ref_correct = (ref["true_label"] == ref["predicted_label"]).to_numpy()
+    summary.reference_accuracy = float(ref_correct.mean())
+    calibration = fit_confidence_calibration(ref["confidence"].to_numpy(), ref_correct)
+    summary.estimated_accuracy = estimated_accuracy(calibration, cur["confidence"].to_numpy())
+    snapshots = {"data_drift": drift_snapshot}
+    if len(labeled):
+        true, predicted = labeled["true_label"].to_numpy(), labeled["predicted_label"].to_numpy()
+        summary.realized_accuracy = float((true == predicted).mean())
+        summary.macro_f1 = macro_f1(true, predicted)
+        snapshots["classification"] = _evidently_classification(ref, labeled)
+
+    if embedding.drifted:
+        summary.reasons.append(f"embedding drift p={embedding.p_value:.4f} < {embedding.alpha}")
+    if drifted:
+        summary.reasons.append(f"{len(drifted)}/{len(summary.column_drift)} columns drifted at "
+                               f"p < {column_level:.2g} ({', '.join(drifted)})")
+    summary.verdict = "drift" if summary.reasons else "no_drift"
+    snapshot_json = json.dumps({name: s.dict() for name, s in snapshots.items()}, default=str)
+    frames = [(name, s.get_html_str(as_iframe=True)) for name, s in snapshots.items()]
+    return MonitoringReport(summary, snapshot_json, render_html(summary, frames))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def render_html(summary: ReportSummary, evidently_frames: list[tuple[str, str]]) -> str:
+    """vidmon's summary page with the Evidently reports embedded below it."""
+    s = summary
+    rows = "".join(
+        f"<tr><th>{_fmt(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in [
+            ("model", f"{s.model_name} v{s.model_version}"),
+            ("window", f"{s.window_start.isoformat()} – {s.window_end.isoformat()}"),
+            ("rows / labeled / reference", f"{s.rows} / {s.labeled_rows} / {s.reference_rows}"),
+            ("verdict", s.verdict), ("reasons", "; ".join(s.reasons) or "none"),
+            ("share of drifted columns", s.drift_share),
+            ("embedding drift p-value", (s.embedding_drift or {}).get("p_value")),
+            ("prior shift p-value", (s.label_shift or {}).get("p_value")),
+            ("estimated accuracy", s.estimated_accuracy),
+            ("realized accuracy", s.realized_accuracy), ("macro F1", s.macro_f1),
+            ("reference accuracy", s.reference_accuracy)])
+    classes = "".join(
+        f"<tr><td>{_fmt(c)}</td><td>{_fmt(s.class_frequencies.get('reference', {}).get(c))}</td>"
+        f"<td>{_fmt(s.class_frequencies.get('current', {}).get(c))}</td>"
+        f"<td>{_fmt(s.per_class_drift.get(c, {}).get('p_value'))}</td>"
+        f"<td>{'yes' if s.per_class_drift.get(c, {}).get('drifted') else ''}</td></tr>"
+        for c in s.class_frequencies.get("reference", {}))
+    sections = "".join(f"<h2>Evidently: {_fmt(name)}</h2>{frame}" for name, frame in evidently_frames)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>vidmon report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>"
+        f"<h1>vidmon monitoring report</h1><table>{rows}</table>"
+        "<h2>Classes: share of predictions and embedding drift within each</h2>"
+        "<table><tr><th>class</th><th>reference</th><th>window</th><th>p-value</th>"
+        f"<th>drifted</th></tr>{classes}</table>{sections}</body></html>")

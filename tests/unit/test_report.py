@@ -1,0 +1,83 @@
+"""Building one monitoring report from windows (no database, no scheduler)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitor.features import FEATURE_NAMES
+from monitor.report import build_report, macro_f1
+from monitor.store.records import Window
+
+CLASSES = ("a", "b", "c")
+START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 1, 1, tzinfo=UTC)
+
+
+def window(n: int, seed: int, brightness: float = 100.0, labeled: float = 0.0,
+           accuracy: float = 0.95, emb_shift: float = 0.0) -> Window:
+    rng = np.random.default_rng(seed)
+    true = rng.choice(CLASSES, size=n)
+    wrong = rng.random(n) > accuracy
+    predicted = np.where(wrong, rng.choice(CLASSES, size=n), true)
+    frame = pd.DataFrame({name: rng.normal(10, 2, n) for name in FEATURE_NAMES})
+    frame["brightness"] = rng.normal(brightness, 5, n)
+    frame["fps"] = np.nan  # raw clips carry no file metadata
+    frame["predicted_label"] = predicted
+    frame["confidence"] = np.clip(rng.normal(0.9, 0.05, n), 0, 1)
+    frame["true_label"] = np.where(rng.random(n) < labeled, true, None)
+    centres = {c: i * 3.0 for i, c in enumerate(CLASSES)}
+    embeddings = rng.normal(0, 1, (n, 16)) + np.array([centres[c] for c in predicted])[:, None]
+    return Window(frame, (embeddings + emb_shift).astype(np.float32))
+
+
+def report(current: Window, reference: Window | None = None):
+    reference = reference or window(600, seed=0, labeled=1.0)
+    return build_report(reference, current, CLASSES, model_name="m", model_version="1",
+                        window_start=START, window_end=END)
+
+
+def test_a_window_from_the_reference_distribution_is_not_drift() -> None:
+    result = report(window(400, seed=1)).summary
+    assert result.verdict == "no_drift" and result.reasons == []
+    assert "fps" not in result.column_drift  # no values on one side: not tested
+    assert {"brightness", "confidence", "predicted_label"} <= set(result.column_drift)
+    assert result.realized_accuracy is None and result.estimated_accuracy is not None
+
+
+def test_brightness_drift_is_flagged_by_its_column() -> None:
+    result = report(window(400, seed=2, brightness=140.0)).summary
+    assert result.verdict == "drift"
+    assert result.column_drift["brightness"]["drifted"]
+    assert not result.embedding_drift["drifted"]
+
+
+def test_embedding_drift_alone_can_decide_the_verdict() -> None:
+    result = report(window(400, seed=3, emb_shift=0.6)).summary
+    assert result.verdict == "drift"
+    assert any("embedding drift" in reason for reason in result.reasons)
+
+
+def test_labels_add_realized_accuracy_and_the_classification_report() -> None:
+    unlabeled = report(window(400, seed=4, accuracy=0.6))
+    labeled = report(window(400, seed=4, accuracy=0.6, labeled=0.5))
+    assert unlabeled.summary.realized_accuracy is None
+    assert labeled.summary.labeled_rows == pytest.approx(200, abs=40)
+    assert labeled.summary.realized_accuracy == pytest.approx(0.6 + 0.4 / 3, abs=0.08)
+    assert "classification" in labeled.snapshot_json
+    assert "classification" not in unlabeled.snapshot_json
+    assert "Evidently: classification" in labeled.html and "realized accuracy" in labeled.html
+
+
+def test_too_few_rows_is_its_own_verdict() -> None:
+    result = report(window(5, seed=5))
+    assert result.summary.verdict == "insufficient_data"
+    assert "needs 30 rows" in result.summary.reasons[0]
+
+
+def test_macro_f1() -> None:
+    true = np.array(["a", "a", "b", "b"])
+    assert macro_f1(true, true) == 1.0
+    assert macro_f1(true, np.array(["a", "b", "b", "b"])) == pytest.approx((2 / 3 + 0.8) / 2)
