@@ -29,3 +29,7 @@ class Overloaded(VidmonError):
 
 class NotReady(VidmonError):
     """The model or the store is not ready yet (HTTP 503)."""
+
+
+class NotFound(VidmonError):
+    """No such resource (HTTP 404)."""

@@ -65,6 +65,22 @@ class ServeSettings(BaseModel):
     spool_path: Path = Path("vidmon-spool.jsonl")
 
 
+class MonitorSettings(BaseModel):
+    """How ``vidmon monitor`` schedules and judges reports."""
+
+    interval_s: PositiveInt = Field(default=300, description="seconds between reports")
+    cron: str | None = Field(default=None, description="crontab line; replaces interval_s")
+    window_minutes: float | None = Field(
+        default=60.0, gt=0, description="a report covers the last N minutes of predictions")
+    window_predictions: PositiveInt | None = Field(
+        default=None, description="or the last M predictions (both: the smaller window)")
+    alpha: float = Field(default=0.05, gt=0, lt=1,
+                         description="chance that a clean window is called drift")
+    min_rows: PositiveInt = 30
+    lease_ttl_s: float = Field(default=60.0, gt=0,
+                               description="a scheduler that stops renewing loses its lease")
+
+
 class Settings(BaseSettings):
     """Settings shared by every vidmon job."""
 
@@ -93,6 +109,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     train: TrainSettings = Field(default_factory=TrainSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     @property
     def model_uri(self) -> str:

@@ -16,8 +16,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from monitor.clips import ClipStore
+from monitor.api import router as monitoring_router
 from monitor.errors import (
     InvalidInput,
+    NotFound,
     NotReady,
     Overloaded,
     PayloadTooLarge,
@@ -26,6 +28,7 @@ from monitor.errors import (
 )
 from monitor.settings import Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
+from monitor.store.reports import ReportRepository
 from serving.batcher import DynamicBatcher
 from serving.metrics import ServiceMetrics
 from serving.routes import router
@@ -42,6 +45,7 @@ _STATUS: dict[type[VidmonError], int] = {
     InvalidInput: 422,
     UnsupportedMediaType: 415,
     PayloadTooLarge: 413,
+    NotFound: 404,
     Overloaded: 503,
     NotReady: 503,
 }
@@ -63,6 +67,7 @@ def create_app(settings: Settings, load_model: ModelLoader) -> FastAPI:
         engine = create_store_engine(settings.database_url)
         upgrade_database(engine)
         repository = PredictionRepository(engine)
+        app.state.reports = ReportRepository(engine)
         writer = None
         if serve.log_predictions:
             writer = PredictionWriter(
@@ -125,4 +130,5 @@ def create_app(settings: Settings, load_model: ModelLoader) -> FastAPI:
         return response
 
     app.include_router(router)
+    app.include_router(monitoring_router)
     return app

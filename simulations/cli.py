@@ -71,12 +71,46 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_monitor(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("monitor", help="run scheduled drift reports")
+    p.add_argument("--interval-s", type=int, help="seconds between reports")
+    p.add_argument("--cron", help="crontab schedule instead of an interval")
+    p.add_argument("--window-minutes", type=float, help="report on the last N minutes")
+    p.add_argument("--once", action="store_true", help="report on the last window and exit")
+    p.set_defaults(handler=_monitor)
+
+
+def _monitor(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+
+    from monitor.scheduler import Monitor
+    from monitor.store import PredictionRepository, create_store_engine, upgrade_database
+    from monitor.store.reports import ReportRepository
+    from training.registry import profile_loader
+
+    settings = _with_flags(settings, "monitor", args)
+    engine = create_store_engine(settings.database_url)
+    upgrade_database(engine)
+    monitor = Monitor(settings.monitor, PredictionRepository(engine), ReportRepository(engine),
+                      profile_loader(settings),
+                      on_outcome=lambda outcome: print(json.dumps(asdict(outcome), default=str),
+                                                       flush=True))
+    if args.once:
+        monitor.run_once()
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: monitor.stop())
+    signal.signal(signal.SIGINT, lambda *_: monitor.stop())
+    monitor.serve_forever()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="vidmon", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
     _add_serve(subparsers)
+    _add_monitor(subparsers)
     return parser
 
 

@@ -173,6 +173,20 @@ def model_loader(settings: Settings) -> Callable[[str, str], LoadedModel]:
     return load_model
 
 
+def profile_loader(settings: Settings) -> Callable[[str, str], ReferenceProfile]:
+    """Reference profile of a registered model version (from its training run), cached."""
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    cache: dict[tuple[str, str], ReferenceProfile] = {}
+
+    def load(name: str, version: str) -> ReferenceProfile:
+        if (name, version) not in cache:
+            run_id = MlflowClient().get_model_version(name, version).run_id
+            cache[(name, version)] = load_reference_profile(run_id)
+        return cache[(name, version)]
+
+    return load
+
+
 def _registry_identity(model_uri: str) -> tuple[str | None, str | None]:
     """Registered name and version behind a ``models:/`` URI, or (None, None)."""
     if not model_uri.startswith("models:/"):

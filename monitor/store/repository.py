@@ -102,6 +102,18 @@ class PredictionRepository:
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
 
+    def latest_model(self, until: datetime | None = None) -> tuple[str, str] | None:
+        """(name, version) of the newest production prediction before ``until``: the model
+        that is serving."""
+        query = sa.select(predictions.c.model_name, predictions.c.model_version).where(
+            predictions.c.source == "production")
+        if until is not None:
+            query = query.where(predictions.c.created_at < until)
+        query = query.order_by(predictions.c.created_at.desc()).limit(1)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else (row[0], row[1])
+
     def load_window(
         self,
         model_name: str,

@@ -34,3 +34,41 @@ predictions = sa.Table(
     sa.Column("true_label", sa.String(100), nullable=True),
     sa.Column("labeled_at", sa.DateTime(timezone=True), nullable=True),
 )
+
+reports = sa.Table(
+    "reports",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("labeled_rows", sa.Integer, nullable=False),
+    sa.Column("verdict", sa.String(32), nullable=False),
+    sa.Column("drift_share", sa.Float, nullable=True),
+    sa.Column("embedding_statistic", sa.Float, nullable=True),
+    sa.Column("embedding_p_value", sa.Float, nullable=True),
+    sa.Column("estimated_accuracy", sa.Float, nullable=True),
+    sa.Column("realized_accuracy", sa.Float, nullable=True),
+    sa.Column("macro_f1", sa.Float, nullable=True),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("snapshot", sa.Text, nullable=False),
+)
+
+report_pages = sa.Table(
+    "report_pages",
+    metadata,
+    sa.Column("report_id", sa.String(32), sa.ForeignKey("reports.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("html_gzip", sa.LargeBinary, nullable=False),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -165,3 +165,40 @@ def test_shutdown_flushes_every_acknowledged_prediction(service_settings: Settin
     engine = create_store_engine(service_settings.database_url)
     assert PredictionRepository(engine).count() == 30
     engine.dispose()
+
+
+def test_reports_api_serves_summaries_pages_and_timeline(server) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.job import run_report_job
+    from monitor.settings import MonitorSettings
+    from monitor.store.reports import ReportRepository
+    from tests.factories import production_records, reference_profile
+
+    client, repository = server
+    reports = ReportRepository(repository.engine)
+    hour = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    profile = reference_profile()
+    repository.add_predictions(production_records(100, hour - timedelta(minutes=30), seed=1))
+    repository.add_predictions(production_records(100, hour + timedelta(minutes=30), seed=2,
+                                                  brightness=140.0))
+    settings = MonitorSettings(interval_s=3600, window_minutes=60)
+    for now in (hour, hour + timedelta(hours=1)):
+        run_report_job(settings, repository, reports, lambda *_: profile, now=now)
+
+    listed = client.get("/v1/reports", params={"model_name": "m", "limit": 1}).json()
+    assert listed["total"] == 2 and len(listed["items"]) == 1
+    newest = listed["items"][0]
+    assert newest["verdict"] == "drift"
+    detail = client.get(f"/v1/reports/{newest['id']}").json()
+    assert detail["summary"]["column_drift"]["brightness"]["drifted"]
+    page = client.get(f"/v1/reports/{newest['id']}/html")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Evidently: data_drift" in page.text
+    points = client.get("/v1/monitoring/timeline", params={"model_name": "m"}).json()["points"]
+    assert [p["verdict"] for p in points] == ["no_drift", "drift"]
+    later = (hour + timedelta(minutes=1)).isoformat()  # since is inclusive of window ends
+    assert client.get("/v1/reports", params={"since": later}).json()["total"] == 1
+    for path in ("/v1/reports/nope", "/v1/reports/nope/html", "/v1/reports/..%2F..%2Fetc/html"):
+        assert client.get(path).status_code == 404
+    assert client.get("/v1/reports", params={"limit": 0}).status_code == 422

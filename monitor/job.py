@@ -1,0 +1,82 @@
+"""The report job: load the serving model version's window and reference, report, store.
+
+The job is idempotent per window: windows end on multiples of the interval and a window
+already reported is skipped, so a restarted or coalesced scheduler never reports twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from monitor.profile import ReferenceProfile
+from monitor.reference import store_reference
+from monitor.report import ReportPolicy, build_report
+from monitor.settings import MonitorSettings
+from monitor.store.reports import ReportRepository
+from monitor.store.repository import PredictionRepository
+
+log = logging.getLogger(__name__)
+
+ProfileLoader = Callable[[str, str], ReferenceProfile]
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What one run of the job did."""
+
+    status: str  # reported | already_reported | no_traffic
+    report_id: str | None = None
+    verdict: str | None = None
+    window_end: datetime | None = None
+
+
+def window_end_for(now: datetime, interval_s: int) -> datetime:
+    """The latest interval boundary at or before ``now`` (UTC)."""
+    epoch = now.astimezone(UTC).timestamp()
+    return datetime.fromtimestamp(epoch - epoch % interval_s, tz=UTC)
+
+
+def _first_time(frame, default: datetime) -> datetime:
+    """Time of a window's first row, as an aware UTC datetime."""
+    if not len(frame):
+        return default
+    first = frame["created_at"].min().to_pydatetime()
+    return first if first.tzinfo else first.replace(tzinfo=UTC)
+
+
+def run_report_job(
+    settings: MonitorSettings,
+    predictions: PredictionRepository,
+    reports: ReportRepository,
+    load_profile: ProfileLoader,
+    now: datetime | None = None,
+) -> JobOutcome:
+    """Report on the window that ended at the last interval boundary."""
+    end = window_end_for(now or datetime.now(UTC), settings.interval_s)
+    serving = predictions.latest_model(until=end)
+    if serving is None:
+        log.info("no production predictions before %s; nothing to report", end.isoformat())
+        return JobOutcome("no_traffic", window_end=end)
+    model_name, model_version = serving
+    if reports.has_report(model_name, model_version, end):
+        return JobOutcome("already_reported", window_end=end)
+    since = end - timedelta(minutes=settings.window_minutes) if settings.window_minutes else None
+    current = predictions.load_window(model_name, model_version, since=since, until=end,
+                                      last=settings.window_predictions)
+    profile = load_profile(model_name, model_version)
+    store_reference(predictions, profile, model_name, model_version)
+    reference = predictions.load_window(model_name, model_version, source="reference")
+    report = build_report(
+        reference, current, profile.label_names, model_name=model_name,
+        model_version=model_version, window_start=since or _first_time(current.frame, end),
+        window_end=end, policy=ReportPolicy(alpha=settings.alpha, min_rows=settings.min_rows))
+    report_id = reports.save(report)
+    if report_id is None:
+        return JobOutcome("already_reported", window_end=end)
+    log.info("report %s on %s v%s, window to %s: %s (%d rows, %d labeled)", report_id,
+             model_name, model_version, end.isoformat(), report.summary.verdict,
+             report.summary.rows, report.summary.labeled_rows)
+    return JobOutcome("reported", report_id, report.summary.verdict, end)

@@ -1,0 +1,133 @@
+"""``vidmon monitor``: the report job on an APScheduler schedule, one acting process at a time.
+
+The job store lives in the store's database, so schedules and missed runs survive
+restarts; missed runs are coalesced into one and one instance runs at a time. APScheduler 3
+does not coordinate several schedulers over one job store, so processes first elect a
+leader through a lease row: only the holder runs a scheduler, it renews the lease while it
+lives, and a standby takes over when the lease expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from monitor.job import JobOutcome, ProfileLoader, run_report_job
+from monitor.settings import MonitorSettings
+from monitor.store.reports import ReportRepository
+from monitor.store.repository import PredictionRepository
+
+log = logging.getLogger(__name__)
+
+JOB_ID = "vidmon-report"
+LEASE = "vidmon-scheduler"
+
+# The job store pickles a reference to a module-level function, not a closure; the
+# running monitor registers its context here before the scheduler starts.
+_context: dict[str, Callable[[], JobOutcome]] = {}
+
+
+def scheduled_report() -> None:
+    """Entry point the job store refers to."""
+    run = _context.get("run")
+    if run is None:
+        log.warning("report job fired with no monitor context; skipping")
+        return
+    run()
+
+
+class Monitor:
+    """Runs the report job on schedule while this process holds the scheduler lease."""
+
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        predictions: PredictionRepository,
+        reports: ReportRepository,
+        load_profile: ProfileLoader,
+        on_outcome: Callable[[JobOutcome], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.predictions = predictions
+        self.reports = reports
+        self.load_profile = load_profile
+        self.on_outcome = on_outcome
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.runs = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._scheduler: BackgroundScheduler | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this process's scheduler is running."""
+        return self._scheduler is not None
+
+    def run_once(self) -> JobOutcome:
+        """One run of the report job (never two at once in this process)."""
+        with self._lock:
+            self.runs += 1
+            outcome = run_report_job(self.settings, self.predictions, self.reports,
+                                     self.load_profile)
+        if self.on_outcome:
+            self.on_outcome(outcome)
+        return outcome
+
+    def _trigger(self):  # type: ignore[no-untyped-def]
+        if self.settings.cron:
+            return CronTrigger.from_crontab(self.settings.cron, timezone=UTC)
+        return IntervalTrigger(seconds=self.settings.interval_s, timezone=UTC)
+
+    def _start_scheduler(self) -> None:
+        _context["run"] = self.run_once
+        scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=self.predictions.engine)},
+            job_defaults={"coalesce": True, "max_instances": 1,
+                          "misfire_grace_time": max(self.settings.interval_s, 60)},
+            timezone=UTC)
+        # Start paused so a job stored by an earlier run keeps its due time (and its missed
+        # runs coalesce into one) instead of being replaced by a fresh schedule.
+        scheduler.start(paused=True)
+        job = scheduler.get_job(JOB_ID)
+        trigger = self._trigger()
+        if job is None or str(job.trigger) != str(trigger):
+            scheduler.add_job(scheduled_report, trigger, id=JOB_ID, replace_existing=True,
+                              next_run_time=datetime.now(UTC) + timedelta(seconds=1))
+        scheduler.resume()
+        self._scheduler = scheduler
+        log.info("%s leads: report job scheduled (%s)", self.holder, trigger)
+
+    def _stop_scheduler(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+
+    def serve_forever(self) -> None:
+        """Lead when the lease is free, stand by otherwise, until :meth:`stop`."""
+        renew_every = self.settings.lease_ttl_s / 3
+        try:
+            while not self._stop.is_set():
+                if self.reports.acquire_lease(LEASE, self.holder, self.settings.lease_ttl_s):
+                    if self._scheduler is None:
+                        self._start_scheduler()
+                elif self._scheduler is not None:
+                    log.warning("%s lost the scheduler lease; standing by", self.holder)
+                    self._stop_scheduler()
+                self._stop.wait(renew_every)
+        finally:
+            self._stop_scheduler()
+            self.reports.release_lease(LEASE, self.holder)
+
+    def stop(self) -> None:
+        """Ask :meth:`serve_forever` to finish (from another thread or a signal handler)."""
+        self._stop.set()

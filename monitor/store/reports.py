@@ -1,0 +1,147 @@
+"""Report storage and the scheduler's lease: the SQL for monitoring lives here."""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from monitor.report import MonitoringReport
+from monitor.store.schema import leases, report_pages, reports
+
+SUMMARY_COLUMNS = [c for c in reports.columns if c.name not in ("summary", "snapshot")]
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything vidmon stores is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _row(mapping: Any) -> dict[str, Any]:
+    row = dict(mapping)
+    for key in ("created_at", "window_start", "window_end"):
+        if key in row:
+            row[key] = _as_utc(row[key])
+    return row
+
+
+class ReportRepository:
+    """Saves, lists and reads monitoring reports; holds named leases."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def has_report(self, model_name: str, model_version: str, window_end: datetime) -> bool:
+        """Whether this model version's window ending at ``window_end`` was reported."""
+        query = sa.select(sa.func.count()).select_from(reports).where(
+            reports.c.model_name == model_name, reports.c.model_version == model_version,
+            reports.c.window_end == window_end)
+        with self.engine.connect() as connection:
+            return bool(connection.execute(query).scalar_one())
+
+    def save(self, report: MonitoringReport) -> str | None:
+        """Store a report and its page; None when the window was already reported."""
+        s = report.summary
+        report_id = uuid.uuid4().hex
+        embedding = s.embedding_drift or {}
+        row = dict(
+            id=report_id, created_at=datetime.now(UTC), model_name=s.model_name,
+            model_version=s.model_version, window_start=s.window_start, window_end=s.window_end,
+            rows=s.rows, labeled_rows=s.labeled_rows, verdict=s.verdict,
+            drift_share=s.drift_share, embedding_statistic=embedding.get("statistic"),
+            embedding_p_value=embedding.get("p_value"),
+            estimated_accuracy=s.estimated_accuracy, realized_accuracy=s.realized_accuracy,
+            macro_f1=s.macro_f1, summary=s.to_dict(), snapshot=report.snapshot_json)
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(reports.insert(), row)
+                connection.execute(report_pages.insert(), {
+                    "report_id": report_id, "html_gzip": gzip.compress(report.html.encode())})
+        except IntegrityError:
+            return None
+        return report_id
+
+    def list(
+        self, *, model_name: str | None = None, model_version: str | None = None,
+        since: datetime | None = None, until: datetime | None = None,
+        limit: int = 50, offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Report summaries, newest window first, and how many match in all."""
+        conditions = []
+        if model_name is not None:
+            conditions.append(reports.c.model_name == model_name)
+        if model_version is not None:
+            conditions.append(reports.c.model_version == model_version)
+        if since is not None:
+            conditions.append(reports.c.window_end >= since)
+        if until is not None:
+            conditions.append(reports.c.window_end < until)
+        query = (sa.select(*SUMMARY_COLUMNS).where(*conditions)
+                 .order_by(reports.c.window_end.desc(), reports.c.id).limit(limit).offset(offset))
+        total = sa.select(sa.func.count()).select_from(reports).where(*conditions)
+        with self.engine.connect() as connection:
+            rows = [_row(r) for r in connection.execute(query).mappings()]
+            return rows, int(connection.execute(total).scalar_one())
+
+    def get(self, report_id: str) -> dict[str, Any] | None:
+        """One report with its full summary (no snapshot, no page)."""
+        query = sa.select(*SUMMARY_COLUMNS, reports.c.summary).where(reports.c.id == report_id)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return None if row is None else _row(row)
+
+    def html(self, report_id: str) -> str | None:
+        """The report's HTML page."""
+        query = sa.select(report_pages.c.html_gzip).where(report_pages.c.report_id == report_id)
+        with self.engine.connect() as connection:
+            data = connection.execute(query).scalar_one_or_none()
+        return None if data is None else gzip.decompress(data).decode()
+
+    def timeline(self, model_name: str | None = None, since: datetime | None = None,
+                 limit: int = 1000) -> list[dict[str, Any]]:
+        """Drift scores and accuracies in window order, for charts."""
+        columns = [reports.c[n] for n in (
+            "id", "model_name", "model_version", "window_end", "rows", "labeled_rows", "verdict",
+            "drift_share", "embedding_p_value", "estimated_accuracy", "realized_accuracy",
+            "macro_f1")]
+        query = sa.select(*columns)
+        if model_name is not None:
+            query = query.where(reports.c.model_name == model_name)
+        if since is not None:
+            query = query.where(reports.c.window_end >= since)
+        query = query.order_by(reports.c.window_end.desc()).limit(limit)
+        with self.engine.connect() as connection:
+            return [_row(r) for r in connection.execute(query).mappings()][::-1]
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease ``name`` for ``ttl_s`` seconds; False if another holds it."""
+        now = datetime.now(UTC)
+        expires = now + timedelta(seconds=ttl_s)
+        with self.engine.begin() as connection:
+            taken = connection.execute(
+                leases.update()
+                .where(leases.c.name == name,
+                       sa.or_(leases.c.holder == holder, leases.c.expires_at < now))
+                .values(holder=holder, expires_at=expires)).rowcount
+        if taken:
+            return True
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(leases.insert(), {"name": name, "holder": holder,
+                                                     "expires_at": expires})
+        except IntegrityError:
+            return False
+        return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if ``holder`` has it."""
+        with self.engine.begin() as connection:
+            connection.execute(leases.delete().where(leases.c.name == name,
+                                                     leases.c.holder == holder))

@@ -1,0 +1,116 @@
+"""The report job and the scheduler on real databases."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from monitor.job import run_report_job, window_end_for
+from monitor.scheduler import Monitor
+from monitor.settings import MonitorSettings
+from monitor.store.reports import ReportRepository
+from tests.factories import LABELS, production_records, reference_profile
+
+HOUR = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+SETTINGS = MonitorSettings(interval_s=3600, window_minutes=60)
+
+
+@pytest.fixture
+def reports(repository) -> ReportRepository:
+    return ReportRepository(repository.engine)
+
+
+def _profile_loader(calls: list | None = None):
+    profile = reference_profile()
+
+    def load(name: str, version: str):
+        if calls is not None:
+            calls.append((name, version))
+        return profile
+
+    return load
+
+
+def test_windows_ends_are_interval_boundaries() -> None:
+    assert window_end_for(HOUR + timedelta(minutes=59), 3600) == HOUR
+    assert window_end_for(HOUR, 300) == HOUR
+
+
+def test_clean_window_no_drift_bright_window_drift_and_no_rerun(repository, reports) -> None:
+    repository.add_predictions(production_records(200, HOUR - timedelta(minutes=50), seed=1))
+    clean = run_report_job(SETTINGS, repository, reports, _profile_loader(), now=HOUR)
+    assert clean.status == "reported" and clean.verdict == "no_drift"
+    assert run_report_job(SETTINGS, repository, reports, _profile_loader(),
+                          now=HOUR + timedelta(minutes=5)).status == "already_reported"
+    assert repository.count(source="reference") == 300  # stored once, with the first report
+
+    repository.add_predictions(production_records(200, HOUR + timedelta(minutes=5), seed=2,
+                                                  brightness=130.0))
+    bright = run_report_job(SETTINGS, repository, reports, _profile_loader(),
+                            now=HOUR + timedelta(hours=1))
+    assert bright.verdict == "drift"
+    summary = reports.get(bright.report_id)["summary"]
+    assert summary["column_drift"]["brightness"]["drifted"]
+    assert summary["rows"] == 200 and summary["labeled_rows"] == 0
+    listed, total = reports.list(model_name="m")
+    assert total == 2 and [r["verdict"] for r in listed] == ["drift", "no_drift"]
+    assert "vidmon monitoring report" in reports.html(bright.report_id)
+
+
+def test_labels_arriving_later_change_the_performance_section(repository, reports) -> None:
+    records = production_records(120, HOUR - timedelta(minutes=50), seed=3)
+    repository.add_predictions(records)
+    before = run_report_job(SETTINGS, repository, reports, _profile_loader(), now=HOUR)
+    first = reports.get(before.report_id)
+    assert first["realized_accuracy"] is None and first["estimated_accuracy"] is not None
+
+    # Labels for the window come in (two thirds right); the next hour's window covers it.
+    repository.apply_feedback({r.id: (r.predicted_label if i % 3 else LABELS[
+        (LABELS.index(r.predicted_label) + 1) % 3]) for i, r in enumerate(records)})
+    later = MonitorSettings(interval_s=3600, window_minutes=120)
+    after = run_report_job(later, repository, reports, _profile_loader(),
+                           now=HOUR + timedelta(hours=1))
+    second = reports.get(after.report_id)
+    assert second["labeled_rows"] == 120
+    assert second["realized_accuracy"] == pytest.approx(80 / 120)
+    assert second["macro_f1"] is not None
+
+
+def test_no_traffic_means_no_report(repository, reports) -> None:
+    outcome = run_report_job(SETTINGS, repository, reports, _profile_loader(), now=HOUR)
+    assert outcome.status == "no_traffic" and reports.list()[1] == 0
+
+
+def test_one_scheduler_acts_and_a_restart_does_not_repeat_a_window(repository, reports) -> None:
+    now = datetime.now(UTC)
+    repository.add_predictions(production_records(60, now - timedelta(seconds=90), seed=4))
+    settings = MonitorSettings(interval_s=1, window_minutes=5, lease_ttl_s=1.5)
+    first, second = (Monitor(settings, repository, ReportRepository(repository.engine),
+                             _profile_loader()) for _ in range(2))
+    threads = [threading.Thread(target=m.serve_forever, daemon=True) for m in (first, second)]
+    threads[0].start()
+    _wait(lambda: first.is_leader)
+    threads[1].start()
+    _wait(lambda: first.runs >= 2)
+    assert not second.is_leader and second.runs == 0  # the standby never acts
+
+    first.stop()
+    threads[0].join(10)
+    _wait(lambda: second.is_leader, timeout_s=10)  # the lease passes to the standby
+    _wait(lambda: second.runs >= 1)
+    second.stop()
+    threads[1].join(10)
+
+    rows, total = reports.list(limit=1000)
+    ends = [r["window_end"] for r in rows]
+    assert total >= 2 and len(ends) == len(set(ends))  # no window reported twice
+
+
+def _wait(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
