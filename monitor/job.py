@@ -17,6 +17,7 @@ from monitor.report import ReportPolicy, build_report
 from monitor.settings import MonitorSettings
 from monitor.store.reports import ReportRepository
 from monitor.store.repository import PredictionRepository
+from monitor.workspace import EvidentlyWorkspace
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ def run_report_job(
     reports: ReportRepository,
     load_profile: ProfileLoader,
     now: datetime | None = None,
+    workspace: EvidentlyWorkspace | None = None,
 ) -> JobOutcome:
-    """Report on the window that ended at the last interval boundary."""
+    """Report on the window that ended at the last interval boundary; the Evidently runs
+    are also added to ``workspace`` when one is given."""
     end = window_end_for(now or datetime.now(UTC), settings.interval_s)
     serving = predictions.latest_model(until=end)
     if serving is None:
@@ -76,6 +79,8 @@ def run_report_job(
     report_id = reports.save(report)
     if report_id is None:
         return JobOutcome("already_reported", window_end=end)
+    if workspace is not None and report.snapshots:
+        workspace.add(report.snapshots, f"{model_name} v{model_version} {end.isoformat()}")
     log.info("report %s on %s v%s, window to %s: %s (%d rows, %d labeled)", report_id,
              model_name, model_version, end.isoformat(), report.summary.verdict,
              report.summary.rows, report.summary.labeled_rows)

@@ -85,11 +85,13 @@ class ReportSummary:
 
 @dataclass(frozen=True)
 class MonitoringReport:
-    """A report's summary, its Evidently snapshots (JSON) and its HTML page."""
+    """A report's summary, its Evidently snapshots (JSON) and its HTML page; ``snapshots``
+    keeps the Evidently objects for an Evidently workspace (not stored by vidmon)."""
 
     summary: ReportSummary
     snapshot_json: str
     html: str
+    snapshots: dict[str, Any] = field(default_factory=dict)
 
 
 def _drift_columns(reference: pd.DataFrame, current: pd.DataFrame, min_rows: int) -> list[str]:
@@ -221,7 +223,7 @@ def build_report(
     summary.verdict = "drift" if summary.reasons else "no_drift"
     snapshot_json = json.dumps({name: s.dict() for name, s in snapshots.items()}, default=str)
     frames = [(name, s.get_html_str(as_iframe=True)) for name, s in snapshots.items()]
-    return MonitoringReport(summary, snapshot_json, render_html(summary, frames))
+    return MonitoringReport(summary, snapshot_json, render_html(summary, frames), snapshots)
 
 
 def _fmt(value: Any) -> str:

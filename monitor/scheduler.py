@@ -26,6 +26,7 @@ from monitor.job import JobOutcome, ProfileLoader, run_report_job
 from monitor.settings import MonitorSettings
 from monitor.store.reports import ReportRepository
 from monitor.store.repository import PredictionRepository
+from monitor.workspace import EvidentlyWorkspace
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,14 @@ class Monitor:
         reports: ReportRepository,
         load_profile: ProfileLoader,
         on_outcome: Callable[[JobOutcome], None] | None = None,
+        workspace: EvidentlyWorkspace | None = None,
     ) -> None:
         self.settings = settings
         self.predictions = predictions
         self.reports = reports
         self.load_profile = load_profile
         self.on_outcome = on_outcome
+        self.workspace = workspace
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.runs = 0
         self._lock = threading.Lock()
@@ -78,7 +81,7 @@ class Monitor:
         with self._lock:
             self.runs += 1
             outcome = run_report_job(self.settings, self.predictions, self.reports,
-                                     self.load_profile)
+                                     self.load_profile, workspace=self.workspace)
         if self.on_outcome:
             self.on_outcome(outcome)
         return outcome

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
         default="sqlite:///vidmon.db",
         description="the store; postgresql+psycopg://user@host/db for PostgreSQL")
     clip_dir: Path = Field(default=Path("clips"), description="content-addressed clip store")
+    evidently_workspace: Path | None = Field(
+        default=Path("evidently-workspace"),
+        description="copies of report runs for `evidently ui --workspace <dir>`; unset: none")
     log_level: str = "INFO"
     train: TrainSettings = Field(default_factory=TrainSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)

@@ -86,15 +86,19 @@ def _monitor(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.scheduler import Monitor
     from monitor.store import PredictionRepository, create_store_engine, upgrade_database
     from monitor.store.reports import ReportRepository
+    from monitor.workspace import EvidentlyWorkspace
     from training.registry import profile_loader
 
     settings = _with_flags(settings, "monitor", args)
     engine = create_store_engine(settings.database_url)
     upgrade_database(engine)
+    workspace = (EvidentlyWorkspace(settings.evidently_workspace)
+                 if settings.evidently_workspace else None)
     monitor = Monitor(settings.monitor, PredictionRepository(engine), ReportRepository(engine),
                       profile_loader(settings),
                       on_outcome=lambda outcome: print(json.dumps(asdict(outcome), default=str),
-                                                       flush=True))
+                                                       flush=True),
+                      workspace=workspace)
     if args.once:
         monitor.run_once()
         return 0
@@ -121,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per plugin otherwise
     return args.handler(settings, args)
 
 

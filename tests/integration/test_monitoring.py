@@ -79,6 +79,23 @@ def test_labels_arriving_later_change_the_performance_section(repository, report
     assert second["macro_f1"] is not None
 
 
+def test_each_report_is_also_added_to_the_evidently_workspace(
+    repository, reports, tmp_path
+) -> None:
+    from evidently.ui.workspace import Workspace
+
+    from monitor.workspace import EvidentlyWorkspace
+
+    repository.add_predictions(production_records(100, HOUR - timedelta(minutes=30), seed=7))
+    workspace = EvidentlyWorkspace(tmp_path / "ws")
+    outcome = run_report_job(SETTINGS, repository, reports, _profile_loader(), now=HOUR,
+                             workspace=workspace)
+    assert outcome.status == "reported"
+    browsed = Workspace.create(str(tmp_path / "ws"))
+    project = browsed.search_project("vidmon")[0]
+    assert len(browsed.list_runs(project.id)) == 1  # the drift run (no labels yet)
+
+
 def test_no_traffic_means_no_report(repository, reports) -> None:
     outcome = run_report_job(SETTINGS, repository, reports, _profile_loader(), now=HOUR)
     assert outcome.status == "no_traffic" and reports.list()[1] == 0

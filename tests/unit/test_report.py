@@ -17,14 +17,17 @@ START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 1, 1, tzinfo=
 
 
 def window(n: int, seed: int, brightness: float = 100.0, labeled: float = 0.0,
-           accuracy: float = 0.95, emb_shift: float = 0.0) -> Window:
+           accuracy: float = 0.95, emb_shift: float = 0.0, noise: float = 10.0,
+           fps: float | None = None, motion: float = 10.0) -> Window:
     rng = np.random.default_rng(seed)
     true = rng.choice(CLASSES, size=n)
     wrong = rng.random(n) > accuracy
     predicted = np.where(wrong, rng.choice(CLASSES, size=n), true)
     frame = pd.DataFrame({name: rng.normal(10, 2, n) for name in FEATURE_NAMES})
     frame["brightness"] = rng.normal(brightness, 5, n)
-    frame["fps"] = np.nan  # raw clips carry no file metadata
+    frame["noise"] = rng.normal(noise, 2, n)
+    frame["motion_energy"] = rng.normal(motion, 2, n)
+    frame["fps"] = np.nan if fps is None else fps  # raw clips carry no file metadata
     frame["predicted_label"] = predicted
     frame["confidence"] = np.clip(rng.normal(0.9, 0.05, n), 0, 1)
     frame["true_label"] = np.where(rng.random(n) < labeled, true, None)
@@ -52,6 +55,19 @@ def test_brightness_drift_is_flagged_by_its_column() -> None:
     assert result.verdict == "drift"
     assert result.column_drift["brightness"]["drifted"]
     assert not result.embedding_drift["drifted"]
+
+
+@pytest.mark.parametrize(("drifted", "kwargs"), [
+    ("noise", dict(noise=16.0)),
+    ("fps", dict(fps=4.0, motion=16.0)),  # half the frame rate: twice the motion per frame
+])
+def test_noise_and_frame_rate_drift_are_flagged(drifted: str, kwargs: dict) -> None:
+    reference = window(600, seed=0, labeled=1.0, fps=8.0)
+    clean = report(window(400, seed=6, fps=8.0), reference).summary
+    assert clean.verdict == "no_drift"
+    result = report(window(400, seed=6, **{"fps": 8.0, **kwargs}), reference).summary
+    assert result.verdict == "drift"
+    assert result.column_drift[drifted]["drifted"]
 
 
 def test_embedding_drift_alone_can_decide_the_verdict() -> None:
