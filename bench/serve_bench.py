@@ -55,7 +55,7 @@ def register_model(settings: Settings) -> None:
 def raw_clips_per_second(settings: Settings, clip: np.ndarray, batch: int, seconds: float) -> float:
     """Forward passes of full batches, no HTTP, no decoding."""
     device = resolve_device(settings.serve.device)
-    loaded = registry.model_loader(settings)(settings.model_uri, str(device))
+    loaded = registry.RegistrySource(settings).load(settings.model_uri, str(device))
     runtime = ModelRuntime.from_loaded(loaded, device)
     pixels = torch.from_numpy(np.stack([clip] * batch))
 

@@ -33,3 +33,11 @@ class NotReady(VidmonError):
 
 class NotFound(VidmonError):
     """No such resource (HTTP 404)."""
+
+
+class Unauthorized(VidmonError):
+    """No or malformed credentials (HTTP 401)."""
+
+
+class Forbidden(VidmonError):
+    """Credentials refused, or the operation is switched off (HTTP 403)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, PositiveInt
+from pydantic import AliasChoices, BaseModel, Field, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -63,6 +63,8 @@ class ServeSettings(BaseModel):
     writer_flush_interval_s: float = Field(default=0.2, gt=0)
     replay_interval_s: float = Field(default=5.0, gt=0)
     spool_path: Path = Path("vidmon-spool.jsonl")
+    model_poll_interval_s: float = Field(
+        default=30.0, gt=0, description="how often to check whether the champion moved")
 
 
 class MonitorSettings(BaseModel):
@@ -109,6 +111,8 @@ class Settings(BaseSettings):
     evidently_workspace: Path | None = Field(
         default=Path("evidently-workspace"),
         description="copies of report runs for `evidently ui --workspace <dir>`; unset: none")
+    admin_key: SecretStr | None = Field(
+        default=None, description="bearer key of the admin endpoints; unset: they are off")
     log_level: str = "INFO"
     train: TrainSettings = Field(default_factory=TrainSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)

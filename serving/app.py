@@ -1,15 +1,17 @@
-"""``create_app(settings, load_model)``: the FastAPI service and its lifecycle.
+"""``create_app(settings, source)``: the FastAPI service and its lifecycle.
 
-At start it migrates the store, loads the model (``load_model`` is injected so this
-package never imports MLflow), starts the batcher and the writer; uvicorn only accepts
-requests once that is done. At shutdown the batcher drains and the writer flushes.
+At start it migrates the store, loads the model from ``source`` (injected, so this package
+never imports MLflow), starts the batcher, the writer and the poll for a new champion;
+uvicorn only accepts requests once that is done. At shutdown the batcher drains and the
+writer flushes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -19,33 +21,37 @@ from monitor.clips import ClipStore
 from monitor.api import router as monitoring_router
 from monitor.errors import (
     InvalidInput,
+    Forbidden,
     NotFound,
     NotReady,
     Overloaded,
     PayloadTooLarge,
+    Unauthorized,
     UnsupportedMediaType,
     VidmonError,
 )
 from monitor.settings import Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
 from monitor.store.reports import ReportRepository
+from serving.admin import router as admin_router
 from serving.batcher import DynamicBatcher
 from serving.metrics import ServiceMetrics
 from serving.routes import router
-from serving.runtime import LoadedModelLike, ModelRuntime, resolve_device
+from serving.runtime import ModelRuntime, resolve_device
 from serving.service import PredictionService
 from serving.spool import Spool
+from serving.swap import ModelHolder, ModelSource
 from serving.writer import PredictionWriter
 
 log = logging.getLogger(__name__)
-
-ModelLoader = Callable[[str, str], LoadedModelLike]
 
 _STATUS: dict[type[VidmonError], int] = {
     InvalidInput: 422,
     UnsupportedMediaType: 415,
     PayloadTooLarge: 413,
     NotFound: 404,
+    Unauthorized: 401,
+    Forbidden: 403,
     Overloaded: 503,
     NotReady: 503,
 }
@@ -53,11 +59,15 @@ _STATUS: dict[type[VidmonError], int] = {
 
 def _error_response(exc: VidmonError) -> JSONResponse:
     status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+    headers = None
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    elif isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status, headers=headers)
 
 
-def create_app(settings: Settings, load_model: ModelLoader) -> FastAPI:
+def create_app(settings: Settings, source: ModelSource) -> FastAPI:
     """Build the service; nothing starts until the app's lifespan begins."""
     serve = settings.serve
     metrics = ServiceMetrics()
@@ -77,13 +87,16 @@ def create_app(settings: Settings, load_model: ModelLoader) -> FastAPI:
                 replay_interval_s=serve.replay_interval_s)
             writer.start()
         device = resolve_device(serve.device)
-        runtime = ModelRuntime.from_loaded(load_model(settings.model_uri, str(device)), device)
+        runtime = ModelRuntime.from_loaded(source.load(settings.model_uri, str(device)), device)
+        models = ModelHolder(runtime, source, settings.model_uri,
+                             on_swap=lambda new: metrics.set_model(new.name, new.version))
         batcher = DynamicBatcher(
-            runtime.predict, serve.max_batch_size, serve.max_wait_ms,
+            models.predict, serve.max_batch_size, serve.max_wait_ms,
             on_batch=lambda stats: metrics.batch_size.observe(stats.size))
         await batcher.start()
+        poller = asyncio.create_task(models.poll(serve.model_poll_interval_s))
         service = PredictionService(
-            runtime, batcher, writer, ClipStore(settings.clip_dir), top_k=serve.top_k,
+            models, batcher, writer, ClipStore(settings.clip_dir), top_k=serve.top_k,
             clip_sample_rate=serve.clip_sample_rate, max_video_frames=serve.max_video_frames,
             decode_workers=serve.decode_workers)
         metrics.set_model(runtime.name, runtime.version)
@@ -104,6 +117,7 @@ def create_app(settings: Settings, load_model: ModelLoader) -> FastAPI:
             yield
         finally:
             app.state.ready = False
+            poller.cancel()
             await batcher.stop()
             service.close()
             if writer is not None:
@@ -113,6 +127,7 @@ def create_app(settings: Settings, load_model: ModelLoader) -> FastAPI:
     app = FastAPI(title="vidmon", version="0.1.0", lifespan=lifespan,
                   description="Video classification with monitoring built in.")
     app.state.settings, app.state.metrics, app.state.ready = settings, metrics, False
+    app.state.source = source
 
     @app.exception_handler(VidmonError)
     async def _domain_error(_: Request, exc: VidmonError) -> JSONResponse:
@@ -131,4 +146,5 @@ def create_app(settings: Settings, load_model: ModelLoader) -> FastAPI:
 
     app.include_router(router)
     app.include_router(monitoring_router)
+    app.include_router(admin_router)
     return app

@@ -23,6 +23,7 @@ from monitor.store.records import PredictionRecord, encode_embedding
 from serving.batcher import DynamicBatcher
 from serving.decode import DecodedClip, decode_upload
 from serving.runtime import ModelRuntime
+from serving.swap import ModelHolder
 from serving.writer import PredictionWriter
 
 
@@ -67,7 +68,7 @@ class PredictionService:
 
     def __init__(
         self,
-        runtime: ModelRuntime,
+        models: ModelHolder,
         batcher: DynamicBatcher,
         writer: PredictionWriter | None,
         clip_store: ClipStore,
@@ -77,7 +78,7 @@ class PredictionService:
         max_video_frames: int = 2000,
         decode_workers: int = 2,
     ) -> None:
-        self.runtime = runtime
+        self.models = models
         self.batcher = batcher
         self.writer = writer
         self.clip_store = clip_store
@@ -87,6 +88,11 @@ class PredictionService:
         self._pool = ThreadPoolExecutor(max_workers=decode_workers,
                                         thread_name_prefix="vidmon-decode")
         self._random = random.Random()
+
+    @property
+    def runtime(self) -> ModelRuntime:
+        """The version serving now."""
+        return self.models.runtime
 
     def close(self) -> None:
         """Stop the decode pool."""
@@ -111,9 +117,11 @@ class PredictionService:
 
     async def predict(self, prepared: Prepared) -> Prediction:
         """Run the model on a prepared clip, log the record, return the answer."""
-        runtime = self.runtime  # one version for the whole request, even across a swap
         started = time.perf_counter()
-        probabilities, embedding, pixels = await self.batcher.submit(prepared.decoded.clip)
+        # The batch reports the runtime that computed it: across a hot swap, the row and
+        # the answer name the version that made this prediction.
+        probabilities, embedding, pixels, runtime = await self.batcher.submit(
+            prepared.decoded.clip)
         inference_ms = (time.perf_counter() - started) * 1000
         order = np.argsort(probabilities)[::-1]
         labels = runtime.label_names

@@ -61,11 +61,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from serving.app import create_app
-    from training.registry import model_loader
+    from training.registry import RegistrySource
 
     settings = _with_flags(settings, "serve", args)
     serve = settings.serve
-    app = create_app(settings, model_loader(settings))
+    app = create_app(settings, RegistrySource(settings))
     uvicorn.run(app, host=serve.host, port=serve.port, log_level=settings.log_level.lower(),
                 timeout_graceful_shutdown=30)
     return 0
@@ -108,6 +108,34 @@ def _monitor(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_registry_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("promote", help="make a registered version the champion")
+    p.add_argument("version", help="model version to serve")
+    p.set_defaults(handler=_promote)
+    p = subparsers.add_parser("rollback", help="move the champion back to the previous version")
+    p.set_defaults(handler=_rollback)
+
+
+def _promote(settings: Settings, args: argparse.Namespace) -> int:
+    from training.registry import RegistrySource
+
+    previous = RegistrySource(settings).promote(args.version)
+    print(json.dumps({"champion": args.version, "previous_champion": previous}))
+    return 0
+
+
+def _rollback(settings: Settings, args: argparse.Namespace) -> int:
+    from training.registry import RegistrySource
+
+    try:
+        moved_from, moved_to = RegistrySource(settings).rollback()
+    except ValueError as exc:
+        print(f"vidmon rollback: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"rolled_back_from": moved_from, "champion": moved_to}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="vidmon", description=__doc__.splitlines()[0])
@@ -115,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_serve(subparsers)
     _add_monitor(subparsers)
+    _add_registry_commands(subparsers)
     return parser
 
 

@@ -76,32 +76,41 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         admin.dispose()
 
 
-@pytest.fixture(scope="session")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A temp MLflow store with a small, untrained vidmon model registered as champion."""
+def register_random_model(store: Settings, seed: int) -> str:
+    """Register an untrained vidmon model; champion if none yet. Returns its version."""
     import mlflow
+    import torch
 
     from training import registry
     from training.job import model_config_for
     from training.model import R2Plus1D
 
-    root = tmp_path_factory.mktemp("mlflow")
-    store = Settings(
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        mlflow_artifacts_dir=root / "mlartifacts",
-        experiment_name="vidmon-serving-test",
-        model_name="vidmon-serving-model",
-        train=TrainSettings(width_multiplier=8),
-    )
-    import torch
-
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = R2Plus1D(model_config_for(store.train)).eval()
     experiment_id = registry.configure_mlflow(store)
     with mlflow.start_run(experiment_id=experiment_id):
         info = registry.log_model(model, store.train.fps, store.model_name)
-    registry.ensure_champion(mlflow.MlflowClient(), store.model_name,
-                             str(info.registered_model_version))
+    version = str(info.registered_model_version)
+    registry.ensure_champion(mlflow.MlflowClient(), store.model_name, version)
+    return version
+
+
+def mlflow_store(root: Path, name: str) -> Settings:
+    """Settings on an MLflow store in ``root`` with a small model architecture."""
+    return Settings(
+        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        mlflow_artifacts_dir=root / "mlartifacts",
+        experiment_name=f"{name}-experiment",
+        model_name=name,
+        train=TrainSettings(width_multiplier=8),
+    )
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A temp MLflow store with a small, untrained vidmon model registered as champion."""
+    store = mlflow_store(tmp_path_factory.mktemp("mlflow"), "vidmon-serving-model")
+    register_random_model(store, seed=0)
     return store
 
 

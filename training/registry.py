@@ -144,7 +144,7 @@ def ensure_champion(client: MlflowClient, name: str, version: str) -> bool:
         client.get_model_version_by_alias(name, CHAMPION)
         return False
     except MlflowException:
-        client.set_registered_model_alias(name, CHAMPION, version)
+        promote(client, name, version)
         return True
 
 
@@ -166,11 +166,64 @@ def load_model(model_uri: str, device: torch.device | str = "cpu") -> LoadedMode
     return LoadedModel(network, config, name, version, mlmodel.run_id)
 
 
-def model_loader(settings: Settings) -> Callable[[str, str], LoadedModel]:
-    """``load_model`` bound to the settings' tracking store, for ``create_app``."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return load_model
+class RegistrySource:
+    """The MLflow registry as the service's model source (see ``serving.swap.ModelSource``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        self.model_name = settings.model_name
+
+    def load(self, model_uri: str, device: str) -> LoadedModel:
+        """Load a registered (or run) model onto ``device``."""
+        return load_model(model_uri, device)
+
+    def version_of(self, model_uri: str) -> str:
+        """The version the URI resolves to now."""
+        return _registry_identity(model_uri)[1] or model_uri
+
+    def promote(self, version: str) -> str | None:
+        """Make ``version`` the champion (see :func:`promote`)."""
+        return promote(MlflowClient(), self.model_name, version)
+
+    def rollback(self) -> tuple[str, str]:
+        """Move the champion back (see :func:`rollback`)."""
+        return rollback(MlflowClient(), self.model_name)
+
+
+HISTORY_TAG = "vidmon.champion_history"
+
+
+def _history(client: MlflowClient, name: str) -> list[str]:
+    tag = client.get_registered_model(name).tags.get(HISTORY_TAG, "")
+    return [v for v in tag.split(",") if v]
+
+
+def promote(client: MlflowClient, name: str, version: str) -> str | None:
+    """Point ``champion`` at ``version`` and remember the one it replaces; returns that."""
+    try:
+        previous = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        previous = None
+    if previous == str(version):
+        return previous
+    client.get_model_version(name, str(version))  # raises for an unknown version
+    history = _history(client, name) + ([previous] if previous else [])
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[-50:]))
+    return previous
+
+
+def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
+    """Move ``champion`` back to the version it pointed at before; returns (from, to)."""
+    history = _history(client, name)
+    if not history:
+        raise ValueError(f"{name} has no earlier champion to roll back to")
+    current = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    target = history.pop()
+    client.set_registered_model_alias(name, CHAMPION, target)
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    return current, target
 
 
 def profile_loader(settings: Settings) -> Callable[[str, str], ReferenceProfile]:

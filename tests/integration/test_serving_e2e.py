@@ -14,7 +14,7 @@ from monitor.store import PredictionRepository, create_store_engine
 from serving.app import create_app
 from tests.media import audio_only_wav, npy_bytes, sample_clip, video_bytes
 from tests.server import running_server
-from training.registry import model_loader
+from training.registry import RegistrySource
 from training.synthetic import CLASS_NAMES, ClipSpec
 
 
@@ -30,7 +30,7 @@ def service_settings(model_store: Settings, database_url: str, tmp_path: Path) -
 
 @pytest.fixture
 def server(service_settings: Settings) -> Iterator[tuple[httpx.Client, PredictionRepository]]:
-    app = create_app(service_settings, model_loader(service_settings))
+    app = create_app(service_settings, RegistrySource(service_settings))
     engine = create_store_engine(service_settings.database_url)
     with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client, PredictionRepository(engine)
@@ -156,7 +156,7 @@ def test_operations_endpoints(server) -> None:
 
 
 def test_shutdown_flushes_every_acknowledged_prediction(service_settings: Settings) -> None:
-    app = create_app(service_settings, model_loader(service_settings))
+    app = create_app(service_settings, RegistrySource(service_settings))
     clip = npy_bytes(sample_clip(spec=ClipSpec(16, 32, 32)))
     with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         acknowledged = [client.post("/v1/predict", files={

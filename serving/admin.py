@@ -1,0 +1,88 @@
+"""Admin routes: reload, promote and roll back the served model. They need
+``Authorization: Bearer <key>`` with ``VIDMON_ADMIN_KEY``; with no key configured they are
+switched off, never open."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from monitor.errors import Forbidden, InvalidInput, NotReady, Unauthorized
+from serving.swap import ModelHolder
+
+
+class RegistryAdmin(Protocol):
+    """Registry operations behind the admin routes (``training.registry.RegistrySource``)."""
+
+    def promote(self, version: str) -> str | None:
+        """Make ``version`` the champion; returns the one it replaced."""
+
+    def rollback(self) -> tuple[str, str]:
+        """Move the champion back; returns (from, to)."""
+
+
+def require_admin(request: Request) -> None:
+    """Check the bearer key in constant time."""
+    key = request.app.state.settings.admin_key
+    if key is None:
+        raise Forbidden("admin endpoints are disabled: set VIDMON_ADMIN_KEY to enable them")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("send Authorization: Bearer <admin key>")
+    if not secrets.compare_digest(token.encode(), key.get_secret_value().encode()):
+        raise Forbidden("the admin key is not valid")
+
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class PromoteIn(BaseModel):
+    version: str = Field(min_length=1, max_length=32)
+
+
+def _holder(request: Request) -> ModelHolder:
+    if not getattr(request.app.state, "ready", False):
+        raise NotReady("the model is not loaded yet")
+    return request.app.state.service.models
+
+
+async def _reload(request: Request) -> dict[str, Any]:
+    result = await asyncio.get_running_loop().run_in_executor(None, _holder(request).reload)
+    return asdict(result)
+
+
+@router.post("/reload")
+async def reload(request: Request) -> dict[str, Any]:
+    """Serve whatever the champion alias points at now."""
+    return await _reload(request)
+
+
+@router.post("/promote")
+async def promote(request: Request, body: PromoteIn) -> dict[str, Any]:
+    """Make a registered version the champion and serve it."""
+    registry: RegistryAdmin = request.app.state.source
+    try:
+        previous = await asyncio.get_running_loop().run_in_executor(
+            None, registry.promote, body.version)
+    except Exception as exc:  # unknown version, registry refusing: say so, change nothing
+        raise InvalidInput(f"cannot promote version {body.version}: {exc}") from None
+    return {"previous_champion": previous, **await _reload(request)}
+
+
+@router.post("/rollback")
+async def rollback(request: Request) -> dict[str, Any]:
+    """Move the champion back to the version before the last promotion and serve it."""
+    registry: RegistryAdmin = request.app.state.source
+    try:
+        moved_from, moved_to = await asyncio.get_running_loop().run_in_executor(
+            None, registry.rollback)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    return {"rolled_back_from": moved_from, "rolled_back_to": moved_to,
+            **await _reload(request)}
+
