@@ -1,0 +1,45 @@
+"""The retrain policy: K windows of drift, enough labels, cooldown."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from monitor.retrain_policy import RetrainPolicy, decide_retrain
+
+NOW = datetime(2026, 11, 3, 12, tzinfo=UTC)
+POLICY = RetrainPolicy(windows=2, min_labeled=50, cooldown=timedelta(hours=6))
+
+
+def report(i: int, verdict: str = "no_drift", p: float = 0.5, realized: float | None = None,
+           estimated: float | None = 0.95) -> dict:
+    return {"id": f"r{i}", "verdict": verdict, "embedding_p_value": p,
+            "realized_accuracy": realized, "estimated_accuracy": estimated}
+
+
+def decide(reports, labeled: int = 100, last: datetime | None = None):
+    return decide_retrain(reports, reference_accuracy=0.95, labeled_available=labeled,
+                          last_retrain_at=last, now=NOW, policy=POLICY)
+
+
+def test_drift_must_hold_for_consecutive_windows() -> None:
+    assert not decide([report(1), report(2, "drift")]).triggered
+    assert not decide([report(1, "drift")]).triggered
+    held = decide([report(1), report(2, "drift"), report(3, p=0.001)])
+    assert held.triggered and held.report_ids == ["r2", "r3"]
+    assert "embedding p=0.001" in " ".join(held.reasons)
+
+
+def test_an_accuracy_drop_counts_as_drift_even_when_inputs_look_alike() -> None:
+    concept = [report(1, realized=0.6), report(2, realized=0.55)]
+    decision = decide(concept)
+    assert decision.triggered and "realized accuracy 0.600" in decision.reasons[0]
+    assert not decide([report(1, realized=0.93), report(2, realized=0.94)]).triggered
+
+
+def test_labels_and_cooldown_hold_a_retrain_back_and_say_so() -> None:
+    drifting = [report(1, "drift"), report(2, "drift")]
+    few = decide(drifting, labeled=10)
+    assert not few.triggered and "only 10 labeled" in few.reasons[-1]
+    cooling = decide(drifting, last=NOW - timedelta(hours=1))
+    assert not cooling.triggered and "cooldown" in cooling.reasons[-1]
+    assert decide(drifting, last=NOW - timedelta(hours=7)).triggered
