@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from monitor.errors import NotFound
 from monitor.store.reports import ReportRepository
+from monitor.store.retrains import RetrainRepository
 
 router = APIRouter(tags=["monitoring"])
 
@@ -65,3 +66,17 @@ def timeline(
     """Drift scores and accuracies per window, oldest first."""
     return {"points": _reports(request).timeline(model_name=model_name, since=since,
                                                  limit=limit)}
+
+
+@router.get("/v1/retrains")
+def list_retrains(
+    request: Request,
+    model_name: str | None = None,
+    triggered_only: bool = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Every retrain decision, newest first: trigger reasons, report ids, MLflow run,
+    challenger version, gate result, status."""
+    retrains: RetrainRepository = request.app.state.retrains
+    return {"items": retrains.list(model_name=model_name, limit=limit,
+                                   triggered_only=triggered_only)}

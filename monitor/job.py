@@ -32,6 +32,8 @@ class JobOutcome:
     report_id: str | None = None
     verdict: str | None = None
     window_end: datetime | None = None
+    model_name: str | None = None
+    model_version: str | None = None
 
 
 def window_end_for(now: datetime, interval_s: int) -> datetime:
@@ -65,7 +67,8 @@ def run_report_job(
         return JobOutcome("no_traffic", window_end=end)
     model_name, model_version = serving
     if reports.has_report(model_name, model_version, end):
-        return JobOutcome("already_reported", window_end=end)
+        return JobOutcome("already_reported", window_end=end, model_name=model_name,
+                          model_version=model_version)
     since = end - timedelta(minutes=settings.window_minutes) if settings.window_minutes else None
     current = predictions.load_window(model_name, model_version, since=since, until=end,
                                       last=settings.window_predictions)
@@ -78,10 +81,12 @@ def run_report_job(
         window_end=end, policy=ReportPolicy(alpha=settings.alpha, min_rows=settings.min_rows))
     report_id = reports.save(report)
     if report_id is None:
-        return JobOutcome("already_reported", window_end=end)
+        return JobOutcome("already_reported", window_end=end, model_name=model_name,
+                          model_version=model_version)
     if workspace is not None and report.snapshots:
         workspace.add(report.snapshots, f"{model_name} v{model_version} {end.isoformat()}")
     log.info("report %s on %s v%s, window to %s: %s (%d rows, %d labeled)", report_id,
              model_name, model_version, end.isoformat(), report.summary.verdict,
              report.summary.rows, report.summary.labeled_rows)
-    return JobOutcome("reported", report_id, report.summary.verdict, end)
+    return JobOutcome("reported", report_id, report.summary.verdict, end, model_name,
+                      model_version)

@@ -58,6 +58,7 @@ class Monitor:
         load_profile: ProfileLoader,
         on_outcome: Callable[[JobOutcome], None] | None = None,
         workspace: EvidentlyWorkspace | None = None,
+        closed_loop: Callable[[JobOutcome], None] | None = None,
     ) -> None:
         self.settings = settings
         self.predictions = predictions
@@ -65,6 +66,7 @@ class Monitor:
         self.load_profile = load_profile
         self.on_outcome = on_outcome
         self.workspace = workspace
+        self.closed_loop = closed_loop
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.runs = 0
         self._lock = threading.Lock()
@@ -82,6 +84,8 @@ class Monitor:
             self.runs += 1
             outcome = run_report_job(self.settings, self.predictions, self.reports,
                                      self.load_profile, workspace=self.workspace)
+            if self.closed_loop:
+                self.closed_loop(outcome)
         if self.on_outcome:
             self.on_outcome(outcome)
         return outcome

@@ -83,6 +83,30 @@ class MonitorSettings(BaseModel):
                                description="a scheduler that stops renewing loses its lease")
 
 
+class RetrainSettings(BaseModel):
+    """When to retrain, on what, and when a challenger may replace the champion."""
+
+    windows: PositiveInt = Field(default=2, description="drift must hold this many reports")
+    min_labeled: PositiveInt = Field(default=50, description="labeled production clips needed")
+    cooldown_minutes: float = Field(default=360.0, ge=0)
+    accuracy_drop: float = Field(default=0.05, ge=0, le=1)
+    epochs: PositiveInt = 3
+    learning_rate: float = Field(default=1e-3, gt=0)
+    original_clips_per_class: PositiveInt = Field(
+        default=50, description="original training clips per class mixed into fine-tuning")
+    max_production_clips: PositiveInt = 2000
+    holdout_fraction: float = Field(default=0.3, gt=0, lt=1,
+                                    description="recent labeled clips kept for the gate")
+    gate_margin: float = Field(default=0.02, ge=0,
+                               description="challenger must beat the champion on recent data "
+                                           "by this much")
+    gate_tolerance: float = Field(default=0.02, ge=0,
+                                  description="and may lose at most this on the original test")
+    max_attempts: PositiveInt = 3
+    backoff_s: float = Field(default=60.0, gt=0, description="first retry delay; doubles")
+    auto_start: bool = Field(default=True, description="the monitor starts due retrains")
+
+
 class Settings(BaseSettings):
     """Settings shared by every vidmon job."""
 
@@ -117,6 +141,7 @@ class Settings(BaseSettings):
     train: TrainSettings = Field(default_factory=TrainSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
 
     @property
     def model_uri(self) -> str:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from monitor.errors import Forbidden, InvalidInput, NotReady, Unauthorized
+from monitor.retrain_policy import RetrainDecision
 from serving.swap import ModelHolder
 
 
@@ -86,3 +87,12 @@ async def rollback(request: Request) -> dict[str, Any]:
     return {"rolled_back_from": moved_from, "rolled_back_to": moved_to,
             **await _reload(request)}
 
+
+
+@router.post("/retrain", status_code=202)
+def retrain(request: Request) -> dict[str, Any]:
+    """Queue a retrain of the serving model; the monitor starts it (never this process)."""
+    runtime = _holder(request).runtime
+    decision = RetrainDecision(True, ["requested through /v1/admin/retrain"], [])
+    decision_id = request.app.state.retrains.record(decision, runtime.name, runtime.version)
+    return {"decision_id": decision_id, "status": "pending"}

@@ -33,6 +33,7 @@ from monitor.errors import (
 from monitor.settings import Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
 from monitor.store.reports import ReportRepository
+from monitor.store.retrains import RetrainRepository
 from serving.admin import router as admin_router
 from serving.batcher import DynamicBatcher
 from serving.metrics import ServiceMetrics
@@ -78,6 +79,7 @@ def create_app(settings: Settings, source: ModelSource) -> FastAPI:
         upgrade_database(engine)
         repository = PredictionRepository(engine)
         app.state.reports = ReportRepository(engine)
+        app.state.retrains = RetrainRepository(engine)
         writer = None
         if serve.log_predictions:
             writer = PredictionWriter(

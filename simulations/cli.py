@@ -83,7 +83,16 @@ def _add_monitor(subparsers: argparse._SubParsersAction) -> None:
 def _monitor(settings: Settings, args: argparse.Namespace) -> int:
     import signal
 
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.closed_loop import (
+        evaluate_retrain,
+        policy_from,
+        start_due_retrain,
+        subprocess_starter,
+    )
     from monitor.scheduler import Monitor
+    from monitor.store.retrains import RetrainRepository
     from monitor.store import PredictionRepository, create_store_engine, upgrade_database
     from monitor.store.reports import ReportRepository
     from monitor.workspace import EvidentlyWorkspace
@@ -94,17 +103,56 @@ def _monitor(settings: Settings, args: argparse.Namespace) -> int:
     upgrade_database(engine)
     workspace = (EvidentlyWorkspace(settings.evidently_workspace)
                  if settings.evidently_workspace else None)
-    monitor = Monitor(settings.monitor, PredictionRepository(engine), ReportRepository(engine),
-                      profile_loader(settings),
+    predictions, reports = PredictionRepository(engine), ReportRepository(engine)
+    retrains, load_profile = RetrainRepository(engine), profile_loader(settings)
+    policy = policy_from(settings.retrain, settings.monitor.alpha)
+    starter = subprocess_starter(retrains, timedelta(seconds=settings.retrain.backoff_s))
+
+    def closed_loop(outcome) -> None:  # type: ignore[no-untyped-def]
+        now = datetime.now(UTC)
+        if outcome.status == "reported":
+            evaluate_retrain(policy, outcome.model_name, outcome.model_version, now,
+                             predictions, reports, retrains, load_profile)
+        if settings.retrain.auto_start:
+            start_due_retrain(retrains, settings.retrain, now, starter)
+
+    monitor = Monitor(settings.monitor, predictions, reports, load_profile,
                       on_outcome=lambda outcome: print(json.dumps(asdict(outcome), default=str),
                                                        flush=True),
-                      workspace=workspace)
+                      workspace=workspace, closed_loop=closed_loop)
     if args.once:
         monitor.run_once()
         return 0
     signal.signal(signal.SIGTERM, lambda *_: monitor.stop())
     signal.signal(signal.SIGINT, lambda *_: monitor.stop())
     monitor.serve_forever()
+    return 0
+
+
+def _add_retrain(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("retrain", help="train a challenger and gate it")
+    p.add_argument("--decision", help="the retrain decision to carry out (default: a new, "
+                                      "manual one for the serving model)")
+    p.set_defaults(handler=_retrain)
+
+
+def _retrain(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.retrain_policy import RetrainDecision
+    from monitor.store import create_store_engine, upgrade_database
+    from monitor.store.retrains import RetrainRepository
+    from training.registry import RegistrySource
+    from training.retrain import run_retrain
+
+    decision_id = args.decision
+    if decision_id is None:
+        engine = create_store_engine(settings.database_url)
+        upgrade_database(engine)
+        version = RegistrySource(settings).version_of(settings.model_uri)
+        decision_id = RetrainRepository(engine).record(
+            RetrainDecision(True, ["requested with vidmon retrain"], []), settings.model_name,
+            version)
+    outcome = run_retrain(settings, decision_id)
+    print(json.dumps(asdict(outcome), default=str))
     return 0
 
 
@@ -144,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(subparsers)
     _add_monitor(subparsers)
     _add_registry_commands(subparsers)
+    _add_retrain(subparsers)
     return parser
 
 

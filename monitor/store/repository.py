@@ -143,6 +143,22 @@ class PredictionRepository:
         frame = pd.DataFrame([row[: len(columns)] for row in rows], columns=list(WINDOW_COLUMNS))
         return Window(frame, _stack_embeddings([(row[-2], row[-1]) for row in rows]))
 
+    def labeled_clips(self, model_name: str, until: datetime | None = None,
+                      limit: int | None = None) -> list[tuple[str, str, datetime]]:
+        """(clip path, true label, time) of labeled production predictions whose clip was
+        kept, oldest first; the newest ``limit`` when given."""
+        query = sa.select(predictions.c.clip_path, predictions.c.true_label,
+                          predictions.c.created_at).where(
+            predictions.c.model_name == model_name, predictions.c.source == "production",
+            predictions.c.true_label.is_not(None), predictions.c.clip_path.is_not(None))
+        if until is not None:
+            query = query.where(predictions.c.created_at < until)
+        query = query.order_by(predictions.c.created_at.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(query).all()][::-1]
+
     def get(self, prediction_ids: Iterable[str]) -> dict[str, dict]:
         """Rows by id, as dicts of column values."""
         ids = list(prediction_ids)

@@ -138,3 +138,15 @@ def test_cli_promote_and_rollback_move_the_champion(two_versions, monkeypatch, c
     assert main(["promote", "2"]) == 0 and champion() == "2"
     assert main(["rollback"]) == 0 and champion() == "1"
     assert '"champion": "1"' in capsys.readouterr().out
+
+
+def test_admin_retrain_queues_a_decision_listed_in_the_lineage(two_versions) -> None:
+    app = create_app(two_versions, registry.RegistrySource(two_versions))
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert client.post("/v1/admin/retrain").status_code == 401
+        queued = client.post("/v1/admin/retrain", headers={"Authorization": f"Bearer {KEY}"})
+        assert queued.status_code == 202 and queued.json()["status"] == "pending"
+        lineage = client.get("/v1/retrains", params={"triggered_only": True}).json()["items"]
+        assert [d["id"] for d in lineage] == [queued.json()["decision_id"]]
+        assert lineage[0]["model_version"] == "1" and lineage[0]["status"] == "pending"
+        assert lineage[0]["reasons"] == ["requested through /v1/admin/retrain"]

@@ -1,0 +1,79 @@
+"""The monitor's half of the closed loop: a retrain decision after each report, and starting
+due retrains as separate processes, one at a time, retried with backoff."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from monitor.job import ProfileLoader
+from monitor.retrain_policy import RetrainPolicy, decide_retrain
+from monitor.settings import RetrainSettings
+from monitor.store.reports import ReportRepository
+from monitor.store.repository import PredictionRepository
+from monitor.store.retrains import RetrainRepository
+
+log = logging.getLogger(__name__)
+
+
+def policy_from(settings: RetrainSettings, alpha: float) -> RetrainPolicy:
+    """The pure policy's parameters from settings."""
+    return RetrainPolicy(windows=settings.windows, min_labeled=settings.min_labeled,
+                         cooldown=timedelta(minutes=settings.cooldown_minutes),
+                         accuracy_drop=settings.accuracy_drop, alpha=alpha)
+
+
+def evaluate_retrain(
+    policy: RetrainPolicy, model_name: str, model_version: str, now: datetime,
+    predictions: PredictionRepository, reports: ReportRepository,
+    retrains: RetrainRepository, load_profile: ProfileLoader,
+) -> str:
+    """Decide on the latest reports of the serving version and store the decision."""
+    latest, _ = reports.list(model_name=model_name, model_version=model_version,
+                             limit=policy.windows)
+    decision = decide_retrain(
+        latest[::-1], reference_accuracy=load_profile(model_name, model_version).accuracy,
+        labeled_available=len(predictions.labeled_clips(model_name, limit=policy.min_labeled)),
+        last_retrain_at=retrains.last_retrain_at(model_name), now=now, policy=policy)
+    decision_id = retrains.record(decision, model_name, model_version, now)
+    log.info("retrain decision %s: %s (%s)", decision_id,
+             "triggered" if decision.triggered else "not triggered", "; ".join(decision.reasons))
+    return decision_id
+
+
+Starter = Callable[[str], None]
+
+
+def subprocess_starter(retrains: RetrainRepository, backoff: timedelta,
+                       command: list[str] | None = None) -> Starter:
+    """Start ``vidmon retrain --decision ID`` as its own process; if it dies without
+    recording a result, mark the decision failed so it is retried."""
+    base = command or [sys.executable, "-m", "simulations.cli", "retrain"]
+
+    def start(decision_id: str) -> None:
+        process = subprocess.Popen([*base, "--decision", decision_id])
+
+        def watch() -> None:
+            code = process.wait()
+            state = retrains.get(decision_id) or {}
+            if state.get("status") == "running":
+                retrains.fail(decision_id, f"retrain process exited with code {code}", backoff)
+
+        threading.Thread(target=watch, name=f"retrain-{decision_id[:8]}", daemon=True).start()
+
+    return start
+
+
+def start_due_retrain(retrains: RetrainRepository, settings: RetrainSettings, now: datetime,
+                      starter: Starter) -> str | None:
+    """Start the next due retrain unless one is running; returns its decision id."""
+    due = retrains.next_due(now, settings.max_attempts)
+    if due is None or not retrains.start(due["id"]):
+        return None
+    log.info("starting retrain for decision %s (attempt %d)", due["id"], due["attempts"] + 1)
+    starter(due["id"])
+    return due["id"]

@@ -1,0 +1,124 @@
+"""Retrain decisions and their lifecycle: the SQL of the closed loop lives here."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from monitor.retrain_policy import RetrainDecision
+from monitor.store.reports import _row
+from monitor.store.schema import retrain_decisions as decisions
+
+ACTIVE = ("pending", "running")
+
+
+class RetrainRepository:
+    """Stores every decision; moves triggered ones through pending -> running -> result."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def record(self, decision: RetrainDecision, model_name: str, model_version: str,
+               now: datetime | None = None) -> str:
+        """Store a decision made at ``now``; a triggered one starts as ``pending``, due."""
+        decision_id = uuid.uuid4().hex
+        now = now or datetime.now(UTC)
+        with self.engine.begin() as connection:
+            connection.execute(decisions.insert(), {
+                "id": decision_id, "created_at": now, "model_name": model_name,
+                "model_version": model_version, "triggered": decision.triggered,
+                "reasons": decision.reasons, "report_ids": decision.report_ids,
+                "status": "pending" if decision.triggered else "not_triggered",
+                "attempts": 0, "next_attempt_at": now if decision.triggered else None})
+        return decision_id
+
+    def get(self, decision_id: str) -> dict[str, Any] | None:
+        """One decision."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(decisions).where(decisions.c.id == decision_id)).mappings().first()
+        return None if row is None else _timestamps(row)
+
+    def list(self, model_name: str | None = None, limit: int = 100,
+             triggered_only: bool = False) -> list[dict[str, Any]]:
+        """Decisions, newest first."""
+        query = sa.select(decisions)
+        if model_name is not None:
+            query = query.where(decisions.c.model_name == model_name)
+        if triggered_only:
+            query = query.where(decisions.c.triggered.is_(True))
+        query = query.order_by(decisions.c.created_at.desc()).limit(limit)
+        with self.engine.connect() as connection:
+            return [_timestamps(r) for r in connection.execute(query).mappings()]
+
+    def last_retrain_at(self, model_name: str) -> datetime | None:
+        """When the latest triggered decision of this model was made."""
+        query = sa.select(sa.func.max(decisions.c.created_at)).where(
+            decisions.c.model_name == model_name, decisions.c.triggered.is_(True))
+        with self.engine.connect() as connection:
+            return _utc(connection.execute(query).scalar_one_or_none())
+
+    def next_due(self, now: datetime, max_attempts: int) -> dict[str, Any] | None:
+        """The oldest pending or failed decision whose next attempt is due, unless a retrain
+        is running (one at a time)."""
+        with self.engine.connect() as connection:
+            running = connection.execute(sa.select(sa.func.count()).select_from(decisions).where(
+                decisions.c.status == "running")).scalar_one()
+            if running:
+                return None
+            row = connection.execute(
+                sa.select(decisions)
+                .where(decisions.c.status.in_(("pending", "failed")),
+                       decisions.c.attempts < max_attempts,
+                       decisions.c.next_attempt_at <= now)
+                .order_by(decisions.c.created_at).limit(1)).mappings().first()
+        return None if row is None else _timestamps(row)
+
+    def start(self, decision_id: str) -> bool:
+        """Mark a due decision running; False if someone else already did."""
+        with self.engine.begin() as connection:
+            changed = connection.execute(
+                decisions.update()
+                .where(decisions.c.id == decision_id,
+                       decisions.c.status.in_(("pending", "failed")))
+                .values(status="running", attempts=decisions.c.attempts + 1)).rowcount
+        return bool(changed)
+
+    def fail(self, decision_id: str, error: str, backoff: timedelta) -> None:
+        """Mark a running retrain failed; it is retried after ``backoff`` x 2^(attempts-1)."""
+        with self.engine.begin() as connection:
+            attempts = connection.execute(sa.select(decisions.c.attempts).where(
+                decisions.c.id == decision_id)).scalar_one()
+            connection.execute(decisions.update().where(decisions.c.id == decision_id).values(
+                status="failed", error=error[-4000:],
+                next_attempt_at=datetime.now(UTC) + backoff * 2 ** max(attempts - 1, 0)))
+
+    def finish(self, decision_id: str, *, promoted: bool, run_id: str, version: str,
+               gate: dict[str, Any]) -> None:
+        """Record a finished retrain and its gate."""
+        with self.engine.begin() as connection:
+            connection.execute(decisions.update().where(decisions.c.id == decision_id).values(
+                status="promoted" if promoted else "rejected", mlflow_run_id=run_id,
+                challenger_version=version, gate=gate, finished_at=datetime.now(UTC),
+                error=None))
+
+    def attach_run(self, decision_id: str, run_id: str) -> None:
+        """Link the MLflow run as soon as it exists (visible while it trains)."""
+        with self.engine.begin() as connection:
+            connection.execute(decisions.update().where(decisions.c.id == decision_id)
+                               .values(mlflow_run_id=run_id))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _timestamps(row: Any) -> dict[str, Any]:
+    data = _row(row)
+    for key in ("next_attempt_at", "finished_at"):
+        data[key] = _utc(data.get(key))
+    return data
