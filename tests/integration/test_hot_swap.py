@@ -150,3 +150,19 @@ def test_admin_retrain_queues_a_decision_listed_in_the_lineage(two_versions) -> 
         assert [d["id"] for d in lineage] == [queued.json()["decision_id"]]
         assert lineage[0]["model_version"] == "1" and lineage[0]["status"] == "pending"
         assert lineage[0]["reasons"] == ["requested through /v1/admin/retrain"]
+
+
+def test_serving_carries_on_when_the_registry_goes_away(two_versions) -> None:
+    app = create_app(two_versions, registry.RegistrySource(two_versions))
+    mlflow_db = Path(two_versions.mlflow_tracking_uri.removeprefix("sqlite:///"))
+    with running_server(app) as url:
+        with Traffic(url) as traffic:
+            traffic.wait_for("1")
+            mlflow_db.rename(mlflow_db.with_suffix(".away"))  # the registry is unreachable
+            time.sleep(1.5)  # several polls fail meanwhile
+            served = len(traffic.results)
+            time.sleep(0.5)
+            assert len(traffic.results) > served  # still answering
+    mlflow_db.with_suffix(".away").rename(mlflow_db)
+    assert {status for status, _ in traffic.results} == {200}
+    assert {version for _, version in traffic.results} == {"1"}
