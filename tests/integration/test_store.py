@@ -8,17 +8,20 @@ import sqlalchemy as sa
 
 from monitor.store import upgrade_database
 from monitor.store.records import decode_embedding, encode_embedding
-from monitor.store.schema import predictions
+from monitor.store.schema import metadata
 from tests.factories import make_record
 
 
 def test_migrations_build_the_schema_the_repository_queries(repository) -> None:
     inspector = sa.inspect(repository.engine)
-    migrated = {c["name"]: c for c in inspector.get_columns("predictions")}
-    assert set(migrated) == {c.name for c in predictions.columns}
-    for column in predictions.columns:
-        assert migrated[column.name]["nullable"] == column.nullable, column.name
+    assert set(metadata.tables) <= set(inspector.get_table_names())
+    for table in metadata.tables.values():
+        migrated = {c["name"]: c for c in inspector.get_columns(table.name)}
+        assert set(migrated) == {c.name for c in table.columns}, table.name
+        for column in table.columns:
+            assert migrated[column.name]["nullable"] == column.nullable, (table.name, column.name)
     assert "ix_predictions_window" in {i["name"] for i in inspector.get_indexes("predictions")}
+    assert "apscheduler_jobs" in inspector.get_table_names()
     upgrade_database(repository.engine)  # a second upgrade is a no-op
 
 
