@@ -25,6 +25,9 @@ CLASS_NAMES: tuple[str, ...] = (
     "steady",
 )
 
+# Motions the classifier never sees in training, for novel-class drift in simulations.
+NOVEL_CLASSES: tuple[str, ...] = ("move_diagonal",)
+
 SHAPES: tuple[str, ...] = ("ellipse", "bar", "triangle", "square")
 
 # Convex polygons in units of the shape's radius.
@@ -87,7 +90,13 @@ def _motion(label: str, rng: np.random.Generator, spec: ClipSpec) -> _Motion:
     cx = np.full_like(t, free_position(spec.width, radius0))
     cy = np.full_like(t, free_position(spec.height, radius0))
 
-    if label.startswith("move_"):
+    if label == "move_diagonal":
+        span = min(spec.width, spec.height) - 2 * radius0
+        travel = rng.uniform(0.45, 0.9) * span
+        start = rng.uniform(radius0, min(spec.width, spec.height) - radius0 - travel)
+        path = start + travel / (spec.frames - 1) * t
+        cx, cy = path.copy(), path.copy()
+    elif label.startswith("move_"):
         axis_len = spec.width if label in ("move_left", "move_right") else spec.height
         # The whole path stays in frame; where it starts is random along the axis.
         travel = rng.uniform(0.45, 0.9) * (axis_len - 2 * radius0)
@@ -119,7 +128,8 @@ def _motion(label: str, rng: np.random.Generator, spec: ClipSpec) -> _Motion:
         phase = int(rng.integers(0, 2 * period))
         visible = ((np.arange(spec.frames) + phase) // period) % 2 == 0
     elif label != "steady":
-        raise ValueError(f"unknown class {label!r}; expected one of {CLASS_NAMES}")
+        raise ValueError(f"unknown class {label!r}; expected one of "
+                         f"{CLASS_NAMES + NOVEL_CLASSES}")
     return _Motion(cx=cx, cy=cy, radius=radius, angle=angle, visible=visible)
 
 
@@ -156,7 +166,11 @@ def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> np.
 
 def generate_clip(label: int, rng: np.random.Generator, spec: ClipSpec = ClipSpec()) -> np.ndarray:
     """One uint8 clip (T, H, W, 3) of class index ``label``."""
-    name = CLASS_NAMES[label]
+    return generate_named_clip(CLASS_NAMES[label], rng, spec)
+
+
+def generate_named_clip(name: str, rng: np.random.Generator, spec: ClipSpec = ClipSpec()) -> np.ndarray:
+    """One uint8 clip of a class by name, novel classes included."""
     base = rng.random(3)
     texture = _smooth_texture(rng, spec.height, spec.width)
     strength = rng.uniform(0.15, 0.5)
