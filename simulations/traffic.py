@@ -1,0 +1,153 @@
+"""Production traffic and late labels, on a simulated clock.
+
+Each simulated hour the simulator draws events (class mix and novel classes from the
+scenario), renders them, lets the scenario's camera record them, encodes each as a real
+video file and posts it to a running service with bounded concurrency. A labeling team
+answers for a share of predictions after a delay in simulated hours; their labels go to
+``/v1/feedback`` when the clock passes that time. Hours run as fast as the service answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from simulations.scenarios import Scenario, SimClip
+from training.synthetic import CLASS_NAMES, NOVEL_CLASSES, ClipSpec, generate_named_clip
+from training.video_io import write_video
+
+CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".avi": "video/x-msvideo",
+                 ".mkv": "video/x-matroska", ".mov": "video/quicktime", ".gif": "image/gif"}
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    """How much traffic, how it is encoded, and how labels come back."""
+
+    requests_per_hour: int = 60
+    concurrency: int = 8
+    spec: ClipSpec = ClipSpec(16, 32, 32)
+    fps: float = 8.0
+    video_format: str = ".mp4"
+    label_fraction: float = 0.5
+    label_delay_hours: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One request the simulator made and what it learned."""
+
+    hour: float
+    true_label: str
+    status: int
+    prediction_id: str | None = None
+    predicted_label: str | None = None
+    model_version: str | None = None
+
+
+@dataclass
+class HourResult:
+    """Traffic of one simulated hour."""
+
+    hour: float
+    sent: list[Sent] = field(default_factory=list)
+    labels_sent: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        """Share of answered requests whose prediction matched the true event."""
+        answered = [s for s in self.sent if s.prediction_id]
+        return float(np.mean([s.predicted_label == s.true_label for s in answered])) \
+            if answered else float("nan")
+
+    @property
+    def failures(self) -> int:
+        """Requests that did not get a 200."""
+        return sum(s.status != 200 for s in self.sent)
+
+
+class TrafficSimulator:
+    """Sends one simulated hour of traffic at a time to ``base_url``."""
+
+    def __init__(self, base_url: str, scenario: Scenario, config: TrafficConfig = TrafficConfig()
+                 ) -> None:
+        if config.video_format not in CONTENT_TYPES:
+            raise ValueError(f"unsupported format {config.video_format}")
+        self.base_url = base_url
+        self.scenario = scenario
+        self.config = config
+        self.rng = np.random.default_rng(config.seed)
+        self._pending_labels: list[tuple[float, str, str]] = []  # (due hour, id, label)
+        self._workdir = Path(tempfile.mkdtemp(prefix="vidmon-traffic-"))
+
+    def _draw(self, hour: float) -> SimClip:
+        """One event, as the scenario's camera records it at ``hour``."""
+        if self.scenario.draws_novel(self.rng, hour):
+            label = NOVEL_CLASSES[0]
+        else:
+            weights = self.scenario.label_weights(CLASS_NAMES, hour)
+            p = None if weights is None else weights / weights.sum()
+            label = CLASS_NAMES[int(self.rng.choice(len(CLASS_NAMES), p=p))]
+        frames = generate_named_clip(label, self.rng, self.config.spec)
+        return self.scenario.transform(SimClip(frames, self.config.fps, label), self.rng, hour)
+
+    def _encode(self, clip: SimClip, index: int) -> bytes:
+        path = self._workdir / f"event-{index}{self.config.video_format}"
+        write_video(clip.frames, path, fps=clip.fps)
+        data = path.read_bytes()
+        path.unlink()
+        return data
+
+    async def _post(self, client: httpx.AsyncClient, hour: float, clip: SimClip, data: bytes,
+                    ) -> Sent:
+        name = f"event{self.config.video_format}"
+        files = {"file": (name, data, CONTENT_TYPES[self.config.video_format])}
+        response = await client.post("/v1/predict", files=files)
+        if response.status_code != 200:
+            return Sent(hour, clip.label, response.status_code)
+        body = response.json()
+        return Sent(hour, clip.label, 200, body["prediction_id"], body["label"],
+                    body["model"]["version"])
+
+    async def run_hour(self, hour: float) -> HourResult:
+        """Send this hour's requests, then the labels that have come due by its end."""
+        result = HourResult(hour)
+        clips = [self._draw(hour + i / self.config.requests_per_hour)
+                 for i in range(self.config.requests_per_hour)]
+        payloads = [self._encode(c, i) for i, c in enumerate(clips)]
+        limits = httpx.Limits(max_connections=self.config.concurrency)
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=120, limits=limits) as client:
+            gate = asyncio.Semaphore(self.config.concurrency)
+
+            async def one(clip: SimClip, data: bytes) -> Sent:
+                async with gate:
+                    return await self._post(client, hour, clip, data)
+
+            result.sent = list(await asyncio.gather(*[one(c, d) for c, d in zip(clips, payloads)]))
+            for sent in result.sent:
+                if sent.prediction_id and self.rng.random() < self.config.label_fraction:
+                    self._pending_labels.append(
+                        (hour + self.config.label_delay_hours, sent.prediction_id, sent.true_label))
+            result.labels_sent = await self._send_due_labels(client, hour + 1.0)
+        return result
+
+    async def _send_due_labels(self, client: httpx.AsyncClient, now_hour: float) -> int:
+        due = [p for p in self._pending_labels if p[0] <= now_hour]
+        if not due:
+            return 0
+        self._pending_labels = [p for p in self._pending_labels if p[0] > now_hour]
+        body = {"labels": [{"prediction_id": pid, "label": label} for _, pid, label in due]}
+        response = await client.post("/v1/feedback", json=body)
+        response.raise_for_status()
+        return len(response.json()["stored"])
+
+    @property
+    def pending_labels(self) -> int:
+        """Labels the team still owes."""
+        return len(self._pending_labels)

@@ -1,0 +1,62 @@
+"""The traffic and label simulator against a real service on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.settings import ServeSettings, Settings
+from monitor.store import PredictionRepository, create_store_engine
+from serving.app import create_app
+from simulations.scenarios import build
+from simulations.traffic import TrafficConfig, TrafficSimulator
+from tests.server import running_server
+from training.registry import RegistrySource
+
+
+@pytest.fixture
+def service(model_store: Settings, tmp_path: Path):
+    settings = model_store.model_copy(update={
+        "database_url": f"sqlite:///{tmp_path / 'vidmon.db'}", "clip_dir": tmp_path / "clips",
+        "serve": ServeSettings(spool_path=tmp_path / "spool.jsonl", clip_sample_rate=1.0,
+                               writer_flush_interval_s=0.05)})
+    with running_server(create_app(settings, RegistrySource(settings))) as url:
+        yield url, settings
+
+
+def test_hours_of_encoded_traffic_with_late_labels_and_a_lighting_change(service) -> None:
+    url, settings = service
+    simulator = TrafficSimulator(url, build("lighting", onset=1.0, shift=60.0), TrafficConfig(
+        requests_per_hour=16, concurrency=4, label_fraction=1.0, label_delay_hours=1.5))
+    first = asyncio.run(simulator.run_hour(0.0))
+    assert first.failures == 0 and len(first.sent) == 16
+    assert first.labels_sent == 0 and simulator.pending_labels == 16  # due at 1.5
+    second = asyncio.run(simulator.run_hour(1.0))
+    assert second.failures == 0
+    assert second.labels_sent == 16 and simulator.pending_labels == 16  # hour 0's arrived
+
+    engine = create_store_engine(settings.database_url)
+    rows = PredictionRepository(engine).get(
+        s.prediction_id for s in first.sent + second.sent)
+    engine.dispose()
+    assert len(rows) == 32
+    assert all(r["codec"] == "h264" and r["content_type"] == "video/mp4" for r in rows.values())
+    hour0 = [rows[s.prediction_id] for s in first.sent]
+    hour1 = [rows[s.prediction_id] for s in second.sent]
+    assert all(r["true_label"] == s.true_label for r, s in zip(hour0, first.sent))
+    assert all(r["true_label"] is None for r in hour1)
+    assert np.mean([r["brightness"] for r in hour1]) > np.mean([r["brightness"] for r in hour0]) + 30
+    assert all(r["clip_path"] for r in hour0)  # kept for retraining
+
+
+def test_novel_events_are_sent_and_their_labels_come_back_unknown(service) -> None:
+    url, _ = service
+    simulator = TrafficSimulator(url, build("novel_class", share=1.0), TrafficConfig(
+        requests_per_hour=6, concurrency=2, label_fraction=1.0, label_delay_hours=0.5))
+    result = asyncio.run(simulator.run_hour(0.0))
+    assert {s.true_label for s in result.sent} == {"move_diagonal"}
+    assert result.failures == 0 and result.labels_sent == 0  # the model has no such class
+    assert result.accuracy == 0.0
