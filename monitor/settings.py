@@ -35,6 +35,10 @@ class TrainSettings(BaseModel):
         default=False, description="control run: shuffle frame order of every clip"
     )
     register_model: bool = Field(default=True, description="register a model version in MLflow")
+    reference_format: Literal[".mp4", ".webm", ".avi", ".mkv", ".mov"] | None = Field(
+        default=".mp4",
+        description="held-out clips go through this container and the service's decoder "
+                    "before profiling, so the reference looks like uploaded video; None: raw")
 
 
 class ServeSettings(BaseModel):

@@ -1,7 +1,7 @@
 """Turn an upload (a video file or a raw ``.npy`` clip) into the clip the model takes.
 
-Videos are decoded with PyAV, every frame resized to the model's input by FFmpeg's scaler
-as it is decoded, then sampled uniformly in time to the model's frame count.
+Videos go through :mod:`monitor.video` (the path reference profiles take too); raw clips
+are checked, sampled in time and resized here.
 """
 
 from __future__ import annotations
@@ -9,27 +9,18 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from monitor.errors import InvalidInput, UnsupportedMediaType
 from monitor.features import VideoMeta
+from monitor.video import InputSize, decode_video, sample_indices
 
 NPY_MAGIC = b"\x93NUMPY"
 NPY_TYPES = {"application/x-npy", "application/npy", "application/octet-stream"}
 VIDEO_TYPES_EXTRA = {"image/gif", "application/mp4", "application/x-matroska",
                      "application/octet-stream"}
-
-
-@dataclass(frozen=True)
-class InputSize:
-    """The model's input: frames, height, width."""
-
-    frames: int
-    height: int
-    width: int
 
 
 @dataclass(frozen=True)
@@ -41,13 +32,6 @@ class DecodedClip:
     codec: str | None
     content_type: str
     size_bytes: int
-
-
-def sample_indices(available: int, wanted: int) -> np.ndarray:
-    """``wanted`` frame indices spread uniformly over ``available`` frames."""
-    if available <= 0:
-        raise InvalidInput("the video has no decodable frames")
-    return np.linspace(0, available - 1, wanted).round().astype(np.int64)
 
 
 def _resize(clip: np.ndarray, size: InputSize) -> np.ndarray:
@@ -78,38 +62,6 @@ def decode_npy(data: bytes, size: InputSize) -> np.ndarray:
     return _resize(array, size)
 
 
-def decode_video(data: bytes, size: InputSize, max_frames: int) -> tuple[np.ndarray, VideoMeta, str]:
-    """Decode a video file; returns the model-sized clip, the file's metadata and codec."""
-    try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.FFmpegError, ValueError) as exc:
-        raise InvalidInput(f"not a readable video file: {exc}") from None
-    with container:
-        if not container.streams.video:
-            raise InvalidInput("the file has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        frames: list[np.ndarray] = []
-        try:
-            for frame in container.decode(stream):
-                if len(frames) >= max_frames:
-                    raise InvalidInput(f"the video has more than {max_frames} frames")
-                frames.append(frame.to_ndarray(width=size.width, height=size.height,
-                                               format="rgb24"))
-        except av.FFmpegError as exc:
-            if not frames:
-                raise InvalidInput(f"the video could not be decoded: {exc}") from None
-            # A truncated tail still leaves usable frames; keep what decoded.
-        if not frames:
-            raise InvalidInput("the video has no decodable frames")
-        rate = stream.average_rate or stream.guessed_rate
-        meta = VideoMeta(frame_count=len(frames), fps=float(rate) if rate else 0.0,
-                         width=stream.codec_context.width, height=stream.codec_context.height)
-        codec = stream.codec_context.name
-    clip = np.stack(frames)[sample_indices(len(frames), size.frames)]
-    return np.ascontiguousarray(clip), meta, codec
-
-
 def decode_upload(
     data: bytes, filename: str | None, content_type: str | None, size: InputSize,
     max_frames: int = 2000,
@@ -130,3 +82,7 @@ def decode_upload(
             "or a raw uint8 clip as .npy")
     clip, meta, codec = decode_video(data, size, max_frames)
     return DecodedClip(clip, meta, codec, content_type, len(data))
+
+
+__all__ = ["DecodedClip", "InputSize", "decode_npy", "decode_upload", "decode_video",
+           "sample_indices"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 
@@ -14,13 +16,15 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from monitor.features import VideoMeta, quality_features_batch  # noqa: E402
+from monitor.features import VideoMeta, quality_features, quality_features_batch  # noqa: E402
 from monitor.profile import ReferenceProfile  # noqa: E402
 from monitor.settings import Settings, TrainSettings  # noqa: E402
+from monitor.video import InputSize, decode_video  # noqa: E402
 from training import registry  # noqa: E402
-from training.model import ModelConfig  # noqa: E402
+from training.model import ModelConfig, R2Plus1D  # noqa: E402
 from training.synthetic import CLASS_NAMES, ClipSpec, generate_dataset  # noqa: E402
-from training.train import TrainResult, confusion_matrix, shuffle_frames, train_model  # noqa: E402
+from training.train import confusion_matrix, predict, shuffle_frames, train_model  # noqa: E402
+from training.video_io import write_video  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +53,36 @@ def model_config_for(train: TrainSettings) -> ModelConfig:
                        widths=(w, 2 * w, 4 * w, max(128, 4 * w)), **size)
 
 
+def through_codec(clips: np.ndarray, fps: float, suffix: str) -> tuple[np.ndarray, list[VideoMeta]]:
+    """Clips as the service sees them after an upload: encoded to ``suffix``, then decoded
+    by the service's own decoder at the same size."""
+    size = InputSize(*clips.shape[1:4])
+    decoded, metas = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, clip in enumerate(clips):
+            path = write_video(clip, Path(tmp) / f"held-out-{i}{suffix}", fps=fps)
+            frames, meta, _ = decode_video(path.read_bytes(), size, max_frames=10 * size.frames)
+            decoded.append(frames)
+            metas.append(meta)
+    return np.stack(decoded), metas
+
+
 def build_reference_profile(
-    clips: np.ndarray, labels: np.ndarray, result: TrainResult, meta: VideoMeta
+    model: R2Plus1D, clips: np.ndarray, labels: np.ndarray, train: TrainSettings
 ) -> ReferenceProfile:
-    """Reference profile of the held-out clips: outputs, embeddings, quality features."""
-    predictions = result.test_predictions
-    return ReferenceProfile.build(
-        label_names=CLASS_NAMES,
-        true_labels=labels,
-        probabilities=predictions.probabilities,
-        embeddings=predictions.embeddings,
-        features=quality_features_batch(clips, meta),
-    )
+    """Reference profile of the held-out clips (outputs, embeddings, quality features),
+    after the same container and decoder as uploads when ``reference_format`` is set."""
+    if train.reference_format:
+        clips, metas = through_codec(clips, train.fps, train.reference_format)
+        features = [quality_features(clip, meta) for clip, meta in zip(clips, metas)]
+    else:
+        meta = VideoMeta(frame_count=train.frames, fps=train.fps, width=train.width,
+                         height=train.height)
+        features = quality_features_batch(clips, meta)
+    outputs = predict(model, clips)
+    return ReferenceProfile.build(label_names=CLASS_NAMES, true_labels=labels,
+                                  probabilities=outputs.probabilities,
+                                  embeddings=outputs.embeddings, features=features)
 
 
 def _confusion_figure(matrix: np.ndarray) -> plt.Figure:
@@ -116,9 +138,8 @@ def run_training(settings: Settings) -> TrainingOutcome:
         figure = _confusion_figure(matrix)
         mlflow.log_figure(figure, "confusion_matrix.png")
         plt.close(figure)
-        meta = VideoMeta(frame_count=train.frames, fps=train.fps, width=train.width,
-                         height=train.height)
-        profile = build_reference_profile(test_clips, test_labels, result, meta)
+        profile = build_reference_profile(result.model, test_clips, test_labels, train)
+        mlflow.log_metric("reference_accuracy", profile.accuracy)
         registry.log_reference_profile(profile)
         info = registry.log_model(result.model, train.fps,
                                   settings.model_name if register else None)
