@@ -24,7 +24,8 @@ def _as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-def _row(mapping: Any) -> dict[str, Any]:
+def as_row(mapping: Any) -> dict[str, Any]:
+    """A result row as a dict, with its timestamps as aware UTC datetimes."""
     row = dict(mapping)
     for key in ("created_at", "window_start", "window_end"):
         if key in row:
@@ -87,7 +88,7 @@ class ReportRepository:
                  .order_by(reports.c.window_end.desc(), reports.c.id).limit(limit).offset(offset))
         total = sa.select(sa.func.count()).select_from(reports).where(*conditions)
         with self.engine.connect() as connection:
-            rows = [_row(r) for r in connection.execute(query).mappings()]
+            rows = [as_row(r) for r in connection.execute(query).mappings()]
             return rows, int(connection.execute(total).scalar_one())
 
     def get(self, report_id: str) -> dict[str, Any] | None:
@@ -95,7 +96,7 @@ class ReportRepository:
         query = sa.select(*SUMMARY_COLUMNS, reports.c.summary).where(reports.c.id == report_id)
         with self.engine.connect() as connection:
             row = connection.execute(query).mappings().first()
-        return None if row is None else _row(row)
+        return None if row is None else as_row(row)
 
     def html(self, report_id: str) -> str | None:
         """The report's HTML page."""
@@ -118,7 +119,7 @@ class ReportRepository:
             query = query.where(reports.c.window_end >= since)
         query = query.order_by(reports.c.window_end.desc()).limit(limit)
         with self.engine.connect() as connection:
-            return [_row(r) for r in connection.execute(query).mappings()][::-1]
+            return [as_row(r) for r in connection.execute(query).mappings()][::-1]
 
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
         """Take or renew the lease ``name`` for ``ttl_s`` seconds; False if another holds it."""

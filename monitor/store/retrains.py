@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from monitor.retrain_policy import RetrainDecision
-from monitor.store.reports import _row
+from monitor.store.reports import as_row
 from monitor.store.schema import retrain_decisions as decisions
 
 ACTIVE = ("pending", "running")
@@ -118,7 +118,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _timestamps(row: Any) -> dict[str, Any]:
-    data = _row(row)
+    data = as_row(row)
     for key in ("next_attempt_at", "finished_at"):
         data[key] = _utc(data.get(key))
     return data
