@@ -52,9 +52,14 @@ def _holder(request: Request) -> ModelHolder:
     return request.app.state.service.models
 
 
-async def _reload(request: Request) -> dict[str, Any]:
-    result = await asyncio.get_running_loop().run_in_executor(None, _holder(request).reload)
-    return asdict(result)
+async def _reload(request: Request, before: str | None = None) -> dict[str, Any]:
+    """Reload, reporting against the version that served ``before`` this request: the
+    server's own poll may already have made the swap a promotion asked for."""
+    holder = _holder(request)
+    before = before or holder.runtime.version
+    result = await asyncio.get_running_loop().run_in_executor(None, holder.reload)
+    return {**asdict(result), "previous_version": before,
+            "swapped": result.version != before}
 
 
 @router.post("/reload")
@@ -67,25 +72,27 @@ async def reload(request: Request) -> dict[str, Any]:
 async def promote(request: Request, body: PromoteIn) -> dict[str, Any]:
     """Make a registered version the champion and serve it."""
     registry: RegistryAdmin = request.app.state.source
+    before = _holder(request).runtime.version
     try:
         previous = await asyncio.get_running_loop().run_in_executor(
             None, registry.promote, body.version)
     except Exception as exc:  # unknown version, registry refusing: say so, change nothing
         raise InvalidInput(f"cannot promote version {body.version}: {exc}") from None
-    return {"previous_champion": previous, **await _reload(request)}
+    return {"previous_champion": previous, **await _reload(request, before)}
 
 
 @router.post("/rollback")
 async def rollback(request: Request) -> dict[str, Any]:
     """Move the champion back to the version before the last promotion and serve it."""
     registry: RegistryAdmin = request.app.state.source
+    before = _holder(request).runtime.version
     try:
         moved_from, moved_to = await asyncio.get_running_loop().run_in_executor(
             None, registry.rollback)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     return {"rolled_back_from": moved_from, "rolled_back_to": moved_to,
-            **await _reload(request)}
+            **await _reload(request, before)}
 
 
 

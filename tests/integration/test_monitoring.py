@@ -104,7 +104,7 @@ def test_no_traffic_means_no_report(repository, reports) -> None:
 def test_one_scheduler_acts_and_a_restart_does_not_repeat_a_window(repository, reports) -> None:
     now = datetime.now(UTC)
     repository.add_predictions(production_records(60, now - timedelta(seconds=90), seed=4))
-    settings = MonitorSettings(interval_s=1, window_minutes=5, lease_ttl_s=1.5)
+    settings = MonitorSettings(interval_s=1, window_minutes=5, lease_ttl_s=5.0)
     first, second = (Monitor(settings, repository, ReportRepository(repository.engine),
                              _profile_loader()) for _ in range(2))
     threads = [threading.Thread(target=m.serve_forever, daemon=True) for m in (first, second)]
