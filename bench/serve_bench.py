@@ -30,7 +30,7 @@ import mlflow
 import numpy as np
 import torch
 
-from monitor.settings import Settings, TrainSettings
+from monitor.settings import Settings
 from monitor.store import PredictionRepository, create_store_engine
 from serving.runtime import ModelRuntime, resolve_device
 from training import registry

@@ -6,12 +6,16 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from monitor.settings import Settings, TrainSettings  # noqa: E402
+
+if TYPE_CHECKING:
+    from monitor.store import PredictionRepository
 
 
 @pytest.fixture

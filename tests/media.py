@@ -12,8 +12,10 @@ from training.synthetic import CLASS_NAMES, ClipSpec, generate_clip
 from training.video_io import write_video
 
 
-def sample_clip(label: str = "move_right", seed: int = 0,
-                spec: ClipSpec = ClipSpec(16, 64, 64)) -> np.ndarray:
+CAMERA = ClipSpec(16, 64, 64)
+
+
+def sample_clip(label: str = "move_right", seed: int = 0, spec: ClipSpec = CAMERA) -> np.ndarray:
     """A generated uint8 clip of one class."""
     return generate_clip(CLASS_NAMES.index(label), np.random.default_rng(seed), spec)
 

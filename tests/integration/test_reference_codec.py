@@ -6,7 +6,6 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 
 from monitor.features import PIXEL_FEATURES
 from monitor.job import run_report_job

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import sqlalchemy as sa
 
 from monitor.store import upgrade_database

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from monitor.features import FEATURE_NAMES
 from monitor.profile import ReferenceProfile
