@@ -16,6 +16,7 @@ from monitor.reference import store_reference
 from monitor.report import ReportPolicy, build_report
 from monitor.settings import MonitorSettings
 from monitor.store.reports import ReportRepository
+from monitor.store.records import as_utc
 from monitor.store.repository import PredictionRepository
 from monitor.workspace import EvidentlyWorkspace
 
@@ -46,8 +47,7 @@ def _first_time(frame, default: datetime) -> datetime:
     """Time of a window's first row, as an aware UTC datetime."""
     if not len(frame):
         return default
-    first = frame["created_at"].min().to_pydatetime()
-    return first if first.tzinfo else first.replace(tzinfo=UTC)
+    return as_utc(frame["created_at"].min().to_pydatetime())
 
 
 def run_report_job(

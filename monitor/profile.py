@@ -19,6 +19,11 @@ EMBEDDINGS_FILE = "embeddings.npy"
 META_FILE = "profile.json"
 
 
+def entropy(probabilities: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) over the last axis: one value per probability vector."""
+    return -(probabilities * np.log(np.clip(probabilities, 1e-12, 1.0))).sum(axis=-1)
+
+
 def probability_column(label: str) -> str:
     """Name of the probability column of one class."""
     return f"prob_{label}"

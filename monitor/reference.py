@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from monitor.features import FEATURE_NAMES
-from monitor.profile import ReferenceProfile, probability_column
+from monitor.profile import ReferenceProfile, entropy, probability_column
 from monitor.store.records import PredictionRecord, encode_embedding
 from monitor.store.repository import PredictionRepository
 
@@ -16,8 +15,7 @@ def reference_records(
     """One ``source='reference'`` record per profile row, true label included."""
     table = profile.table
     probabilities = table[[probability_column(c) for c in profile.label_names]].to_numpy()
-    safe = np.clip(probabilities, 1e-12, 1.0)
-    entropies = -(probabilities * np.log(safe)).sum(axis=1)
+    entropies = entropy(probabilities)
     features = table[list(FEATURE_NAMES)].to_numpy(dtype=float)
     records = []
     for i, row in enumerate(table.itertuples(index=False)):

@@ -19,6 +19,7 @@ import numpy as np
 from monitor.clips import ClipStore
 from monitor.errors import Overloaded
 from monitor.features import feature_dict
+from monitor.profile import entropy
 from monitor.store.records import PredictionRecord, encode_embedding
 from serving.batcher import DynamicBatcher
 from serving.decode import DecodedClip, decode_upload
@@ -55,12 +56,6 @@ class Prediction:
     model_name: str
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-def entropy(probabilities: np.ndarray) -> float:
-    """Shannon entropy (nats) of one probability vector."""
-    p = probabilities[probabilities > 0]
-    return float(-(p * np.log(p)).sum())
 
 
 class PredictionService:
@@ -130,7 +125,7 @@ class PredictionService:
             model_version=runtime.version,
             predicted_label=labels[int(order[0])],
             confidence=float(probabilities[order[0]]),
-            entropy=entropy(probabilities),
+            entropy=float(entropy(probabilities)),
             probabilities={name: float(p) for name, p in zip(labels, probabilities)},
             embedding=encode_embedding(embedding),
             features=feature_dict(pixels, prepared.decoded.meta),

@@ -16,6 +16,13 @@ Source = Literal["production", "reference"]
 EMBEDDING_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 
 
+def as_utc(value: datetime | None) -> datetime | None:
+    """Stored timestamps as aware UTC datetimes (SQLite hands them back naive)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
 def new_prediction_id() -> str:
     """A fresh prediction id: 32 hex characters."""
     return uuid.uuid4().hex

@@ -12,16 +12,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from monitor.report import MonitoringReport
+from monitor.store.records import as_utc
 from monitor.store.schema import leases, report_pages, reports
 
 SUMMARY_COLUMNS = [c for c in reports.columns if c.name not in ("summary", "snapshot")]
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; everything vidmon stores is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 def as_row(mapping: Any) -> dict[str, Any]:
@@ -29,7 +23,7 @@ def as_row(mapping: Any) -> dict[str, Any]:
     row = dict(mapping)
     for key in ("created_at", "window_start", "window_end"):
         if key in row:
-            row[key] = _as_utc(row[key])
+            row[key] = as_utc(row[key])
     return row
 
 

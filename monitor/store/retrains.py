@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from monitor.retrain_policy import RetrainDecision
+from monitor.store.records import as_utc
 from monitor.store.reports import as_row
 from monitor.store.schema import retrain_decisions as decisions
 
@@ -60,7 +61,7 @@ class RetrainRepository:
         query = sa.select(sa.func.max(decisions.c.created_at)).where(
             decisions.c.model_name == model_name, decisions.c.triggered.is_(True))
         with self.engine.connect() as connection:
-            return _utc(connection.execute(query).scalar_one_or_none())
+            return as_utc(connection.execute(query).scalar_one_or_none())
 
     def next_due(self, now: datetime, max_attempts: int) -> dict[str, Any] | None:
         """The oldest pending or failed decision whose next attempt is due, unless a retrain
@@ -113,12 +114,8 @@ class RetrainRepository:
                                .values(mlflow_run_id=run_id))
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _timestamps(row: Any) -> dict[str, Any]:
     data = as_row(row)
     for key in ("next_attempt_at", "finished_at"):
-        data[key] = _utc(data.get(key))
+        data[key] = as_utc(data.get(key))
     return data

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +12,7 @@ from monitor.scheduler import Monitor
 from monitor.settings import MonitorSettings
 from monitor.store.reports import ReportRepository
 from tests.factories import LABELS, production_records, reference_profile
+from tests.waiting import wait_until
 
 HOUR = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 SETTINGS = MonitorSettings(interval_s=3600, window_minutes=60)
@@ -109,25 +109,18 @@ def test_one_scheduler_acts_and_a_restart_does_not_repeat_a_window(repository, r
                              _profile_loader()) for _ in range(2))
     threads = [threading.Thread(target=m.serve_forever, daemon=True) for m in (first, second)]
     threads[0].start()
-    _wait(lambda: first.is_leader)
+    wait_until(lambda: first.is_leader)
     threads[1].start()
-    _wait(lambda: first.runs >= 2)
+    wait_until(lambda: first.runs >= 2)
     assert not second.is_leader and second.runs == 0  # the standby never acts
 
     first.stop()
     threads[0].join(10)
-    _wait(lambda: second.is_leader, timeout_s=10)  # the lease passes to the standby
-    _wait(lambda: second.runs >= 1)
+    wait_until(lambda: second.is_leader, timeout_s=10)  # the lease passes to the standby
+    wait_until(lambda: second.runs >= 1)
     second.stop()
     threads[1].join(10)
 
     rows, total = reports.list(limit=1000)
     ends = [r["window_end"] for r in rows]
     assert total >= 2 and len(ends) == len(set(ends))  # no window reported twice
-
-
-def _wait(condition, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)

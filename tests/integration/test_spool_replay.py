@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,7 @@ from monitor.store import PredictionRepository, create_store_engine, upgrade_dat
 from serving.spool import Spool
 from serving.writer import PredictionWriter
 from tests.factories import make_record
-
-
-def _wait(condition, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -50,17 +43,17 @@ def test_records_written_while_the_database_is_down_are_replayed_exactly_once(
     before = [make_record(i) for i in range(10)]
     for record in before:
         writer.submit(record)
-    _wait(lambda: writer.counters.written == 10)
+    wait_until(lambda: writer.counters.written == 10)
 
     away = _take_down(folder, engine)
     during = [make_record(100 + i) for i in range(25)]
     for record in during:
         writer.submit(record)
-    _wait(lambda: writer.counters.spooled == 25)
+    wait_until(lambda: writer.counters.spooled == 25)
     assert spool.pending() == 25
 
     away.rename(folder)  # the database is back
-    _wait(lambda: writer.counters.replayed == 25)
+    wait_until(lambda: writer.counters.replayed == 25)
     writer.stop()
 
     assert repository.count() == 35
