@@ -9,10 +9,12 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from monitor.job import ProfileLoader
-from monitor.retrain_policy import RetrainPolicy, decide_retrain
-from monitor.settings import RetrainSettings
+from monitor.clock import Clock, system_clock
+from monitor.job import JobOutcome, ProfileLoader
+from monitor.retrain_policy import RetrainPolicy, decide_retrain, drift_run
+from monitor.settings import RetrainSettings, Settings
 from monitor.store.reports import ReportRepository
 from monitor.store.repository import PredictionRepository
 from monitor.store.retrains import RetrainRepository
@@ -27,6 +29,9 @@ def policy_from(settings: RetrainSettings, alpha: float) -> RetrainPolicy:
                          accuracy_drop=settings.accuracy_drop, alpha=alpha)
 
 
+HISTORY = 200  # reports looked at to find where the current drift run began
+
+
 def evaluate_retrain(
     policy: RetrainPolicy, model_name: str, model_version: str, now: datetime,
     predictions: PredictionRepository, reports: ReportRepository,
@@ -34,10 +39,14 @@ def evaluate_retrain(
 ) -> str:
     """Decide on the latest reports of the serving version and store the decision."""
     latest, _ = reports.list(model_name=model_name, model_version=model_version,
-                             limit=policy.windows)
+                             limit=max(HISTORY, policy.windows))
+    latest = latest[::-1]
+    reference_accuracy = load_profile(model_name, model_version).accuracy
+    run = drift_run(latest, reference_accuracy, policy)
+    labeled = len(predictions.labeled_clips(model_name, since=run[0][0]["window_start"],
+                                            limit=policy.min_labeled)) if run else 0
     decision = decide_retrain(
-        latest[::-1], reference_accuracy=load_profile(model_name, model_version).accuracy,
-        labeled_available=len(predictions.labeled_clips(model_name, limit=policy.min_labeled)),
+        latest, reference_accuracy=reference_accuracy, labeled_available=labeled,
         last_retrain_at=retrains.last_retrain_at(model_name), now=now, policy=policy)
     decision_id = retrains.record(decision, model_name, model_version, now)
     log.info("retrain decision %s: %s (%s)", decision_id,
@@ -49,16 +58,23 @@ Starter = Callable[[str], None]
 
 
 def subprocess_starter(retrains: RetrainRepository, backoff: timedelta,
-                       command: list[str] | None = None) -> Starter:
-    """Start ``vidmon retrain --decision ID`` as its own process; if it dies without
+                       command: list[str] | None = None,
+                       env: dict[str, str] | None = None,
+                       output: Path | None = None) -> Starter:
+    """Start ``vidmon retrain --decision ID`` as its own process (with ``env``, by default
+    this process's; its output appended to ``output`` when given); if it dies without
     recording a result, mark the decision failed so it is retried."""
     base = command or [sys.executable, "-m", "simulations.cli", "retrain"]
 
     def start(decision_id: str) -> None:
-        process = subprocess.Popen([*base, "--decision", decision_id])
+        sink = open(output, "ab") if output else None  # noqa: SIM115 (closed by watch)
+        process = subprocess.Popen([*base, "--decision", decision_id], env=env, stdout=sink,
+                                   stderr=subprocess.STDOUT if sink else None)
 
         def watch() -> None:
             code = process.wait()
+            if sink:
+                sink.close()
             state = retrains.get(decision_id) or {}
             if state.get("status") == "running":
                 retrains.fail(decision_id, f"retrain process exited with code {code}", backoff)
@@ -77,3 +93,23 @@ def start_due_retrain(retrains: RetrainRepository, settings: RetrainSettings, no
     log.info("starting retrain for decision %s (attempt %d)", due["id"], due["attempts"] + 1)
     starter(due["id"])
     return due["id"]
+
+
+def closed_loop_step(
+    settings: Settings, predictions: PredictionRepository, reports: ReportRepository,
+    retrains: RetrainRepository, load_profile: ProfileLoader, starter: Starter,
+    clock: Clock = system_clock,
+) -> Callable[[JobOutcome], None]:
+    """What the monitor does after each report job: decide on a retrain when a report was
+    written, then start a due retrain when the settings allow."""
+    policy = policy_from(settings.retrain, settings.monitor.alpha)
+
+    def step(outcome: JobOutcome) -> None:
+        now = clock()
+        if outcome.status == "reported" and outcome.model_name and outcome.model_version:
+            evaluate_retrain(policy, outcome.model_name, outcome.model_version, now,
+                             predictions, reports, retrains, load_profile)
+        if settings.retrain.auto_start:
+            start_due_retrain(retrains, settings.retrain, now, starter)
+
+    return step

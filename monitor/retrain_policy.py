@@ -47,6 +47,20 @@ def drift_signals(report: dict[str, Any], reference_accuracy: float | None,
     return signals
 
 
+def drift_run(reports: Sequence[dict[str, Any]], reference_accuracy: float | None,
+              policy: RetrainPolicy) -> list[tuple[dict[str, Any], list[str]]]:
+    """The newest unbroken run of reports (oldest first) that raise a drift signal, each with
+    its signals; empty when the newest report looks fine. Its first window is where the
+    drifted data begins: labels are counted, and retraining data taken, from there."""
+    run: list[tuple[dict[str, Any], list[str]]] = []
+    for report in reversed(list(reports)):
+        signals = drift_signals(report, reference_accuracy, policy)
+        if not signals:
+            break
+        run.append((report, signals))
+    return run[::-1]
+
+
 def decide_retrain(
     reports: Sequence[dict[str, Any]],
     *,
@@ -56,19 +70,26 @@ def decide_retrain(
     now: datetime,
     policy: RetrainPolicy,
 ) -> RetrainDecision:
-    """Decide on the newest reports (oldest first) of the serving model version."""
-    recent = list(reports)[-policy.windows:]
-    report_ids = [r["id"] for r in recent]
-    signals = [drift_signals(r, reference_accuracy, policy) for r in recent]
-    if len(recent) < policy.windows or not all(signals):
-        held = sum(1 for s in reversed(signals) if s) if signals else 0
-        return RetrainDecision(False, [f"drift held {held} of {policy.windows} windows needed"],
-                               report_ids)
-    reasons = [f"window {r['id']}: {', '.join(s)}" for r, s in zip(recent, signals)]
+    """Decide on the newest reports (oldest first) of the serving model version.
+
+    ``labeled_available`` counts labeled production clips since the drift run began (see
+    :func:`drift_run`): a retrain learns the drifted data, so labels from before it don't
+    count. A triggered decision names every report of the run.
+    """
+    run = drift_run(reports, reference_accuracy, policy)
+    if len(run) < policy.windows:
+        recent = list(reports)[-policy.windows:]
+        return RetrainDecision(
+            False, [f"drift held {len(run)} of {policy.windows} windows needed"],
+            [r["id"] for r in recent])
+    report_ids = [r["id"] for r, _ in run]
+    reasons = [f"window {r['id']}: {', '.join(s)}" for r, s in run[-policy.windows:]]
+    if len(run) > policy.windows:
+        reasons.insert(0, f"drift held {len(run)} windows")
     if labeled_available < policy.min_labeled:
         return RetrainDecision(False, reasons + [
-            f"only {labeled_available} labeled production clips, {policy.min_labeled} needed"],
-            report_ids)
+            f"only {labeled_available} labeled production clips since the drift began, "
+            f"{policy.min_labeled} needed"], report_ids)
     if last_retrain_at is not None and now - last_retrain_at < policy.cooldown:
         return RetrainDecision(False, reasons + [
             f"cooldown: last retrain at {last_retrain_at.isoformat()}, next after "

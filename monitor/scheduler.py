@@ -22,6 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from monitor.clock import Clock, system_clock
 from monitor.job import JobOutcome, ProfileLoader, run_report_job
 from monitor.settings import MonitorSettings
 from monitor.store.reports import ReportRepository
@@ -59,6 +60,7 @@ class Monitor:
         on_outcome: Callable[[JobOutcome], None] | None = None,
         workspace: EvidentlyWorkspace | None = None,
         closed_loop: Callable[[JobOutcome], None] | None = None,
+        clock: Clock = system_clock,
     ) -> None:
         self.settings = settings
         self.predictions = predictions
@@ -67,6 +69,7 @@ class Monitor:
         self.on_outcome = on_outcome
         self.workspace = workspace
         self.closed_loop = closed_loop
+        self.clock = clock
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.runs = 0
         self._lock = threading.Lock()
@@ -83,7 +86,8 @@ class Monitor:
         with self._lock:
             self.runs += 1
             outcome = run_report_job(self.settings, self.predictions, self.reports,
-                                     self.load_profile, workspace=self.workspace)
+                                     self.load_profile, now=self.clock(),
+                                     workspace=self.workspace)
             if self.closed_loop:
                 self.closed_loop(outcome)
         if self.on_outcome:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, PositiveInt, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, NonNegativeInt, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -96,8 +96,15 @@ class RetrainSettings(BaseModel):
     accuracy_drop: float = Field(default=0.05, ge=0, le=1)
     epochs: PositiveInt = 3
     learning_rate: float = Field(default=1e-3, gt=0)
-    original_clips_per_class: PositiveInt = Field(
+    original_clips_per_class: NonNegativeInt = Field(
         default=50, description="original training clips per class mixed into fine-tuning")
+    relabeled_accuracy: float = Field(
+        default=0.5, ge=0, le=1,
+        description="a class the champion gets right less often than this on recent labels "
+                    "is taken as relabeled (concept drift): its original clips are left out "
+                    "of fine-tuning and of the gate's original test")
+    relabeled_min_clips: PositiveInt = Field(
+        default=5, description="recent labeled clips a class needs before it can be relabeled")
     max_production_clips: PositiveInt = 2000
     holdout_fraction: float = Field(default=0.3, gt=0, lt=1,
                                     description="recent labeled clips kept for the gate")
@@ -138,7 +145,7 @@ class Settings(BaseSettings):
     clip_dir: Path = Field(default=Path("clips"), description="content-addressed clip store")
     evidently_workspace: Path | None = Field(
         default=Path("evidently-workspace"),
-        description="copies of report runs for `evidently ui --workspace <dir>`; unset: none")
+        description="copies of report runs for `evidently ui --workspace <dir>`; empty: none")
     admin_key: SecretStr | None = Field(
         default=None, description="bearer key of the admin endpoints; unset: they are off")
     log_level: str = "INFO"
@@ -146,6 +153,29 @@ class Settings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+
+    @field_validator("evidently_workspace", mode="before")
+    @classmethod
+    def _empty_means_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``VIDMON_*`` variables, for a child process (e.g. a retrain
+        started by the monitor) to build the same settings; sections travel as JSON."""
+        env = {}
+        for name, value in self:
+            if isinstance(value, BaseModel):
+                text = value.model_dump_json()
+            elif isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            elif value is None:
+                if type(self).model_fields[name].default is None:
+                    continue
+                text = ""
+            else:
+                text = str(value)
+            env[f"VIDMON_{name.upper()}"] = text
+        return env
 
     @property
     def model_uri(self) -> str:

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from monitor.clips import ClipStore
+from monitor.clock import Clock, system_clock
 from monitor.api import router as monitoring_router
 from monitor.errors import (
     InvalidInput,
@@ -68,8 +69,9 @@ def _error_response(exc: VidmonError) -> JSONResponse:
     return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status, headers=headers)
 
 
-def create_app(settings: Settings, source: ModelSource) -> FastAPI:
-    """Build the service; nothing starts until the app's lifespan begins."""
+def create_app(settings: Settings, source: ModelSource, clock: Clock = system_clock) -> FastAPI:
+    """Build the service; nothing starts until the app's lifespan begins. Predictions and
+    labels are stamped by ``clock`` (simulations run on their own)."""
     serve = settings.serve
     metrics = ServiceMetrics()
 
@@ -100,7 +102,7 @@ def create_app(settings: Settings, source: ModelSource) -> FastAPI:
         service = PredictionService(
             models, batcher, writer, ClipStore(settings.clip_dir), top_k=serve.top_k,
             clip_sample_rate=serve.clip_sample_rate, max_video_frames=serve.max_video_frames,
-            decode_workers=serve.decode_workers)
+            decode_workers=serve.decode_workers, clock=clock)
         metrics.set_model(runtime.name, runtime.version)
         metrics.gauge("vidmon_batcher_queue_depth", "clips waiting for the model",
                       lambda: batcher.queued)

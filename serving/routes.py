@@ -113,7 +113,7 @@ def feedback(request: Request, body: FeedbackIn) -> FeedbackOut:
     if writer is not None:
         writer.wait_flushed()  # a label may follow its prediction before the batch is written
     try:
-        result = request.app.state.repository.apply_feedback(valid)
+        result = request.app.state.repository.apply_feedback(valid, now=service.clock())
     except SQLAlchemyError:
         raise NotReady("the store is unavailable; retry shortly") from None
     return FeedbackOut(stored=result.stored, unknown_ids=result.unknown_ids,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monitor.clips import ClipStore
+from monitor.clock import Clock, system_clock
 from monitor.errors import Overloaded
 from monitor.features import feature_dict
 from monitor.profile import entropy
@@ -72,6 +73,7 @@ class PredictionService:
         clip_sample_rate: float = 0.0,
         max_video_frames: int = 2000,
         decode_workers: int = 2,
+        clock: Clock = system_clock,
     ) -> None:
         self.models = models
         self.batcher = batcher
@@ -80,6 +82,7 @@ class PredictionService:
         self.top_k = top_k
         self.clip_sample_rate = clip_sample_rate
         self.max_video_frames = max_video_frames
+        self.clock = clock
         self._pool = ThreadPoolExecutor(max_workers=decode_workers,
                                         thread_name_prefix="vidmon-decode")
         self._random = random.Random()
@@ -133,6 +136,7 @@ class PredictionService:
             size_bytes=prepared.decoded.size_bytes,
             codec=prepared.decoded.codec,
             clip_path=await self._maybe_keep_clip(prepared.decoded.clip),
+            created_at=self.clock(),
         )
         if self.writer is not None:
             self.writer.submit(record)

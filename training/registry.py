@@ -148,6 +148,13 @@ def ensure_champion(client: MlflowClient, name: str, version: str) -> bool:
         return True
 
 
+def trained_versions(client: MlflowClient, name: str) -> list[str]:
+    """Versions registered by ``vidmon train`` (not by a retrain), oldest first."""
+    versions = client.search_model_versions(f"name = '{name}'")
+    return sorted((str(v.version) for v in versions if "vidmon.decision_id" not in v.tags),
+                  key=int)
+
+
 def load_model(model_uri: str, device: torch.device | str = "cpu") -> LoadedModel:
     """Load ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or ``runs:/...``."""
     local = Path(mlflow.artifacts.download_artifacts(model_uri))

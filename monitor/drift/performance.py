@@ -30,8 +30,12 @@ class ConfidenceCalibration:
         return self.values[np.clip(index, 0, len(self.values) - 1)]
 
 
-def fit_confidence_calibration(confidence: np.ndarray, correct: np.ndarray) -> ConfidenceCalibration:
-    """Isotonic fit of ``correct`` (0/1) on ``confidence`` by pool-adjacent-violators."""
+def fit_confidence_calibration(confidence: np.ndarray, correct: np.ndarray,
+                               min_block: int | None = None) -> ConfidenceCalibration:
+    """Isotonic fit of ``correct`` (0/1) on ``confidence`` by pool-adjacent-violators, with
+    every step holding at least ``min_block`` clips (default 5% of them). Without that
+    floor, one wrong prediction at the lowest confidence of a small reference maps every
+    less confident production clip to 0."""
     confidence = np.asarray(confidence, dtype=float)
     correct = np.asarray(correct, dtype=float)
     if len(confidence) == 0 or len(confidence) != len(correct):
@@ -53,7 +57,37 @@ def fit_confidence_calibration(confidence: np.ndarray, correct: np.ndarray) -> C
             starts.pop()
             sums[-1] += merged_sum
             counts[-1] += merged_count
+    floor = max(1, len(confidence) // 20) if min_block is None else min_block
+    starts, sums, counts = _merge_small_blocks(starts, sums, counts, floor)
     return ConfidenceCalibration(np.array(starts), np.array(sums) / np.array(counts))
+
+
+def _merge_small_blocks(starts: list[float], sums: list[float], counts: list[float],
+                        floor: int) -> tuple[list[float], list[float], list[float]]:
+    """Pool consecutive blocks until each holds ``floor`` clips; the last remainder joins
+    the block before it. Pooling neighbours of a non-decreasing map keeps it monotone."""
+    out_starts: list[float] = []
+    out_sums: list[float] = []
+    out_counts: list[float] = []
+    pending = None
+    for start, total, count in zip(starts, sums, counts):
+        if pending is None:
+            pending = [start, total, count]
+        else:
+            pending[1] += total
+            pending[2] += count
+        if pending[2] >= floor:
+            out_starts.append(pending[0])
+            out_sums.append(pending[1])
+            out_counts.append(pending[2])
+            pending = None
+    if pending is not None:
+        if out_counts:
+            out_sums[-1] += pending[1]
+            out_counts[-1] += pending[2]
+        else:
+            out_starts, out_sums, out_counts = [pending[0]], [pending[1]], [pending[2]]
+    return out_starts, out_sums, out_counts
 
 
 def estimated_accuracy(calibration: ConfidenceCalibration, confidence: np.ndarray) -> float:

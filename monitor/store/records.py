@@ -92,6 +92,17 @@ class PredictionRecord:
 
 
 @dataclass(frozen=True)
+class LabeledClip:
+    """A labeled production prediction whose preprocessed clip was kept."""
+
+    id: str
+    clip_path: str
+    true_label: str
+    created_at: datetime
+    features: dict[str, float | None]
+
+
+@dataclass(frozen=True)
 class Window:
     """Rows of one model version and source: scalar columns, and embeddings in row order."""
 

@@ -14,9 +14,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from monitor.features import FEATURE_NAMES
 from monitor.store.records import (
     FeedbackResult,
+    LabeledClip,
     PredictionRecord,
     Source,
     Window,
+    as_utc,
     decode_embedding,
 )
 from monitor.store.schema import predictions
@@ -74,13 +76,15 @@ class PredictionRepository:
                 inserted += len(rows) - before
         return inserted
 
-    def apply_feedback(self, labels: Mapping[str, str]) -> FeedbackResult:
-        """Store true labels for known prediction ids; idempotent. Unknown ids are reported."""
+    def apply_feedback(self, labels: Mapping[str, str], now: datetime | None = None
+                       ) -> FeedbackResult:
+        """Store true labels for known prediction ids, labeled at ``now``; idempotent.
+        Unknown ids are reported."""
         ids = list(labels)
         with self.engine.begin() as connection:
             known = set(connection.execute(
                 sa.select(predictions.c.id).where(predictions.c.id.in_(ids))).scalars())
-            now = datetime.now(UTC)
+            now = now or datetime.now(UTC)
             for prediction_id in (i for i in ids if i in known):
                 connection.execute(
                     predictions.update()
@@ -101,6 +105,12 @@ class PredictionRepository:
             query = query.where(predictions.c.model_name == model_name)
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
+
+    def last_created_at(self) -> datetime | None:
+        """Time of the newest row in the store (None when empty)."""
+        with self.engine.connect() as connection:
+            return as_utc(connection.execute(
+                sa.select(sa.func.max(predictions.c.created_at))).scalar_one_or_none())
 
     def latest_model(self, until: datetime | None = None) -> tuple[str, str] | None:
         """(name, version) of the newest production prediction before ``until``: the model
@@ -143,21 +153,27 @@ class PredictionRepository:
         frame = pd.DataFrame([row[: len(columns)] for row in rows], columns=list(WINDOW_COLUMNS))
         return Window(frame, _stack_embeddings([(row[-2], row[-1]) for row in rows]))
 
-    def labeled_clips(self, model_name: str, until: datetime | None = None,
-                      limit: int | None = None) -> list[tuple[str, str, datetime]]:
-        """(clip path, true label, time) of labeled production predictions whose clip was
-        kept, oldest first; the newest ``limit`` when given."""
-        query = sa.select(predictions.c.clip_path, predictions.c.true_label,
-                          predictions.c.created_at).where(
+    def labeled_clips(self, model_name: str, since: datetime | None = None,
+                      until: datetime | None = None, limit: int | None = None
+                      ) -> list[LabeledClip]:
+        """Labeled production predictions in [since, until) whose clip was kept, oldest
+        first; the newest ``limit`` when given."""
+        query = sa.select(predictions.c.id, predictions.c.clip_path, predictions.c.true_label,
+                          predictions.c.created_at,
+                          *[predictions.c[name] for name in FEATURE_NAMES]).where(
             predictions.c.model_name == model_name, predictions.c.source == "production",
             predictions.c.true_label.is_not(None), predictions.c.clip_path.is_not(None))
+        if since is not None:
+            query = query.where(predictions.c.created_at >= since)
         if until is not None:
             query = query.where(predictions.c.created_at < until)
         query = query.order_by(predictions.c.created_at.desc())
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(query).all()][::-1]
+            rows = connection.execute(query).all()[::-1]
+        return [LabeledClip(row[0], row[1], row[2], as_utc(row[3]),
+                            dict(zip(FEATURE_NAMES, row[4:]))) for row in rows]
 
     def get(self, prediction_ids: Iterable[str]) -> dict[str, dict]:
         """Rows by id, as dicts of column values."""

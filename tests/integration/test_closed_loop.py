@@ -153,7 +153,11 @@ def test_a_worse_challenger_is_not_promoted(loop: Path) -> None:
     decisions = _run_windows(settings, [H - timedelta(hours=1), H])
     decision = RetrainRepository(create_store_engine(settings.database_url)).get(decisions[1])
     assert decision["status"] == "rejected"
-    assert decision["gate"]["challenger_recent"] < decision["gate"]["champion_recent"] + 0.02
+    result = decision["gate"]
+    assert not result["promote"]
+    assert ("under the margin" in result["reason"]
+            if result["challenger_recent"] < result["champion_recent"] + 0.02
+            else "original test accuracy" in result["reason"])
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("loop-model", "champion").version) == "1"
 
@@ -184,6 +188,10 @@ def test_gate_rules() -> None:
     assert not gate(0.5, 0.51, 0.9, 0.9, margin=0.02, tolerance=0.02).promote
     lost = gate(0.5, 0.8, 0.9, 0.8, margin=0.02, tolerance=0.02)
     assert not lost.promote and "original test accuracy drops" in lost.reason
+    relabeled = gate(0.5, 0.8, 0.9, 0.8, margin=0.02, tolerance=0.02, relabeled=["move_left"])
+    assert "without relabeled move_left" in relabeled.reason
+    # Every class relabeled: no original test is left, the recent rule decides alone.
+    assert gate(0.5, 0.8, float("nan"), float("nan"), margin=0.02, tolerance=0.02).promote
 
 
 def test_a_retrain_process_that_dies_is_marked_failed_for_a_retry(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from monitor.store import PredictionRepository, create_store_engine
 from serving.app import create_app
 from tests.conftest import mlflow_store, register_random_model
 from tests.media import npy_bytes, sample_clip
-from tests.server import running_server
+from serving.background import running_server
 from training import registry
 from training.synthetic import ClipSpec
 

@@ -15,7 +15,7 @@ from monitor.store.reports import ReportRepository
 from serving.app import create_app
 from simulations.scenarios import Scenario
 from simulations.traffic import TrafficConfig, TrafficSimulator
-from tests.server import running_server
+from serving.background import running_server
 from training.job import run_training
 from training.registry import RegistrySource, profile_loader
 

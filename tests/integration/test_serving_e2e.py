@@ -13,7 +13,7 @@ from monitor.settings import ServeSettings, Settings
 from monitor.store import PredictionRepository, create_store_engine
 from serving.app import create_app
 from tests.media import audio_only_wav, npy_bytes, sample_clip, video_bytes
-from tests.server import running_server
+from serving.background import running_server
 from training.registry import RegistrySource
 from training.synthetic import CLASS_NAMES, ClipSpec
 

@@ -77,3 +77,16 @@ def test_estimation_needs_data() -> None:
     calibration = fit_confidence_calibration(np.array([0.9]), np.array([1]))
     with pytest.raises(ValueError, match="no predictions"):
         estimated_accuracy(calibration, np.array([]))
+
+
+def test_one_early_mistake_in_a_small_reference_does_not_zero_low_confidences() -> None:
+    # 100 reference clips, all right but the least confident one.
+    confidence = np.linspace(0.5, 1.0, 100)
+    correct = np.ones(100)
+    correct[0] = 0
+    floor = fit_confidence_calibration(confidence, correct)
+    # The lone mistake pools with the clips above it: 99 of 100 right.
+    assert floor(np.array([0.3]))[0] == pytest.approx(0.99)
+    bare = fit_confidence_calibration(confidence, correct, min_block=1)
+    assert bare(np.array([0.3]))[0] == 0.0
+    assert np.all(np.diff(floor(np.linspace(0, 1, 50))) >= 0)

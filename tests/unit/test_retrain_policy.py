@@ -43,3 +43,16 @@ def test_labels_and_cooldown_hold_a_retrain_back_and_say_so() -> None:
     cooling = decide(drifting, last=NOW - timedelta(hours=1))
     assert not cooling.triggered and "cooldown" in cooling.reasons[-1]
     assert decide(drifting, last=NOW - timedelta(hours=7)).triggered
+
+
+def test_labels_count_from_where_the_drift_run_began_and_the_run_is_named() -> None:
+    from monitor.retrain_policy import drift_run
+
+    reports = [report(1, "drift"), report(2), report(3, "drift"), report(4, p=0.001),
+               report(5, realized=0.5)]
+    run = drift_run(reports, 0.95, POLICY)
+    assert [r["id"] for r, _ in run] == ["r3", "r4", "r5"]
+    decision = decide(reports)
+    assert decision.triggered and decision.report_ids == ["r3", "r4", "r5"]
+    assert decision.reasons[0] == "drift held 3 windows"
+    assert drift_run([*reports, report(6)], 0.95, POLICY) == []

@@ -1,4 +1,4 @@
-"""A real uvicorn server on 127.0.0.1 in a background thread, for end-to-end tests."""
+"""The service on a real uvicorn server in a background thread: for the demo and the tests."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def running_server(app: FastAPI, timeout_s: float = 60.0) -> Iterator[str]:
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                             timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread = threading.Thread(target=server.run, name="vidmon-uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s
     while not server.started:

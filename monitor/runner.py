@@ -1,0 +1,44 @@
+"""Assemble a monitor process from settings: store, Evidently workspace, report schedule and
+the closed loop. ``vidmon monitor`` runs it on the wall clock; the demo on simulated time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from monitor.clock import Clock, system_clock
+from monitor.closed_loop import closed_loop_step, subprocess_starter
+from monitor.job import JobOutcome, ProfileLoader
+from monitor.scheduler import Monitor
+from monitor.settings import Settings
+from monitor.store import PredictionRepository, create_store_engine, upgrade_database
+from monitor.store.reports import ReportRepository
+from monitor.store.retrains import RetrainRepository
+from monitor.workspace import EvidentlyWorkspace
+
+
+def build_monitor(
+    settings: Settings,
+    load_profile: ProfileLoader,
+    *,
+    clock: Clock = system_clock,
+    on_outcome: Callable[[JobOutcome], None] | None = None,
+    retrain_log: Path | None = None,
+) -> Monitor:
+    """A :class:`Monitor` on the settings' store. Due retrains start as ``vidmon retrain``
+    processes that inherit these settings (their output appended to ``retrain_log`` when
+    given)."""
+    engine = create_store_engine(settings.database_url)
+    upgrade_database(engine)
+    workspace = (EvidentlyWorkspace(settings.evidently_workspace)
+                 if settings.evidently_workspace else None)
+    predictions, reports = PredictionRepository(engine), ReportRepository(engine)
+    retrains = RetrainRepository(engine)
+    starter = subprocess_starter(retrains, timedelta(seconds=settings.retrain.backoff_s),
+                                 env={**os.environ, **settings.to_env()}, output=retrain_log)
+    closed_loop = closed_loop_step(settings, predictions, reports, retrains, load_profile,
+                                   starter, clock)
+    return Monitor(settings.monitor, predictions, reports, load_profile, on_outcome=on_outcome,
+                   workspace=workspace, closed_loop=closed_loop, clock=clock)
