@@ -3,8 +3,9 @@
 Each simulated hour the simulator draws events (class mix and novel classes from the
 scenario), renders them, lets the scenario's camera record them, encodes each as a real
 video file and posts it to a running service with bounded concurrency. A labeling team
-answers for a share of predictions after a delay in simulated hours; their labels go to
-``/v1/feedback`` when the clock passes that time. Hours run as fast as the service answers.
+answers for a share of predictions a fixed delay (in simulated hours) after each event;
+their labels go to ``/v1/feedback`` at the end of the hour in which they come due. Hours
+run as fast as the service answers.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class TrafficConfig:
     fps: float = 8.0
     video_format: str = ".mp4"
     label_fraction: float = 0.5
-    label_delay_hours: float = 1.0
+    label_delay_hours: float = 0.25
     seed: int = 0
 
 
@@ -43,7 +44,7 @@ class TrafficConfig:
 class Sent:
     """One request the simulator made and what it learned."""
 
-    hour: float
+    hour: float  # when the event happened, in simulated hours
     true_label: str
     status: int
     prediction_id: str | None = None
@@ -104,36 +105,38 @@ class TrafficSimulator:
         path.unlink()
         return data
 
-    async def _post(self, client: httpx.AsyncClient, hour: float, clip: SimClip, data: bytes,
+    async def _post(self, client: httpx.AsyncClient, at: float, clip: SimClip, data: bytes,
                     ) -> Sent:
         name = f"event{self.config.video_format}"
         files = {"file": (name, data, CONTENT_TYPES[self.config.video_format])}
         response = await client.post("/v1/predict", files=files)
         if response.status_code != 200:
-            return Sent(hour, clip.label, response.status_code)
+            return Sent(at, clip.label, response.status_code)
         body = response.json()
-        return Sent(hour, clip.label, 200, body["prediction_id"], body["label"],
+        return Sent(at, clip.label, 200, body["prediction_id"], body["label"],
                     body["model"]["version"])
 
     async def run_hour(self, hour: float) -> HourResult:
         """Send this hour's requests, then the labels that have come due by its end."""
         result = HourResult(hour)
-        clips = [self._draw(hour + i / self.config.requests_per_hour)
+        times = [hour + i / self.config.requests_per_hour
                  for i in range(self.config.requests_per_hour)]
+        clips = [self._draw(at) for at in times]
         payloads = [self._encode(c, i) for i, c in enumerate(clips)]
         limits = httpx.Limits(max_connections=self.config.concurrency)
         async with httpx.AsyncClient(base_url=self.base_url, timeout=120, limits=limits) as client:
             gate = asyncio.Semaphore(self.config.concurrency)
 
-            async def one(clip: SimClip, data: bytes) -> Sent:
+            async def one(at: float, clip: SimClip, data: bytes) -> Sent:
                 async with gate:
-                    return await self._post(client, hour, clip, data)
+                    return await self._post(client, at, clip, data)
 
-            result.sent = list(await asyncio.gather(*[one(c, d) for c, d in zip(clips, payloads)]))
+            result.sent = list(await asyncio.gather(
+                *[one(at, c, d) for at, c, d in zip(times, clips, payloads)]))
             for sent in result.sent:
                 if sent.prediction_id and self.rng.random() < self.config.label_fraction:
-                    self._pending_labels.append(
-                        (hour + self.config.label_delay_hours, sent.prediction_id, sent.true_label))
+                    self._pending_labels.append((sent.hour + self.config.label_delay_hours,
+                                                 sent.prediction_id, sent.true_label))
             result.labels_sent = await self._send_due_labels(client, hour + 1.0)
         return result
 
