@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 from monitor.settings import Settings
 
@@ -83,43 +84,13 @@ def _add_monitor(subparsers: argparse._SubParsersAction) -> None:
 def _monitor(settings: Settings, args: argparse.Namespace) -> int:
     import signal
 
-    from datetime import UTC, datetime, timedelta
-
-    from monitor.closed_loop import (
-        evaluate_retrain,
-        policy_from,
-        start_due_retrain,
-        subprocess_starter,
-    )
-    from monitor.scheduler import Monitor
-    from monitor.store.retrains import RetrainRepository
-    from monitor.store import PredictionRepository, create_store_engine, upgrade_database
-    from monitor.store.reports import ReportRepository
-    from monitor.workspace import EvidentlyWorkspace
+    from monitor.runner import build_monitor
     from training.registry import profile_loader
 
     settings = _with_flags(settings, "monitor", args)
-    engine = create_store_engine(settings.database_url)
-    upgrade_database(engine)
-    workspace = (EvidentlyWorkspace(settings.evidently_workspace)
-                 if settings.evidently_workspace else None)
-    predictions, reports = PredictionRepository(engine), ReportRepository(engine)
-    retrains, load_profile = RetrainRepository(engine), profile_loader(settings)
-    policy = policy_from(settings.retrain, settings.monitor.alpha)
-    starter = subprocess_starter(retrains, timedelta(seconds=settings.retrain.backoff_s))
-
-    def closed_loop(outcome) -> None:  # type: ignore[no-untyped-def]
-        now = datetime.now(UTC)
-        if outcome.status == "reported":
-            evaluate_retrain(policy, outcome.model_name, outcome.model_version, now,
-                             predictions, reports, retrains, load_profile)
-        if settings.retrain.auto_start:
-            start_due_retrain(retrains, settings.retrain, now, starter)
-
-    monitor = Monitor(settings.monitor, predictions, reports, load_profile,
-                      on_outcome=lambda outcome: print(json.dumps(asdict(outcome), default=str),
-                                                       flush=True),
-                      workspace=workspace, closed_loop=closed_loop)
+    monitor = build_monitor(
+        settings, profile_loader(settings),
+        on_outcome=lambda outcome: print(json.dumps(asdict(outcome), default=str), flush=True))
     if args.once:
         monitor.run_once()
         return 0
@@ -184,6 +155,57 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    from simulations.demo import DemoConfig
+
+    d = DemoConfig()
+    p = subparsers.add_parser(
+        "demo", help="the closed loop end to end: train, serve, drift, retrain, recover",
+        description="Trains a model if none is registered, serves it, sends drifting video "
+                    "traffic on simulated time and shows the monitor catch the drift and a "
+                    "retrained model take over. Everything lands in --output.")
+    p.add_argument("--phases", default=",".join(d.phases),
+                   help=f"drift scenarios in order, comma-separated (default {','.join(d.phases)})")
+    p.add_argument("--clean-hours", type=int, default=d.clean_hours)
+    p.add_argument("--recovery-hours", type=int, default=d.recovery_hours,
+                   help="hours a promoted model serves before the next phase")
+    p.add_argument("--max-phase-hours", type=int, default=d.max_phase_hours)
+    p.add_argument("--requests-per-hour", type=int, default=d.requests_per_hour)
+    p.add_argument("--label-fraction", type=float, default=d.label_fraction)
+    p.add_argument("--min-labeled", type=int, default=d.min_labeled,
+                   help="labeled clips since the drift began before a retrain")
+    p.add_argument("--train-clips-per-class", type=int, default=d.train_clips_per_class)
+    p.add_argument("--train-epochs", type=int, default=d.train_epochs)
+    p.add_argument("--retrain-epochs", type=int, default=d.retrain_epochs)
+    p.add_argument("--output", type=Path, default=d.output, help="folder for everything")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.set_defaults(handler=_demo)
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    import warnings
+
+    from simulations.demo import DemoConfig, run_demo
+
+    try:
+        config = DemoConfig(
+            phases=tuple(p.strip() for p in args.phases.split(",") if p.strip()),
+            clean_hours=args.clean_hours, recovery_hours=args.recovery_hours,
+            max_phase_hours=args.max_phase_hours, requests_per_hour=args.requests_per_hour,
+            label_fraction=args.label_fraction, min_labeled=args.min_labeled,
+            train_clips_per_class=args.train_clips_per_class, train_epochs=args.train_epochs,
+            retrain_epochs=args.retrain_epochs, output=args.output, seed=args.seed)
+    except ValueError as exc:
+        print(f"vidmon demo: {exc}", file=sys.stderr)
+        return 2
+    # The demo prints its own progress; library chatter would bury it.
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("training").setLevel(logging.INFO)
+    warnings.filterwarnings("ignore")
+    result = run_demo(settings, config)
+    return 0 if result.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="vidmon", description=__doc__.splitlines()[0])
@@ -193,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_monitor(subparsers)
     _add_registry_commands(subparsers)
     _add_retrain(subparsers)
+    _add_demo(subparsers)
     return parser
 
 

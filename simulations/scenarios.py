@@ -43,6 +43,9 @@ class Scenario:
     onset: float = 0.0
     ramp: float = 0.0
     name = "none"
+    # "covariate": what the camera records changes; "concept": what it means changes, so
+    # only labels reveal it.
+    kind = "covariate"
 
     def strength(self, hour: float) -> float:
         """0 before the onset, rising linearly to 1 over the ramp."""
@@ -232,6 +235,8 @@ class Mirror(Scenario):
     what looks like moving left is labeled moving right. Inputs look alike; only labels
     (realized accuracy) reveal it. Applied to all traffic once past the onset (a camera
     is either mirrored or not)."""
+
+    kind = "concept"
 
     def transform(self, clip: SimClip, rng: np.random.Generator, hour: float) -> SimClip:
         if self.strength(hour) <= 0:

@@ -1,0 +1,306 @@
+"""``vidmon demo``: the closed loop end to end on one machine, on simulated time.
+
+It trains the first model if none is registered, starts the service (real HTTP on
+127.0.0.1) and the monitor, and runs a timeline: clean traffic, then each drift phase in
+turn until a retrained model has been promoted and has served for a few hours. Each
+simulated hour is one report window. The clock stands still while a retrain runs, so the
+timeline does not depend on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from mlflow import MlflowClient
+
+from monitor.runner import build_monitor
+from monitor.settings import MonitorSettings, RetrainSettings, Settings
+from monitor.store import PredictionRepository, create_store_engine, upgrade_database
+from monitor.store.reports import ReportRepository
+from monitor.store.retrains import RetrainRepository
+from serving.app import create_app
+from serving.background import running_server
+from simulations.clock import SimulatedClock, next_hour
+from simulations.scenarios import SCENARIOS, Scenario, build
+from simulations.timeline import Check, WindowRow, check_timeline
+from simulations.traffic import HourResult, TrafficConfig, TrafficSimulator
+from training import registry
+from training.job import run_training
+from training.synthetic import ClipSpec
+
+log = logging.getLogger(__name__)
+
+# Paths of the embedded defaults, laid under the demo folder unless set explicitly.
+_LOCAL_PATHS: dict[str, Callable[[Path], object]] = {
+    "database_url": lambda root: f"sqlite:///{root / 'vidmon.db'}",
+    "mlflow_tracking_uri": lambda root: f"sqlite:///{root / 'mlflow.db'}",
+    "mlflow_artifacts_dir": lambda root: root / "mlartifacts",
+    "clip_dir": lambda root: root / "clips",
+    "evidently_workspace": lambda root: root / "evidently-workspace"}
+_RESET = ("vidmon.db", "vidmon.db-wal", "vidmon.db-shm", "clips", "evidently-workspace",
+          "reports", "vidmon-spool.jsonl", "retrain.log")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The timeline and its sizes; the defaults run in a few minutes on 2 CPU cores."""
+
+    phases: tuple[str, ...] = ("blur", "mirror")
+    clean_hours: int = 4
+    recovery_hours: int = 3
+    max_phase_hours: int = 14
+    requests_per_hour: int = 200
+    concurrency: int = 8
+    label_fraction: float = 0.8
+    label_delay_hours: float = 0.25
+    min_labeled: int = 450
+    train_clips_per_class: int = 120
+    train_epochs: int = 8
+    retrain_epochs: int = 10
+    output: Path = Path("vidmon-demo")
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.phases if p not in SCENARIOS]
+        if unknown:
+            raise ValueError(f"unknown scenario(s) {unknown}; choose from {sorted(SCENARIOS)}")
+        if min(self.clean_hours, self.recovery_hours, self.max_phase_hours,
+               self.requests_per_hour) < 1:
+            raise ValueError("hours and requests per hour must be at least 1")
+
+
+@dataclass
+class DemoResult:
+    """What the demo did: a row per window, the checks, and where its outputs are."""
+
+    rows: list[WindowRow]
+    checks: list[Check]
+    output: Path
+    settings: Settings
+    started: datetime
+    seconds: float = 0.0
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every check passed."""
+        return all(c.passed for c in self.checks)
+
+
+def demo_settings(settings: Settings, config: DemoConfig) -> Settings:
+    """The demo's settings: embedded stores in the demo folder (unless set explicitly),
+    hour-long report windows and a retrain policy sized to the demo's traffic."""
+    root = config.output.resolve()
+    paths = {name: local(root) for name, local in _LOCAL_PATHS.items()
+             if name not in settings.model_fields_set}
+    train = settings.train.model_copy(update={
+        "clips_per_class": config.train_clips_per_class, "epochs": config.train_epochs,
+        "test_clips_per_class": 30, "seed": config.seed})
+    serve = settings.serve.model_copy(update={
+        "clip_sample_rate": 1.0, "model_poll_interval_s": 0.5,
+        "spool_path": root / "vidmon-spool.jsonl"})
+    monitor = MonitorSettings(interval_s=3600, window_minutes=60, window_predictions=None,
+                              alpha=settings.monitor.alpha, min_rows=30)
+    retrain = RetrainSettings(
+        windows=2, min_labeled=config.min_labeled, cooldown_minutes=180, accuracy_drop=0.05,
+        epochs=config.retrain_epochs, learning_rate=3e-3, original_clips_per_class=30,
+        holdout_fraction=0.3, backoff_s=5.0, max_attempts=2)
+    return settings.model_copy(update={**paths, "train": train, "serve": serve,
+                                       "monitor": monitor, "retrain": retrain})
+
+
+def _reset_local_store(settings: Settings, root: Path) -> None:
+    """A fresh store for each run when it lives in the demo folder (MLflow is kept, so the
+    first model is trained once)."""
+    if not settings.database_url.startswith(f"sqlite:///{root}"):
+        return
+    for name in _RESET:
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def ensure_base_model(settings: Settings, say: Callable[[str], None]) -> str:
+    """The first model trained by ``vidmon train`` (training one if none is registered),
+    made the champion, so every demo starts from the model that never saw drift."""
+    registry.configure_mlflow(settings)
+    client = MlflowClient()
+    versions = registry.trained_versions(client, settings.model_name)
+    if not versions:
+        say(f"no model registered yet: training one ({settings.train.clips_per_class} clips "
+            f"per class, {settings.train.epochs} epochs)...")
+        outcome = run_training(settings)
+        say(f"trained version {outcome.model_version}: held-out accuracy "
+            f"{outcome.test_accuracy:.3f} in {outcome.total_seconds:.0f}s")
+        versions = [str(outcome.model_version)]
+    base = versions[-1]
+    previous = registry.promote(client, settings.model_name, base)
+    if previous not in (None, base):
+        say(f"champion moved back from v{previous} to the base model v{base}")
+    return base
+
+
+class Demo:
+    """One run of the timeline against a live service and monitor."""
+
+    def __init__(self, settings: Settings, config: DemoConfig, url: str,
+                 clock: SimulatedClock, say: Callable[[str], None]) -> None:
+        self.settings, self.config, self.url = settings, config, url
+        self.clock, self.say = clock, say
+        engine = create_store_engine(settings.database_url)
+        self.reports, self.retrains = ReportRepository(engine), RetrainRepository(engine)
+        self.monitor = build_monitor(settings, registry.profile_loader(settings), clock=clock,
+                                     retrain_log=config.output / "retrain.log")
+        spec = settings.train
+        self.traffic = TrafficSimulator(url, Scenario(), TrafficConfig(
+            requests_per_hour=config.requests_per_hour, concurrency=config.concurrency,
+            spec=ClipSpec(spec.frames, spec.height, spec.width), fps=spec.fps,
+            label_fraction=config.label_fraction, label_delay_hours=config.label_delay_hours,
+            seed=config.seed))
+        self.rows: list[WindowRow] = []
+
+    def run(self) -> list[WindowRow]:
+        """Clean hours, then each drift phase until its challenger has served a while."""
+        hour = 0
+        for _ in range(self.config.clean_hours):
+            self._hour(hour, "clean", "clean")
+            hour += 1
+        scenario: Scenario = Scenario()
+        for name in self.config.phases:
+            part = build(name, onset=hour)
+            scenario = part if type(scenario) is Scenario else scenario + part
+            self.traffic.scenario = scenario
+            self.say(f"--- hour {hour}: {name} begins ({part.kind} drift) ---")
+            promoted_at = None
+            for _ in range(self.config.max_phase_hours):
+                row = self._hour(hour, name, part.kind)
+                hour += 1
+                if promoted_at is None and "promoted" in row.event:
+                    promoted_at = hour
+                if promoted_at is not None and hour - promoted_at >= self.config.recovery_hours:
+                    break
+            else:
+                self.say(f"{name}: no promotion within {self.config.max_phase_hours} hours")
+        return self.rows
+
+    def _hour(self, hour: int, phase: str, kind: str) -> WindowRow:
+        sent = asyncio.run(self.traffic.run_hour(float(hour)))
+        self.clock.set_hour(hour + 1)  # the window [hour, hour + 1) is over
+        outcome = self.monitor.run_once()
+        row = _row(hour, phase, kind, sent)
+        if outcome.status == "reported" and outcome.report_id:
+            _add_report(row, self.reports.get(outcome.report_id) or {})
+        decisions = self.retrains.list(self.settings.model_name, limit=1)
+        if decisions and decisions[0]["created_at"] >= self.clock.at(hour + 1):
+            decision = decisions[0]
+            row.decision_triggered = bool(decision["triggered"])
+            row.decision_reasons = list(decision["reasons"])
+            row.decision = ("retrain triggered" if decision["triggered"]
+                            else decision["reasons"][-1])
+            if decision["triggered"]:
+                row.event = self._await_retrain(decision["id"])
+        self.rows.append(row)
+        self.say(_progress(row))
+        return row
+
+    def _await_retrain(self, decision_id: str, timeout_s: float = 900.0) -> str:
+        """Wait (the clock standing still) for the retrain and, if it was promoted, for
+        the service to serve the new version."""
+        started = time.monotonic()
+        last_said = 0.0
+        while True:
+            decision = self.retrains.get(decision_id) or {}
+            status = decision.get("status")
+            if status in ("promoted", "rejected"):
+                break
+            if status == "failed" or time.monotonic() - started > timeout_s:
+                return f"retrain {status or 'timed out'}: {decision.get('error') or ''}"[:200]
+            if time.monotonic() - last_said >= 15:
+                self.say(f"    retraining... {time.monotonic() - started:.0f}s "
+                         f"(log: {self.config.output / 'retrain.log'})")
+                last_said = time.monotonic()
+            time.sleep(0.5)
+        version, gate = decision["challenger_version"], decision["gate"] or {}
+        seconds = time.monotonic() - started
+        if status == "rejected":
+            return f"v{version} rejected: {gate.get('reason', '')}"
+        self._await_serving(version)
+        return (f"v{version} promoted after {seconds:.0f}s (recent accuracy "
+                f"{gate.get('champion_recent', float('nan')):.2f} -> "
+                f"{gate.get('challenger_recent', float('nan')):.2f})")
+
+    def _await_serving(self, version: str, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while client.get("/readyz").json().get("version") != version:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the service did not swap to v{version}")
+                time.sleep(0.2)
+
+
+def _row(hour: int, phase: str, kind: str, sent: HourResult) -> WindowRow:
+    versions = sorted({s.model_version for s in sent.sent if s.model_version}, key=int)
+    return WindowRow(
+        hour=hour, phase=phase, kind=kind, served_by=",".join(f"v{v}" for v in versions),
+        requests=len(sent.sent), failures=sent.failures,
+        correct=sum(s.prediction_id is not None and s.predicted_label == s.true_label
+                    for s in sent.sent),
+        labels_sent=sent.labels_sent)
+
+
+def _add_report(row: WindowRow, report: dict) -> None:
+    row.report_id = report.get("id")
+    row.verdict = report.get("verdict")
+    row.drift_share = report.get("drift_share")
+    row.embedding_p = report.get("embedding_p_value")
+    row.estimated_accuracy = report.get("estimated_accuracy")
+    row.realized_accuracy = report.get("realized_accuracy")
+    row.labeled_rows = report.get("labeled_rows") or 0
+
+
+def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def _progress(row: WindowRow) -> str:
+    return (f"hour {row.hour:>2} {row.phase:<16} {row.served_by:<6} "
+            f"{row.requests - row.failures:>4} answered, accuracy {_fmt(row.accuracy)} | "
+            f"{row.verdict or 'no report':<8} emb p {_fmt(row.embedding_p, '{:.3f}')} "
+            f"realized {_fmt(row.realized_accuracy)} | {row.event or row.decision}")
+
+
+def run_demo(settings: Settings, config: DemoConfig,
+             say: Callable[[str], None] = print) -> DemoResult:
+    """Run the whole demo; writes its outputs under ``config.output``."""
+    from simulations.demo_output import write_outputs
+    from training.registry import RegistrySource
+
+    began = time.monotonic()
+    config.output.mkdir(parents=True, exist_ok=True)
+    settings = demo_settings(settings, config)
+    _reset_local_store(settings, config.output.resolve())
+    base = ensure_base_model(settings, say)
+    engine = create_store_engine(settings.database_url)
+    upgrade_database(engine)
+    last = PredictionRepository(engine).last_created_at()
+    engine.dispose()
+    clock = SimulatedClock(next_hour(max(datetime.now(UTC), last or datetime.now(UTC))))
+    app = create_app(settings, RegistrySource(settings), clock=clock)
+    with running_server(app) as url:
+        say(f"service on {url} serving v{base}; simulated time starts "
+            f"{clock.start.isoformat()}, one report window per simulated hour")
+        rows = Demo(settings, config, url, clock, say).run()
+    result = DemoResult(rows, check_timeline(rows), config.output, settings, clock.start)
+    result.seconds = time.monotonic() - began
+    write_outputs(result, say)
+    return result

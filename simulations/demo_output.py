@@ -1,0 +1,132 @@
+"""What the demo leaves behind: the per-window table, a PNG of the timeline, the Evidently
+HTML reports, a JSON record, and where to look next."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from monitor.store import create_store_engine  # noqa: E402
+from monitor.store.reports import ReportRepository  # noqa: E402
+from simulations.timeline import WindowRow  # noqa: E402
+
+if TYPE_CHECKING:
+    from simulations.demo import DemoResult
+
+_COLUMNS = ("hour", "phase", "model", "rows", "verdict", "drift share", "emb p", "est acc",
+            "real acc", "true acc", "labeled", "retrain")
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def window_table(rows: Sequence[WindowRow]) -> str:
+    """The per-window table as aligned text."""
+    lines = [[str(r.hour), r.phase, r.served_by, str(r.requests - r.failures),
+              r.verdict or "-", _fmt(r.drift_share), _fmt(r.embedding_p, 3),
+              _fmt(r.estimated_accuracy), _fmt(r.realized_accuracy), _fmt(r.accuracy),
+              str(r.labeled_rows), r.event or r.decision] for r in rows]
+    widths = [max(len(c), *(len(line[i]) for line in lines)) if lines else len(c)
+              for i, c in enumerate(_COLUMNS[:-1])]
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1]
+    return "\n".join([fmt(_COLUMNS), *(fmt(line) for line in lines)])
+
+
+def plot_timeline(rows: Sequence[WindowRow], alpha: float, path: Path) -> Path:
+    """Drift scores and accuracies per window, with phases and promotions marked."""
+    hours = [r.hour for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+    top.plot(hours, [r.embedding_p if r.embedding_p is not None else float("nan")
+                     for r in rows], "o-", label="embedding drift p-value")
+    top.plot(hours, [r.drift_share if r.drift_share is not None else float("nan")
+                     for r in rows], "s-", label="share of drifted columns")
+    top.axhline(alpha, color="grey", linestyle=":", label=f"alpha = {alpha}")
+    top.scatter([r.hour for r in rows if r.verdict == "drift"],
+                [1.6] * sum(r.verdict == "drift" for r in rows), marker="v", color="red",
+                label="drift verdict", zorder=3)
+    top.set_yscale("symlog", linthresh=0.01)
+    top.set_ylim(0, 2.0)
+    top.set_ylabel("drift score")
+    top.legend(loc="lower left", fontsize=8)
+    for label, values, style in (
+            ("true accuracy (all traffic)", [r.accuracy for r in rows], "o-"),
+            ("realized accuracy (labeled)", [r.realized_accuracy for r in rows], "s--"),
+            ("estimated accuracy (no labels)", [r.estimated_accuracy for r in rows], "^:")):
+        bottom.plot(hours, [float("nan") if v is None else v for v in values], style,
+                    label=label)
+    bottom.set_ylim(0, 1.05)
+    bottom.set_ylabel("accuracy")
+    bottom.set_xlabel("simulated hour (one report window each)")
+    bottom.legend(loc="lower left", fontsize=8)
+    for axis in (top, bottom):
+        for i, row in enumerate(rows):
+            if i and row.phase != rows[i - 1].phase:
+                axis.axvline(row.hour - 0.5, color="black", alpha=0.4)
+                if axis is top:
+                    axis.text(row.hour - 0.4, 1.25, row.phase, fontsize=8, va="top")
+            if "promoted" in row.event:
+                axis.axvline(row.hour + 0.5, color="green", linestyle="--", alpha=0.7)
+                if axis is bottom:
+                    axis.text(row.hour + 0.6, 0.05, row.event.split()[0] + " promoted",
+                              color="green", fontsize=8)
+    fig.suptitle("vidmon demo: drift, retrain, recovery")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def export_reports(rows: Sequence[WindowRow], database_url: str, folder: Path) -> list[Path]:
+    """Each window's Evidently HTML page, named by hour and verdict."""
+    folder.mkdir(parents=True, exist_ok=True)
+    engine = create_store_engine(database_url)
+    reports = ReportRepository(engine)
+    written = []
+    for row in rows:
+        if row.report_id and (page := reports.html(row.report_id)):
+            path = folder / f"hour-{row.hour:02d}-{row.phase}-{row.verdict}.html"
+            path.write_text(page)
+            written.append(path)
+    engine.dispose()
+    return written
+
+
+def write_outputs(result: DemoResult, say: Callable[[str], None]) -> None:
+    """Table and checks to ``say``; plot, reports and JSON to the output folder."""
+    out = result.output
+    settings = result.settings
+    result.files["plot"] = plot_timeline(result.rows, settings.monitor.alpha,
+                                         out / "timeline.png")
+    pages = export_reports(result.rows, settings.database_url, out / "reports")
+    result.files["reports"] = out / "reports"
+    result.files["json"] = out / "timeline.json"
+    result.files["json"].write_text(json.dumps({
+        "started": result.started.isoformat(), "seconds": round(result.seconds, 1),
+        "passed": result.passed, "checks": [asdict(c) for c in result.checks],
+        "windows": [{**asdict(r), "accuracy": r.accuracy} for r in result.rows]}, indent=2))
+    say("")
+    say(window_table(result.rows))
+    say("")
+    for check in result.checks:
+        say(f"[{'PASS' if check.passed else 'FAIL'}] {check.name}: {check.detail}")
+    say("")
+    say(f"finished in {result.seconds / 60:.1f} min. Where to look:")
+    say(f"  timeline plot      {out / 'timeline.png'}")
+    say(f"  Evidently reports  {out / 'reports'}/ ({len(pages)} pages, one per window)")
+    say(f"  table as JSON      {out / 'timeline.json'}")
+    say(f"  retrain log        {out / 'retrain.log'}")
+    say(f"  MLflow UI          mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
+    if settings.evidently_workspace:
+        say(f"  Evidently UI       evidently ui --workspace {settings.evidently_workspace}")
+    say(f"  service + API      cd {out} && vidmon serve   then open "
+        f"http://127.0.0.1:{settings.serve.port}/docs and /v1/monitoring/timeline")

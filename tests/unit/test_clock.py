@@ -1,0 +1,39 @@
+"""The demo's simulated clock."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from simulations.clock import SimulatedClock, next_hour
+from simulations.scenarios import SCENARIOS
+
+
+def test_next_hour_is_strictly_after() -> None:
+    assert next_hour(datetime(2026, 11, 24, 10, 59, 59, tzinfo=UTC)) == datetime(
+        2026, 11, 24, 11, tzinfo=UTC)
+    assert next_hour(datetime(2026, 11, 24, 11, tzinfo=UTC)) == datetime(
+        2026, 11, 24, 12, tzinfo=UTC)
+
+
+def test_stamps_stay_inside_the_hour_that_is_set() -> None:
+    start = datetime(2026, 11, 24, 11, tzinfo=UTC)
+    clock = SimulatedClock(start)
+    first = clock()
+    time.sleep(0.02)
+    assert start <= first < clock() < start + timedelta(hours=1)
+    clock.set_hour(5)
+    assert clock.hour == 5
+    assert start + timedelta(hours=5) <= clock() < start + timedelta(hours=6)
+    with pytest.raises(ValueError, match="cannot go back"):
+        clock.set_hour(4)
+    with pytest.raises(ValueError, match="whole UTC hour"):
+        SimulatedClock(start + timedelta(minutes=1))
+
+
+def test_every_scenario_says_whether_it_drifts_inputs_or_meaning() -> None:
+    kinds = {name: cls.kind for name, cls in SCENARIOS.items()}
+    assert kinds.pop("mirror") == "concept"
+    assert set(kinds.values()) == {"covariate"}
