@@ -155,6 +155,72 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
+    from simulations.traffic import CONTENT_TYPES, TrafficConfig
+
+    d = TrafficConfig()
+    p = subparsers.add_parser(
+        "simulate", help="send drifting video traffic and late labels to a running service",
+        description="Simulated hours of encoded video traffic against --url. A scenario is "
+                    "NAME[@ONSET[+RAMP]] in simulated hours (e.g. lighting@6+2); repeat "
+                    "--scenario to compose. Each line is one hour.")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the service")
+    p.add_argument("--scenario", action="append", default=[], help="drift scenario")
+    p.add_argument("--hours", type=int, default=24)
+    p.add_argument("--requests-per-hour", type=int, default=d.requests_per_hour)
+    p.add_argument("--concurrency", type=int, default=d.concurrency)
+    p.add_argument("--seconds-per-hour", type=float, default=d.seconds_per_hour,
+                   help="pace an hour over this many real seconds (0: as fast as it answers)")
+    p.add_argument("--label-fraction", type=float, default=d.label_fraction)
+    p.add_argument("--label-delay-hours", type=float, default=d.label_delay_hours)
+    p.add_argument("--format", dest="video_format", choices=sorted(CONTENT_TYPES),
+                   default=d.video_format)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.set_defaults(handler=_simulate)
+
+
+def parse_scenario(text: str):  # type: ignore[no-untyped-def]
+    """``NAME[@ONSET[+RAMP]]`` as a scenario."""
+    from simulations.scenarios import build
+
+    name, _, timing = text.partition("@")
+    onset, _, ramp = timing.partition("+")
+    return build(name, onset=float(onset or 0), ramp=float(ramp or 0))
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from simulations.scenarios import Scenario
+    from simulations.traffic import TrafficConfig, TrafficSimulator
+    from training.synthetic import ClipSpec
+
+    try:
+        parts = [parse_scenario(text) for text in args.scenario]
+    except ValueError as exc:
+        print(f"vidmon simulate: {exc}", file=sys.stderr)
+        return 2
+    scenario = Scenario()
+    for part in parts:
+        scenario = part if type(scenario) is Scenario else scenario + part
+    train = settings.train
+    simulator = TrafficSimulator(args.url, scenario, TrafficConfig(
+        requests_per_hour=args.requests_per_hour, concurrency=args.concurrency,
+        spec=ClipSpec(train.frames, train.height, train.width), fps=train.fps,
+        video_format=args.video_format, label_fraction=args.label_fraction,
+        label_delay_hours=args.label_delay_hours, seconds_per_hour=args.seconds_per_hour,
+        seed=args.seed))
+    failures = 0
+    for hour in range(args.hours):
+        result = asyncio.run(simulator.run_hour(float(hour)))
+        failures += result.failures
+        versions = sorted({s.model_version for s in result.sent if s.model_version})
+        print(json.dumps({"hour": hour, "sent": len(result.sent), "failures": result.failures,
+                          "accuracy": round(result.accuracy, 4), "labels_sent":
+                          result.labels_sent, "model_versions": versions}), flush=True)
+    return 1 if failures else 0
+
+
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     from simulations.demo import DemoConfig
 
@@ -202,6 +268,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("training").setLevel(logging.INFO)
     warnings.filterwarnings("ignore")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     result = run_demo(settings, config)
     return 0 if result.passed else 1
 
@@ -215,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_monitor(subparsers)
     _add_registry_commands(subparsers)
     _add_retrain(subparsers)
+    _add_simulate(subparsers)
     _add_demo(subparsers)
     return parser
 

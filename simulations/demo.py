@@ -29,11 +29,13 @@ from monitor.store.retrains import RetrainRepository
 from serving.app import create_app
 from serving.background import running_server
 from simulations.clock import SimulatedClock, next_hour
+from simulations.demo_output import fmt_number, write_outputs
 from simulations.scenarios import SCENARIOS, Scenario, build
 from simulations.timeline import Check, WindowRow, check_timeline
 from simulations.traffic import HourResult, TrafficConfig, TrafficSimulator
 from training import registry
 from training.job import run_training
+from training.registry import RegistrySource
 from training.synthetic import ClipSpec
 
 log = logging.getLogger(__name__)
@@ -157,8 +159,9 @@ class Demo:
                  clock: SimulatedClock, say: Callable[[str], None]) -> None:
         self.settings, self.config, self.url = settings, config, url
         self.clock, self.say = clock, say
-        engine = create_store_engine(settings.database_url)
-        self.reports, self.retrains = ReportRepository(engine), RetrainRepository(engine)
+        self.engine = create_store_engine(settings.database_url)
+        self.reports = ReportRepository(self.engine)
+        self.retrains = RetrainRepository(self.engine)
         self.monitor = build_monitor(settings, registry.profile_loader(settings), clock=clock,
                                      retrain_log=config.output / "retrain.log")
         spec = settings.train
@@ -268,23 +271,16 @@ def _add_report(row: WindowRow, report: dict) -> None:
     row.labeled_rows = report.get("labeled_rows") or 0
 
 
-def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
-    return "-" if value is None else pattern.format(value)
-
-
 def _progress(row: WindowRow) -> str:
     return (f"hour {row.hour:>2} {row.phase:<16} {row.served_by:<6} "
-            f"{row.requests - row.failures:>4} answered, accuracy {_fmt(row.accuracy)} | "
-            f"{row.verdict or 'no report':<8} emb p {_fmt(row.embedding_p, '{:.3f}')} "
-            f"realized {_fmt(row.realized_accuracy)} | {row.event or row.decision}")
+            f"{row.requests - row.failures:>4} answered, accuracy {fmt_number(row.accuracy)} | "
+            f"{row.verdict or 'no report':<8} emb p {fmt_number(row.embedding_p, 3)} "
+            f"realized {fmt_number(row.realized_accuracy)} | {row.event or row.decision}")
 
 
 def run_demo(settings: Settings, config: DemoConfig,
              say: Callable[[str], None] = print) -> DemoResult:
     """Run the whole demo; writes its outputs under ``config.output``."""
-    from simulations.demo_output import write_outputs
-    from training.registry import RegistrySource
-
     began = time.monotonic()
     config.output.mkdir(parents=True, exist_ok=True)
     settings = demo_settings(settings, config)
@@ -299,7 +295,11 @@ def run_demo(settings: Settings, config: DemoConfig,
     with running_server(app) as url:
         say(f"service on {url} serving v{base}; simulated time starts "
             f"{clock.start.isoformat()}, one report window per simulated hour")
-        rows = Demo(settings, config, url, clock, say).run()
+        demo = Demo(settings, config, url, clock, say)
+        try:
+            rows = demo.run()
+        finally:
+            demo.engine.dispose()
     result = DemoResult(rows, check_timeline(rows), config.output, settings, clock.start)
     result.seconds = time.monotonic() - began
     write_outputs(result, say)

@@ -25,15 +25,19 @@ _COLUMNS = ("hour", "phase", "model", "rows", "verdict", "drift share", "emb p",
             "real acc", "true acc", "labeled", "retrain")
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
+def fmt_number(value: float | None, digits: int = 2) -> str:
+    """A number for the table, ``-`` when there is none."""
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+
 
 
 def window_table(rows: Sequence[WindowRow]) -> str:
     """The per-window table as aligned text."""
     lines = [[str(r.hour), r.phase, r.served_by, str(r.requests - r.failures),
-              r.verdict or "-", _fmt(r.drift_share), _fmt(r.embedding_p, 3),
-              _fmt(r.estimated_accuracy), _fmt(r.realized_accuracy), _fmt(r.accuracy),
+              r.verdict or "-", fmt_number(r.drift_share), fmt_number(r.embedding_p, 3),
+              fmt_number(r.estimated_accuracy), fmt_number(r.realized_accuracy), fmt_number(r.accuracy),
               str(r.labeled_rows), r.event or r.decision] for r in rows]
     widths = [max(len(c), *(len(line[i]) for line in lines)) if lines else len(c)
               for i, c in enumerate(_COLUMNS[:-1])]

@@ -37,6 +37,7 @@ class TrafficConfig:
     video_format: str = ".mp4"
     label_fraction: float = 0.5
     label_delay_hours: float = 0.25
+    seconds_per_hour: float = 0.0  # real seconds a simulated hour lasts; 0: as fast as it can
     seed: int = 0
 
 
@@ -124,10 +125,15 @@ class TrafficSimulator:
         clips = [self._draw(at) for at in times]
         payloads = [self._encode(c, i) for i, c in enumerate(clips)]
         limits = httpx.Limits(max_connections=self.config.concurrency)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         async with httpx.AsyncClient(base_url=self.base_url, timeout=120, limits=limits) as client:
             gate = asyncio.Semaphore(self.config.concurrency)
 
             async def one(at: float, clip: SimClip, data: bytes) -> Sent:
+                # Paced: each event leaves at its moment of the hour, scaled to real time.
+                await asyncio.sleep(max(0.0, began + (at - hour) * self.config.seconds_per_hour
+                                        - loop.time()))
                 async with gate:
                     return await self._post(client, at, clip, data)
 

@@ -62,3 +62,31 @@ def test_novel_events_are_sent_and_their_labels_come_back_unknown(service) -> No
     assert {s.true_label for s in result.sent} == {"move_diagonal"}
     assert result.failures == 0 and result.labels_sent == 0  # the model has no such class
     assert result.accuracy == 0.0
+
+
+def test_vidmon_simulate_paces_composed_scenarios_against_a_running_service(
+        service, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import time
+
+    from simulations.cli import main, parse_scenario
+
+    url, settings = service
+    assert parse_scenario("lighting@2+3").onset == 2.0
+    assert parse_scenario("lighting@2+3").ramp == 3.0
+    started = time.monotonic()
+    code = main(["simulate", "--url", url, "--scenario", "lighting@1", "--scenario",
+                 "mirror@1", "--hours", "2", "--requests-per-hour", "6", "--concurrency", "2",
+                 "--seconds-per-hour", "1.5", "--label-fraction", "1", "--label-delay-hours",
+                 "0.5"])
+    elapsed = time.monotonic() - started
+    assert code == 0
+    hours = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [h["hour"] for h in hours] == [0, 1] and all(h["sent"] == 6 for h in hours)
+    # Half an hour late: events at 0, 1/6, 2/6 and 3/6 of hour 0 are due by its end.
+    assert [h["labels_sent"] for h in hours] == [4, 6]
+    assert elapsed >= 2 * 1.5 * 5 / 6  # the last event of each hour left 5/6 into it
+    engine = create_store_engine(settings.database_url)
+    assert PredictionRepository(engine).count(source="production") == 12
+    engine.dispose()
+    assert main(["simulate", "--url", url, "--scenario", "nonesuch", "--hours", "1"]) == 2
