@@ -135,6 +135,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VIDMON_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         description="MLflow tracking store; the default is a SQLite file in the working dir",
     )
+    mlflow_ui_url: str | None = Field(
+        default=None,
+        description="where people open the MLflow UI, for links from the dashboard; default: "
+                    "the tracking server when it is one, else http://127.0.0.1:5000 (mlflow ui)")
     mlflow_artifacts_dir: Path = Field(
         default=Path("mlartifacts"),
         description="artifact folder for a local (file or SQLite) tracking store",
@@ -176,6 +180,15 @@ class Settings(BaseSettings):
                 text = str(value)
             env[f"VIDMON_{name.upper()}"] = text
         return env
+
+    @property
+    def mlflow_ui(self) -> str:
+        """Base URL of the MLflow UI."""
+        if self.mlflow_ui_url:
+            return self.mlflow_ui_url.rstrip("/")
+        if self.mlflow_tracking_uri.startswith(("http://", "https://")):
+            return self.mlflow_tracking_uri.rstrip("/")
+        return "http://127.0.0.1:5000"
 
     @property
     def model_uri(self) -> str:

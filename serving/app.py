@@ -37,6 +37,7 @@ from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
 from serving.admin import router as admin_router
 from serving.batcher import DynamicBatcher
+from serving.dashboard import router as dashboard_router
 from serving.metrics import ServiceMetrics
 from serving.routes import router
 from serving.runtime import ModelRuntime, resolve_device
@@ -151,4 +152,5 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
     app.include_router(router)
     app.include_router(monitoring_router)
     app.include_router(admin_router)
+    app.include_router(dashboard_router)
     return app

@@ -267,6 +267,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     # The demo prints its own progress; library chatter would bury it.
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("training").setLevel(logging.INFO)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     result = run_demo(settings, config)

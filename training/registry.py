@@ -180,6 +180,8 @@ class RegistrySource:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
         self.model_name = settings.model_name
+        self.ui_url = settings.mlflow_ui
+        self._experiments: dict[str, str] = {}
 
     def load(self, model_uri: str, device: str) -> LoadedModel:
         """Load a registered (or run) model onto ``device``."""
@@ -196,6 +198,29 @@ class RegistrySource:
     def rollback(self) -> tuple[str, str]:
         """Move the champion back (see :func:`rollback`)."""
         return rollback(MlflowClient(), self.model_name)
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Registered versions, newest first: aliases, run, and who made it (see
+        ``serving.dashboard.RegistryView``)."""
+        client = MlflowClient()
+        found = client.search_model_versions(f"name = '{self.model_name}'")
+        aliases: dict[str, list[str]] = {}
+        if found:  # search results leave aliases out; the registered model has them
+            for alias, version in client.get_registered_model(self.model_name).aliases.items():
+                aliases.setdefault(str(version), []).append(alias)
+        return [{"version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
+                 "run_id": v.run_id, "created_at": v.creation_timestamp,
+                 "made_by": "retrain" if "vidmon.decision_id" in v.tags else "train",
+                 "run_url": self.run_url(v.run_id)}
+                for v in sorted(found, key=lambda v: -int(v.version))]
+
+    def run_url(self, run_id: str | None) -> str | None:
+        """The run's page in the MLflow UI."""
+        if not run_id:
+            return None
+        if run_id not in self._experiments:
+            self._experiments[run_id] = MlflowClient().get_run(run_id).info.experiment_id
+        return f"{self.ui_url}/#/experiments/{self._experiments[run_id]}/runs/{run_id}"
 
 
 HISTORY_TAG = "vidmon.champion_history"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -111,6 +112,27 @@ class PredictionRepository:
         with self.engine.connect() as connection:
             return as_utc(connection.execute(
                 sa.select(sa.func.max(predictions.c.created_at))).scalar_one_or_none())
+
+    def hourly_volume(self, since: datetime | None = None, limit: int = 168
+                      ) -> list[dict[str, Any]]:
+        """Production predictions per hour and model version, newest ``limit`` hours,
+        oldest first."""
+        created = predictions.c.created_at
+        if self.engine.dialect.name == "postgresql":
+            hour = sa.func.to_char(sa.func.date_trunc("hour", created), 'YYYY-MM-DD"T"HH24:00:00')
+        else:
+            hour = sa.func.strftime("%Y-%m-%dT%H:00:00", created)
+        query = sa.select(hour.label("hour"), predictions.c.model_version,
+                          sa.func.count().label("predictions")).where(
+            predictions.c.source == "production")
+        if since is not None:
+            query = query.where(created >= since)
+        query = (query.group_by(hour, predictions.c.model_version)
+                 .order_by(hour.desc()).limit(limit))
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [{"hour": f"{r['hour']}Z", "model_version": r["model_version"],
+                 "predictions": int(r["predictions"])} for r in rows][::-1]
 
     def latest_model(self, until: datetime | None = None) -> tuple[str, str] | None:
         """(name, version) of the newest production prediction before ``until``: the model

@@ -1,0 +1,32 @@
+# One image for every vidmon process: the API, the monitor, training and the MLflow server.
+#   docker build --build-arg VARIANT=cpu  -t vidmon:cpu .    (torch's CPU build, ~1 GB smaller)
+#   docker build --build-arg VARIANT=cuda -t vidmon:cuda .   (torch's CUDA build from PyPI; it
+#                                                             brings its CUDA libraries, the host
+#                                                             needs the NVIDIA container toolkit)
+FROM python:3.11-slim
+
+ARG VARIANT=cpu
+ARG TORCH_VERSION=2.13.0
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    MLFLOW_DISABLE_TELEMETRY=true
+
+RUN case "$VARIANT" in \
+      cpu)  pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu ;; \
+      cuda) pip install "torch==${TORCH_VERSION}" ;; \
+      *)    echo "VARIANT must be cpu or cuda, not $VARIANT" >&2; exit 1 ;; \
+    esac
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY monitor monitor
+COPY serving serving
+COPY training training
+COPY simulations simulations
+RUN pip install .
+
+RUN useradd --create-home --uid 1000 vidmon && mkdir -p /data && chown vidmon /data
+USER vidmon
+WORKDIR /data
+EXPOSE 8000 5000
+CMD ["vidmon", "serve", "--host", "0.0.0.0"]

@@ -1,0 +1,63 @@
+"""The dashboard: one page at ``/`` and the JSON it draws from, ``/v1/dashboard``.
+
+The page is static HTML with a little JavaScript that draws its charts as SVG (no CDN:
+deployments may have no internet). Everything it shows comes from the store and, for
+model versions and run links, from the model registry behind the app's source.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, Protocol, runtime_checkable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+router = APIRouter(tags=["dashboard"])
+
+RECENT = 20
+
+
+@runtime_checkable
+class RegistryView(Protocol):
+    """What the dashboard reads from the registry (``training.registry.RegistrySource``)."""
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Registered versions, newest first, with aliases and run links."""
+
+    def run_url(self, run_id: str | None) -> str | None:
+        """A run's page in the MLflow UI."""
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def dashboard_page() -> HTMLResponse:
+    """The dashboard page."""
+    page = resources.files("serving").joinpath("static/dashboard.html").read_text()
+    return HTMLResponse(page)
+
+
+@router.get("/v1/dashboard")
+def dashboard_data(request: Request, hours: int = 168) -> dict[str, Any]:
+    """Model versions and aliases, hourly prediction volume, drift and accuracy per report
+    window, recent reports and retrain decisions, with links to their pages."""
+    state = request.app.state
+    settings = state.settings
+    source = state.source
+    registry = source if isinstance(source, RegistryView) else None
+    service = getattr(state, "service", None)
+    since = datetime.now(UTC) - timedelta(hours=max(1, min(hours, 24 * 90)))
+    reports, _ = state.reports.list(model_name=settings.model_name, limit=RECENT)
+    decisions = state.retrains.list(model_name=settings.model_name, limit=RECENT)
+    return {
+        "model_name": settings.model_name,
+        "serving_version": service.runtime.version if service else None,
+        "mlflow_ui": settings.mlflow_ui,
+        "models": registry.versions() if registry else [],
+        "volume": state.repository.hourly_volume(since=since),
+        "timeline": state.reports.timeline(model_name=settings.model_name, limit=500),
+        "reports": [{**r, "html_url": f"/v1/reports/{r['id']}/html"} for r in reports],
+        "retrains": [{**d, "run_url": registry.run_url(d.get("mlflow_run_id"))
+                      if registry else None} for d in decisions],
+        "since": since.isoformat(),
+    }
