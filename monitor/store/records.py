@@ -23,6 +23,18 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: PostgreSQL's JSON has no NaN (SQLite's
+    JSON text accepts it, so only PostgreSQL would refuse the row)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def new_prediction_id() -> str:
     """A fresh prediction id: 32 hex characters."""
     return uuid.uuid4().hex

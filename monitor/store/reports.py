@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from monitor.report import MonitoringReport
-from monitor.store.records import as_utc
+from monitor.store.records import as_utc, json_safe
 from monitor.store.schema import leases, report_pages, reports
 
 SUMMARY_COLUMNS = [c for c in reports.columns if c.name not in ("summary", "snapshot")]
@@ -53,7 +53,7 @@ class ReportRepository:
             drift_share=s.drift_share, embedding_statistic=embedding.get("statistic"),
             embedding_p_value=embedding.get("p_value"),
             estimated_accuracy=s.estimated_accuracy, realized_accuracy=s.realized_accuracy,
-            macro_f1=s.macro_f1, summary=s.to_dict(), snapshot=report.snapshot_json)
+            macro_f1=s.macro_f1, summary=json_safe(s.to_dict()), snapshot=report.snapshot_json)
         try:
             with self.engine.begin() as connection:
                 connection.execute(reports.insert(), row)

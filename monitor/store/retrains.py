@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from monitor.retrain_policy import RetrainDecision
-from monitor.store.records import as_utc
+from monitor.store.records import as_utc, json_safe
 from monitor.store.reports import as_row
 from monitor.store.schema import retrain_decisions as decisions
 
@@ -104,7 +104,7 @@ class RetrainRepository:
         with self.engine.begin() as connection:
             connection.execute(decisions.update().where(decisions.c.id == decision_id).values(
                 status="promoted" if promoted else "rejected", mlflow_run_id=run_id,
-                challenger_version=version, gate=gate, finished_at=datetime.now(UTC),
+                challenger_version=version, gate=json_safe(gate), finished_at=datetime.now(UTC),
                 error=None))
 
     def attach_run(self, decision_id: str, run_id: str) -> None:

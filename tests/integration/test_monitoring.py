@@ -124,3 +124,28 @@ def test_one_scheduler_acts_and_a_restart_does_not_repeat_a_window(repository, r
     rows, total = reports.list(limit=1000)
     ends = [r["window_end"] for r in rows]
     assert total >= 2 and len(ends) == len(set(ends))  # no window reported twice
+
+
+def test_a_report_with_undefined_statistics_is_stored_on_every_database(repository,
+                                                                         reports) -> None:
+    """A model that predicts one class everywhere leaves the chi-square of the predicted
+    label undefined (NaN); PostgreSQL's JSON refuses NaN, so it is stored as null."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from monitor.profile import ReferenceProfile
+    from tests.factories import embeddings_for, feature_rows
+
+    rng = np.random.default_rng(0)
+    probabilities = np.tile([0.9, 0.05, 0.05], (300, 1))
+    one_class = ReferenceProfile.build(
+        label_names=LABELS, true_labels=rng.integers(0, 3, 300), probabilities=probabilities,
+        embeddings=embeddings_for(np.array([LABELS[0]] * 300), rng),
+        features=feature_rows(300, rng))
+    repository.add_predictions([replace(r, predicted_label=LABELS[0]) for r in
+                                production_records(100, HOUR - timedelta(minutes=50), seed=3)])
+    outcome = run_report_job(SETTINGS, repository, reports, lambda *_: one_class, now=HOUR)
+    assert outcome.status == "reported"
+    stored = reports.get(outcome.report_id)["summary"]["column_drift"]["predicted_label"]
+    assert stored["score"] is None and stored["drifted"] is False
