@@ -132,5 +132,5 @@ def write_outputs(result: DemoResult, say: Callable[[str], None]) -> None:
     say(f"  MLflow UI          mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
     if settings.evidently_workspace:
         say(f"  Evidently UI       evidently ui --workspace {settings.evidently_workspace}")
-    say(f"  service + API      cd {out} && vidmon serve   then open "
-        f"http://127.0.0.1:{settings.serve.port}/docs and /v1/monitoring/timeline")
+    say(f"  dashboard          cd {out} && vidmon serve   then open "
+        f"http://127.0.0.1:{settings.serve.port}/ (API at /docs)")

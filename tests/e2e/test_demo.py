@@ -98,6 +98,7 @@ def test_it_writes_the_plot_the_reports_and_says_where_to_look(demo: DemoResult)
     printed = (out / "printed.txt").read_text()
     assert "[PASS] no drift flagged in clean windows" in printed
     assert "mlflow ui --backend-store-uri" in printed and str(out / "reports") in printed
+    assert "vidmon serve" in printed and "dashboard" in printed
     assert "retrain triggered" in printed or "promoted" in printed
 
 
