@@ -191,7 +191,7 @@ def parse_scenario(text: str):  # type: ignore[no-untyped-def]
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
-    from simulations.scenarios import Scenario
+    from simulations.scenarios import compose
     from simulations.traffic import TrafficConfig, TrafficSimulator
     from training.synthetic import ClipSpec
 
@@ -200,11 +200,8 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"vidmon simulate: {exc}", file=sys.stderr)
         return 2
-    scenario = Scenario()
-    for part in parts:
-        scenario = part if type(scenario) is Scenario else scenario + part
     train = settings.train
-    simulator = TrafficSimulator(args.url, scenario, TrafficConfig(
+    simulator = TrafficSimulator(args.url, compose(*parts), TrafficConfig(
         requests_per_hour=args.requests_per_hour, concurrency=args.concurrency,
         spec=ClipSpec(train.frames, train.height, train.width), fps=train.fps,
         video_format=args.video_format, label_fraction=args.label_fraction,

@@ -30,7 +30,7 @@ from serving.app import create_app
 from serving.background import running_server
 from simulations.clock import SimulatedClock, next_hour
 from simulations.demo_output import fmt_number, write_outputs
-from simulations.scenarios import SCENARIOS, Scenario, build
+from simulations.scenarios import SCENARIOS, Scenario, build, compose
 from simulations.timeline import Check, WindowRow, check_timeline
 from simulations.traffic import HourResult, TrafficConfig, TrafficSimulator
 from training import registry
@@ -178,11 +178,11 @@ class Demo:
         for _ in range(self.config.clean_hours):
             self._hour(hour, "clean", "clean")
             hour += 1
-        scenario: Scenario = Scenario()
+        parts: list[Scenario] = []
         for name in self.config.phases:
             part = build(name, onset=hour)
-            scenario = part if type(scenario) is Scenario else scenario + part
-            self.traffic.scenario = scenario
+            parts.append(part)
+            self.traffic.scenario = compose(*parts)
             self.say(f"--- hour {hour}: {name} begins ({part.kind} drift) ---")
             promoted_at = None
             for _ in range(self.config.max_phase_hours):

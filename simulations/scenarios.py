@@ -244,6 +244,13 @@ class Mirror(Scenario):
         return replace(clip, frames=np.ascontiguousarray(clip.frames[:, :, ::-1]))
 
 
+def compose(*parts: Scenario) -> Scenario:
+    """Several scenarios as one: no change for none, the scenario itself for one."""
+    if not parts:
+        return Scenario()
+    return parts[0] if len(parts) == 1 else Composite(parts=tuple(parts))
+
+
 def build(name: str, onset: float = 0.0, ramp: float = 0.0, **params: object) -> Scenario:
     """A registered scenario by name."""
     if name not in SCENARIOS:
@@ -251,4 +258,5 @@ def build(name: str, onset: float = 0.0, ramp: float = 0.0, **params: object) ->
     return SCENARIOS[name](onset=onset, ramp=ramp, **params)
 
 
-__all__ = ["CLASS_NAMES", "MIRRORED", "SCENARIOS", "Scenario", "SimClip", "build", "scenario"]
+__all__ = ["CLASS_NAMES", "MIRRORED", "SCENARIOS", "Scenario", "SimClip", "build", "compose",
+           "scenario"]

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from simulations.clock import SimulatedClock, next_hour
-from simulations.scenarios import SCENARIOS
 
 
 def test_next_hour_is_strictly_after() -> None:
@@ -31,9 +30,3 @@ def test_stamps_stay_inside_the_hour_that_is_set() -> None:
         clock.set_hour(4)
     with pytest.raises(ValueError, match="whole UTC hour"):
         SimulatedClock(start + timedelta(minutes=1))
-
-
-def test_every_scenario_says_whether_it_drifts_inputs_or_meaning() -> None:
-    kinds = {name: cls.kind for name, cls in SCENARIOS.items()}
-    assert kinds.pop("mirror") == "concept"
-    assert set(kinds.values()) == {"covariate"}

@@ -101,3 +101,19 @@ def test_scenarios_compose_and_unknown_names_are_refused() -> None:
             "class_prior_shift", "novel_class", "mirror"} <= set(SCENARIOS)
     with pytest.raises(ValueError, match="unknown scenario"):
         build("earthquake")
+
+
+def test_every_scenario_says_whether_it_drifts_inputs_or_meaning() -> None:
+    kinds = {name: cls.kind for name, cls in SCENARIOS.items()}
+    assert kinds.pop("mirror") == "concept"
+    assert set(kinds.values()) == {"covariate"}
+
+
+def test_compose_gives_no_change_one_scenario_or_all_of_them() -> None:
+    from simulations.scenarios import Composite, Scenario, build, compose
+
+    assert type(compose()) is Scenario
+    blur = build("blur", onset=2.0)
+    assert compose(blur) is blur
+    both = compose(blur, build("mirror", onset=5.0))
+    assert isinstance(both, Composite) and [p.name for p in both.parts] == ["blur", "mirror"]
