@@ -192,7 +192,7 @@ class Demo:
                     promoted_at = hour
                 if promoted_at is not None and hour - promoted_at >= self.config.recovery_hours:
                     break
-            else:
+            if promoted_at is None:
                 self.say(f"{name}: no promotion within {self.config.max_phase_hours} hours")
         return self.rows
 
