@@ -83,6 +83,8 @@ def test_the_loop_left_its_trail_in_the_store_and_mlflow(demo: DemoResult) -> No
     mirror_run = client.get_run(decisions[0]["mlflow_run_id"])
     assert mirror_run.data.tags["vidmon.relabeled_classes"] == \
         "move_left,move_right,orbit_cw,orbit_ccw"
+    blur_run = client.get_run(decisions[1]["mlflow_run_id"])
+    assert blur_run.data.tags["vidmon.relabeled_classes"] == "none"  # a blur changes no label
     served = {r.served_by for r in demo.rows}
     assert served == {"v1", f"v{decisions[1]['challenger_version']}", f"v{champion.version}"}
 
