@@ -19,9 +19,10 @@ import torch
 
 from monitor.features import pixel_features, quality_features
 from monitor.settings import TrainSettings
-from training.job import model_config_for
-from training.model import R2Plus1D, clips_to_tensor
-from training.synthetic import ClipSpec, generate_dataset
+from monitor.preprocess import to_model_input
+from training.job import model_config_for, training_card
+from training.model import R2Plus1D
+from training.synthetic import CLASS_NAMES, ClipSpec, generate_dataset
 
 
 def per_clip_ms(step: Callable[[], None], clips_per_step: int, seconds: float) -> float:
@@ -44,14 +45,15 @@ def main() -> None:
     clips, _ = generate_dataset(max(1, args.batch // 10 + 1), seed=0, spec=spec)
     clips = clips[: args.batch]
     pixels = torch.from_numpy(clips)
-    model = R2Plus1D(model_config_for(train)).eval()
+    model = R2Plus1D(model_config_for(train, len(CLASS_NAMES))).eval()
+    card = training_card(train, CLASS_NAMES)
 
     single = per_clip_ms(lambda: quality_features(clips[0]), 1, args.seconds)
     batched = per_clip_ms(lambda: pixel_features(pixels), len(clips), args.seconds)
 
     @torch.inference_mode()
     def forward() -> None:
-        model(clips_to_tensor(pixels))
+        model(to_model_input(pixels, card))
 
     model_ms = per_clip_ms(forward, len(clips), args.seconds)
     print(f"clip {spec.frames}x{spec.height}x{spec.width}, batch {len(clips)}, "

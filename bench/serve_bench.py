@@ -32,11 +32,12 @@ import torch
 
 from monitor.settings import Settings
 from monitor.store import PredictionRepository, create_store_engine
-from serving.runtime import ModelRuntime, resolve_device
-from training import registry
-from training.job import model_config_for
-from training.model import R2Plus1D, autocast_for, clips_to_tensor
-from training.synthetic import ClipSpec, generate_clip
+from monitor.preprocess import to_model_input
+from monitor.runtime import autocast_for, resolve_device
+from training import flavor, registry, tracking
+from training.job import model_config_for, training_card
+from training.modelfile import vidmon_network
+from training.synthetic import CLASS_NAMES, ClipSpec, generate_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,10 +45,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def register_model(settings: Settings) -> None:
     """A model of the default architecture (weights do not change the throughput)."""
     torch.manual_seed(0)
-    model = R2Plus1D(model_config_for(settings.train)).eval()
-    experiment = registry.configure_mlflow(settings)
+    card = training_card(settings.train, CLASS_NAMES)
+    loaded = vidmon_network(model_config_for(settings.train, len(CLASS_NAMES)))
+    experiment = tracking.configure_mlflow(settings)
     with mlflow.start_run(experiment_id=experiment):
-        info = registry.log_model(model, settings.train.fps, settings.model_name)
+        info = flavor.log_model(loaded, card, settings.model_name,
+                                loaded.architecture.embedding_dim)
     registry.ensure_champion(mlflow.MlflowClient(), settings.model_name,
                              str(info.registered_model_version))
 
@@ -55,14 +58,13 @@ def register_model(settings: Settings) -> None:
 def raw_clips_per_second(settings: Settings, clip: np.ndarray, batch: int, seconds: float) -> float:
     """Forward passes of full batches, no HTTP, no decoding."""
     device = resolve_device(settings.serve.device)
-    loaded = registry.RegistrySource(settings).load(settings.model_uri, str(device))
-    runtime = ModelRuntime.from_loaded(loaded, device)
+    runtime = registry.RegistrySource(settings).load(settings.model_uri, str(device))
     pixels = torch.from_numpy(np.stack([clip] * batch))
 
     @torch.inference_mode()
     def forward() -> None:
         with autocast_for(device):
-            runtime.model(clips_to_tensor(pixels.to(device)))
+            runtime.network(to_model_input(pixels.to(device), runtime.card))
         if device.type == "cuda":
             torch.cuda.synchronize()
 

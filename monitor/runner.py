@@ -42,3 +42,22 @@ def build_monitor(
                                    starter, clock)
     return Monitor(settings.monitor, predictions, reports, load_profile, on_outcome=on_outcome,
                    workspace=workspace, closed_loop=closed_loop, clock=clock)
+
+
+def monitor_command(settings: Settings, load_profile: ProfileLoader, once: bool) -> int:
+    """``vidmon monitor``: report on the last window and exit (``once``), or run the schedule
+    until SIGTERM/SIGINT; each outcome is printed as a JSON line."""
+    import json
+    import signal
+    from dataclasses import asdict
+
+    monitor = build_monitor(
+        settings, load_profile,
+        on_outcome=lambda outcome: print(json.dumps(asdict(outcome), default=str), flush=True))
+    if once:
+        monitor.run_once()
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: monitor.stop())
+    signal.signal(signal.SIGINT, lambda *_: monitor.stop())
+    monitor.serve_forever()
+    return 0

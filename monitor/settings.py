@@ -17,6 +17,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class TrainSettings(BaseModel):
     """How ``vidmon train`` builds its data and model."""
 
+    data: Path | None = Field(
+        default=None, description="dataset of video files (a folder per class, a CSV manifest "
+                                  "or a Kinetics-style CSV); none: a synthetic one is written")
+    card: Path | None = Field(
+        default=None, description="model card file (YAML/JSON) for the input contract; its "
+                                  "labels may be left to the dataset. None: stretch to "
+                                  "frames x height x width, uniform sampling, Kinetics mean/std")
+    test_fraction: float = Field(default=0.2, gt=0, lt=1,
+                                 description="held out per class when the data has no split")
+    synthetic_dir: Path = Field(default=Path("synthetic-data"),
+                                description="where the synthetic dataset is written")
     clips_per_class: PositiveInt = 200
     test_clips_per_class: PositiveInt = 50
     frames: PositiveInt = 16
@@ -35,10 +46,8 @@ class TrainSettings(BaseModel):
         default=False, description="control run: shuffle frame order of every clip"
     )
     register_model: bool = Field(default=True, description="register a model version in MLflow")
-    reference_format: Literal[".mp4", ".webm", ".avi", ".mkv", ".mov"] | None = Field(
-        default=".mp4",
-        description="held-out clips go through this container and the service's decoder "
-                    "before profiling, so the reference looks like uploaded video; None: raw")
+    video_format: Literal[".mp4", ".webm", ".avi", ".mkv", ".mov"] = Field(
+        default=".mp4", description="container of the synthetic dataset's files")
 
 
 class ServeSettings(BaseModel):
@@ -56,6 +65,9 @@ class ServeSettings(BaseModel):
                     "forward pass (measured best at concurrency 1 and equal at 32 on CPU)")
     max_upload_bytes: PositiveInt = 50 * 1024 * 1024
     max_video_frames: PositiveInt = 2000
+    max_clips_per_video: PositiveInt = Field(
+        default=8, description="a longer video is classified as at most this many evenly "
+                               "spaced clips (under the card's stride sampling)")
     max_files_per_request: PositiveInt = 32
     top_k: PositiveInt = 3
     decode_workers: PositiveInt = 2

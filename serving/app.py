@@ -31,6 +31,7 @@ from monitor.errors import (
     UnsupportedMediaType,
     VidmonError,
 )
+from monitor.runtime import resolve_device
 from monitor.settings import Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
 from monitor.store.reports import ReportRepository
@@ -40,7 +41,6 @@ from serving.batcher import DynamicBatcher
 from serving.dashboard import router as dashboard_router
 from serving.metrics import ServiceMetrics
 from serving.routes import router
-from serving.runtime import ModelRuntime, resolve_device
 from serving.service import PredictionService
 from serving.spool import Spool
 from serving.swap import ModelHolder, ModelSource
@@ -92,7 +92,7 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
                 replay_interval_s=serve.replay_interval_s)
             writer.start()
         device = resolve_device(serve.device)
-        runtime = ModelRuntime.from_loaded(source.load(settings.model_uri, str(device)), device)
+        runtime = source.load(settings.model_uri, str(device))
         models = ModelHolder(runtime, source, settings.model_uri,
                              on_swap=lambda new: metrics.set_model(new.name, new.version))
         batcher = DynamicBatcher(
@@ -103,6 +103,7 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
         service = PredictionService(
             models, batcher, writer, ClipStore(settings.clip_dir), top_k=serve.top_k,
             clip_sample_rate=serve.clip_sample_rate, max_video_frames=serve.max_video_frames,
+            max_clips_per_video=serve.max_clips_per_video,
             decode_workers=serve.decode_workers, clock=clock)
         metrics.set_model(runtime.name, runtime.version)
         metrics.gauge("vidmon_batcher_queue_depth", "clips waiting for the model",
@@ -154,3 +155,13 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
     app.include_router(admin_router)
     app.include_router(dashboard_router)
     return app
+
+
+def serve(settings: Settings, source: ModelSource) -> int:
+    """``vidmon serve``: the service on uvicorn until stopped."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings, source), host=settings.serve.host,
+                port=settings.serve.port, log_level=settings.log_level.lower(),
+                timeout_graceful_shutdown=30)
+    return 0

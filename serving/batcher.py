@@ -1,6 +1,7 @@
 """Dynamic batching: concurrent requests share one forward pass.
 
-The batch is collected by :func:`collect_batch`, a small coroutine over a queue that is
+The unit of work is a group of clips (the clips of one video): a group is never split, so
+its clips share one forward pass and one model version. The batch is collected by :func:`collect_batch`, a small coroutine over a queue that is
 testable alone; :class:`DynamicBatcher` runs it in a loop and calls the model in a single
 worker thread, so the event loop never blocks on a forward pass. Only torch-free imports
 here: any callable from a batch of clips to arrays can be the model.
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -26,27 +28,37 @@ PredictFn = Callable[[np.ndarray], Outputs]
 
 @dataclass
 class _Pending:
-    clip: np.ndarray
+    clips: np.ndarray
     future: asyncio.Future[Outputs]
     enqueued: float = field(default_factory=time.perf_counter)
 
 
 async def collect_batch(
-    queue: asyncio.Queue[_Pending], max_size: int, max_wait_s: float
-) -> list[_Pending]:
-    """Wait for one item, then take more until ``max_size`` or ``max_wait_s`` has passed."""
+    queue: asyncio.Queue[Any], max_size: int, max_wait_s: float,
+    size: Callable[[Any], int] = lambda _: 1,
+) -> list[Any]:
+    """Wait for one item, then take more until their ``size`` adds up to ``max_size`` or
+    ``max_wait_s`` has passed. An item that would overflow the batch waits for the next
+    (unless the batch is empty: an item bigger than ``max_size`` goes alone)."""
     batch = [await queue.get()]
+    total = size(batch[0])
     deadline = time.perf_counter() + max_wait_s
-    while len(batch) < max_size:
-        while not queue.empty() and len(batch) < max_size:
+    while total < max_size:
+        while not queue.empty() and total + size(queue._queue[0]) <= max_size:  # type: ignore[attr-defined]
             batch.append(queue.get_nowait())
+            total += size(batch[-1])
         remaining = deadline - time.perf_counter()
-        if len(batch) >= max_size or remaining <= 0:
+        if total >= max_size or remaining <= 0 or not queue.empty():
             break
         try:
-            batch.append(await asyncio.wait_for(queue.get(), remaining))
+            item = await asyncio.wait_for(queue.get(), remaining)
         except TimeoutError:
             break
+        if total + size(item) > max_size:
+            queue._queue.appendleft(item)  # type: ignore[attr-defined]  # first of the next batch
+            break
+        batch.append(item)
+        total += size(item)
     return batch
 
 
@@ -59,7 +71,8 @@ class BatchStats:
 
 
 class DynamicBatcher:
-    """Groups concurrent ``submit`` calls into batches for ``predict``."""
+    """Groups concurrent ``submit`` calls into batches of at most ``max_batch_size`` clips
+    for ``predict``."""
 
     def __init__(
         self,
@@ -96,24 +109,26 @@ class DynamicBatcher:
 
     @property
     def queued(self) -> int:
-        """Clips waiting for a forward pass."""
+        """Clip groups waiting for a forward pass."""
         return self._queue.qsize()
 
-    async def submit(self, clip: np.ndarray) -> Outputs:
-        """The model's outputs for one clip (T, H, W, 3): its row of each array."""
+    async def submit(self, clips: np.ndarray) -> Outputs:
+        """The model's outputs for a group of clips (K, T, H, W, 3): its K rows of each
+        array, all from one forward pass."""
         if self._task is None:
             raise RuntimeError("the batcher is not started")
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(clip, future))
+        await self._queue.put(_Pending(clips, future))
         return await future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await collect_batch(self._queue, self.max_batch_size, self.max_wait_s)
+            batch = await collect_batch(self._queue, self.max_batch_size, self.max_wait_s,
+                                        size=lambda item: len(item.clips))
             started = time.perf_counter()
             try:
-                clips = np.stack([item.clip for item in batch])
+                clips = np.concatenate([item.clips for item in batch])
                 outputs = await loop.run_in_executor(self._executor, self.predict, clips)
             except Exception as exc:  # the model failed: fail these requests, keep serving
                 log.exception("forward pass of %d clips failed", len(batch))
@@ -121,8 +136,11 @@ class DynamicBatcher:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
-            for i, item in enumerate(batch):
+            offset = 0
+            for item in batch:
+                rows = slice(offset, offset + len(item.clips))
+                offset += len(item.clips)
                 if not item.future.done():
-                    item.future.set_result(tuple(array[i] for array in outputs))
+                    item.future.set_result(tuple(array[rows] for array in outputs))
             if self.on_batch:
-                self.on_batch(BatchStats(len(batch), time.perf_counter() - started))
+                self.on_batch(BatchStats(len(clips), time.perf_counter() - started))

@@ -1,7 +1,8 @@
-"""Turn an upload (a video file or a raw ``.npy`` clip) into the clip the model takes.
+"""Turn an upload (a video file or a raw ``.npy`` clip) into the clips the model takes.
 
-Videos go through :mod:`monitor.video` (the path reference profiles take too); raw clips
-are checked, sampled in time and resized here.
+Videos go through :mod:`monitor.video` (the path reference profiles and training data take
+too); raw clips are checked here, then resized, cropped and cut into clips by the same
+card-driven preprocessing (:mod:`monitor.preprocess`), their frames taken at the card's rate.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from monitor.card import ModelCard
 from monitor.errors import InvalidInput, UnsupportedMediaType
-from monitor.features import VideoMeta
-from monitor.video import InputSize, decode_video, sample_indices
+from monitor.preprocess import resize_frames
+from monitor.video import DecodedVideo, clips_from_frames, decode_video
 
 NPY_MAGIC = b"\x93NUMPY"
 NPY_TYPES = {"application/x-npy", "application/npy", "application/octet-stream"}
@@ -24,28 +24,15 @@ VIDEO_TYPES_EXTRA = {"image/gif", "application/mp4", "application/x-matroska",
 
 
 @dataclass(frozen=True)
-class DecodedClip:
-    """A clip ready for the model, with what the upload said about itself."""
+class DecodedUpload:
+    """The clips of an upload, ready for the model, with what the upload said about itself."""
 
-    clip: np.ndarray
-    meta: VideoMeta | None
-    codec: str | None
+    video: DecodedVideo
     content_type: str
     size_bytes: int
 
 
-def _resize(clip: np.ndarray, size: InputSize) -> np.ndarray:
-    """Uniform temporal sampling and bilinear spatial resize of a uint8 clip."""
-    clip = clip[sample_indices(len(clip), size.frames)]
-    if clip.shape[1:3] == (size.height, size.width):
-        return np.ascontiguousarray(clip)
-    frames = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float()
-    resized = F.interpolate(frames, size=(size.height, size.width), mode="bilinear",
-                            align_corners=False, antialias=True)
-    return resized.round_().clamp_(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def decode_npy(data: bytes, size: InputSize) -> np.ndarray:
+def decode_npy(data: bytes, card: ModelCard, max_frames: int, max_clips: int) -> DecodedVideo:
     """A raw clip: uint8 (T, H, W, 3), no pickles, no NaN."""
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
@@ -59,14 +46,17 @@ def decode_npy(data: bytes, size: InputSize) -> np.ndarray:
         raise InvalidInput(f"a raw clip must have shape (T, H, W, 3), got {array.shape}")
     if min(array.shape[1:3]) < 3:
         raise InvalidInput(f"frames of {array.shape[1]}x{array.shape[2]} are too small")
-    return _resize(array, size)
+    if len(array) > max_frames:
+        raise InvalidInput(f"the clip has more than {max_frames} frames")
+    clips, segments = clips_from_frames(resize_frames(array, card), 0.0, card, max_clips)
+    return DecodedVideo(np.ascontiguousarray(clips), segments, None, None)
 
 
 def decode_upload(
-    data: bytes, filename: str | None, content_type: str | None, size: InputSize,
-    max_frames: int = 2000,
-) -> DecodedClip:
-    """Decode one upload into the model's input size; raises domain errors for bad input."""
+    data: bytes, filename: str | None, content_type: str | None, card: ModelCard,
+    max_frames: int = 2000, max_clips: int = 1,
+) -> DecodedUpload:
+    """Decode one upload into the card's clips; raises domain errors for bad input."""
     content_type = (content_type or "application/octet-stream").split(";")[0].strip().lower()
     if not data:
         raise InvalidInput("the upload is empty")
@@ -75,14 +65,11 @@ def decode_upload(
         if content_type not in NPY_TYPES:
             raise UnsupportedMediaType(f"a .npy clip must be sent as application/x-npy or "
                                        f"application/octet-stream, not {content_type}")
-        return DecodedClip(decode_npy(data, size), None, None, content_type, len(data))
+        return DecodedUpload(decode_npy(data, card, max_frames, max_clips), content_type,
+                             len(data))
     if not (content_type.startswith("video/") or content_type in VIDEO_TYPES_EXTRA):
         raise UnsupportedMediaType(
             f"unsupported content type {content_type}; send a video file (video/*, image/gif) "
             "or a raw uint8 clip as .npy")
-    clip, meta, codec = decode_video(data, size, max_frames)
-    return DecodedClip(clip, meta, codec, content_type, len(data))
-
-
-__all__ = ["DecodedClip", "InputSize", "decode_npy", "decode_upload", "decode_video",
-           "sample_indices"]
+    return DecodedUpload(decode_video(data, card, max_frames, max_clips), content_type,
+                         len(data))

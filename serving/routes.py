@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, Request, Response, UploadFile
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -27,20 +27,32 @@ class ModelRef(BaseModel):
     version: str
 
 
-class PredictionOut(BaseModel):
+class SegmentOut(BaseModel):
     prediction_id: str
+    label: str
+    confidence: float
+    start_s: float
+    end_s: float
+
+
+class PredictionOut(BaseModel):
+    prediction_id: str = Field(description="the video's id; feedback for it labels every clip")
     label: str
     confidence: float
     top_k: list[LabelScore]
     model: ModelRef
+    clips: int = Field(description="clips the video was classified as (mean probabilities)")
+    segments: list[SegmentOut] | None = Field(
+        default=None, description="each clip's answer and time span, with ?segments=true")
     timings_ms: dict[str, float]
 
     @classmethod
-    def of(cls, p: Prediction, total_ms: float) -> "PredictionOut":
+    def of(cls, p: Prediction, total_ms: float, segments: bool) -> "PredictionOut":
         return cls(
             prediction_id=p.prediction_id, label=p.label, confidence=p.confidence,
             top_k=[LabelScore(label=label, probability=prob) for label, prob in p.top_k],
-            model=ModelRef(name=p.model_name, version=p.model_version),
+            model=ModelRef(name=p.model_name, version=p.model_version), clips=len(p.segments),
+            segments=[SegmentOut(**vars(s)) for s in p.segments] if segments else None,
             timings_ms={**p.timings_ms, "total": round(total_ms, 3)})
 
 
@@ -77,7 +89,8 @@ async def _read(upload: UploadFile, limit: int) -> Upload:
     return Upload(data, upload.filename, upload.content_type)
 
 
-async def _predict(request: Request, files: list[UploadFile]) -> list[PredictionOut]:
+async def _predict(request: Request, files: list[UploadFile], segments: bool
+                   ) -> list[PredictionOut]:
     started = time.perf_counter()
     service = _service(request)
     serve = request.app.state.settings.serve
@@ -87,24 +100,34 @@ async def _predict(request: Request, files: list[UploadFile]) -> list[Prediction
     prepared = await service.prepare_all(uploads)
     results = await asyncio.gather(*[service.predict(p) for p in prepared])
     total_ms = (time.perf_counter() - started) * 1000
-    return [PredictionOut.of(r, total_ms) for r in results]
+    return [PredictionOut.of(r, total_ms, segments) for r in results]
 
 
-@router.post("/v1/predict", response_model=PredictionOut, tags=["predict"])
-async def predict(request: Request, file: Annotated[UploadFile, File()]) -> PredictionOut:
-    """Classify one video file (mp4, webm, avi, mkv, mov, gif...) or raw uint8 ``.npy`` clip."""
-    return (await _predict(request, [file]))[0]
+Segments = Annotated[bool, Query(description="include each clip's label, confidence and "
+                                             "start/end time")]
 
 
-@router.post("/v1/predict/batch", response_model=BatchOut, tags=["predict"])
-async def predict_batch(request: Request, files: Annotated[list[UploadFile], File()]) -> BatchOut:
+@router.post("/v1/predict", response_model=PredictionOut, response_model_exclude_none=True,
+             tags=["predict"])
+async def predict(request: Request, file: Annotated[UploadFile, File()],
+                  segments: Segments = False) -> PredictionOut:
+    """Classify one video file (mp4, webm, avi, mkv, mov, gif...) or raw uint8 ``.npy`` clip.
+    A video longer than one clip of the model is classified as several clips."""
+    return (await _predict(request, [file], segments))[0]
+
+
+@router.post("/v1/predict/batch", response_model=BatchOut, response_model_exclude_none=True,
+             tags=["predict"])
+async def predict_batch(request: Request, files: Annotated[list[UploadFile], File()],
+                        segments: Segments = False) -> BatchOut:
     """Classify several files in one request; one bad file rejects the request whole."""
-    return BatchOut(predictions=await _predict(request, files))
+    return BatchOut(predictions=await _predict(request, files, segments))
 
 
 @router.post("/v1/feedback", response_model=FeedbackOut, tags=["feedback"])
 def feedback(request: Request, body: FeedbackIn) -> FeedbackOut:
-    """Ground-truth labels for earlier predictions; idempotent."""
+    """Ground-truth labels for earlier predictions (a video id labels all its clips);
+    idempotent."""
     service = _service(request)
     known_labels = set(service.runtime.label_names)
     valid = {item.prediction_id: item.label for item in body.labels if item.label in known_labels}

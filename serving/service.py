@@ -1,9 +1,11 @@
-"""The prediction core: decode -> batched model and quality features -> record -> writer.
+"""The prediction core: decode -> batched model and quality features -> records -> writer.
 
 Routes call :class:`PredictionService`; it knows nothing of HTTP. Decoding runs in a thread
-pool (PyAV and numpy release the GIL); the model and the pixel quality features run batched
-in the batcher's step, on the model's device; the store write goes to the background
-writer, never awaited by the request.
+pool (PyAV and numpy release the GIL) and cuts a video into the clips its model card asks
+for; the clips of one video go through the batcher together, and each is logged as its own
+prediction row, linked to the others by the video id, so monitoring sees clip-level
+embeddings. The answer for the video is the mean of its clips' probabilities. The store
+write goes to the background writer, never awaited by the request.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from monitor.clock import Clock, system_clock
 from monitor.errors import Overloaded
 from monitor.features import feature_dict
 from monitor.profile import entropy
-from monitor.store.records import PredictionRecord, encode_embedding
+from monitor.runtime import ModelRuntime
+from monitor.store.records import PredictionRecord, encode_embedding, new_prediction_id
 from serving.batcher import DynamicBatcher
-from serving.decode import DecodedClip, decode_upload
-from serving.runtime import ModelRuntime
+from serving.decode import DecodedUpload, decode_upload
 from serving.swap import ModelHolder
 from serving.writer import PredictionWriter
 
@@ -42,13 +44,26 @@ class Upload:
 class Prepared:
     """An upload decoded, ready for the model."""
 
-    decoded: DecodedClip
+    decoded: DecodedUpload
     decode_ms: float
 
 
 @dataclass(frozen=True)
+class SegmentPrediction:
+    """The answer for one clip of a video, with the time it spans."""
+
+    prediction_id: str
+    label: str
+    confidence: float
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
 class Prediction:
-    """The answer for one clip."""
+    """The answer for one video: the mean of its clips' probabilities. ``prediction_id`` is
+    the video id (the one row's id when the video is one clip); feedback for it labels every
+    clip."""
 
     prediction_id: str
     label: str
@@ -56,6 +71,7 @@ class Prediction:
     top_k: list[tuple[str, float]]
     model_name: str
     model_version: str
+    segments: list[SegmentPrediction]
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -72,6 +88,7 @@ class PredictionService:
         top_k: int = 3,
         clip_sample_rate: float = 0.0,
         max_video_frames: int = 2000,
+        max_clips_per_video: int = 8,
         decode_workers: int = 2,
         clock: Clock = system_clock,
     ) -> None:
@@ -82,6 +99,7 @@ class PredictionService:
         self.top_k = top_k
         self.clip_sample_rate = clip_sample_rate
         self.max_video_frames = max_video_frames
+        self.max_clips_per_video = max_clips_per_video
         self.clock = clock
         self._pool = ThreadPoolExecutor(max_workers=decode_workers,
                                         thread_name_prefix="vidmon-decode")
@@ -99,7 +117,8 @@ class PredictionService:
     def _prepare(self, upload: Upload) -> Prepared:
         started = time.perf_counter()
         decoded = decode_upload(upload.data, upload.filename, upload.content_type,
-                                self.runtime.input_size, self.max_video_frames)
+                                self.runtime.card, self.max_video_frames,
+                                self.max_clips_per_video)
         return Prepared(decoded, (time.perf_counter() - started) * 1000)
 
     def _check_capacity(self, n: int) -> None:
@@ -110,45 +129,68 @@ class PredictionService:
         """Decode every upload in parallel; any bad one rejects them all."""
         self._check_capacity(len(uploads))
         loop = asyncio.get_running_loop()
-        return list(await asyncio.gather(
+        prepared = list(await asyncio.gather(
             *[loop.run_in_executor(self._pool, self._prepare, u) for u in uploads]))
+        self._check_capacity(sum(len(p.decoded.video.clips) for p in prepared))
+        return prepared
 
     async def predict(self, prepared: Prepared) -> Prediction:
-        """Run the model on a prepared clip, log the record, return the answer."""
+        """Run the model on a prepared video's clips, log a record per clip, answer."""
         started = time.perf_counter()
-        # The batch reports the runtime that computed it: across a hot swap, the row and
+        video = prepared.decoded.video
+        # The batch reports the runtime that computed it: across a hot swap, the rows and
         # the answer name the version that made this prediction.
-        probabilities, embedding, pixels, runtime = await self.batcher.submit(
-            prepared.decoded.clip)
+        probabilities, embeddings, pixels, runtimes = await self.batcher.submit(video.clips)
         inference_ms = (time.perf_counter() - started) * 1000
-        order = np.argsort(probabilities)[::-1]
+        runtime: ModelRuntime = runtimes[0]
         labels = runtime.label_names
-        record = PredictionRecord(
+        video_id = new_prediction_id()
+        single = len(video.clips) == 1
+        segments = []
+        for i, segment in enumerate(video.segments):
+            record = self._record(runtime, prepared, probabilities[i], embeddings[i],
+                                  pixels[i], video_id if single else new_prediction_id(),
+                                  video_id, await self._maybe_keep_clip(video.clips[i]))
+            if self.writer is not None:
+                self.writer.submit(record)
+            segments.append(SegmentPrediction(record.id, record.predicted_label,
+                                              record.confidence, round(segment.start_s, 3),
+                                              round(segment.end_s, 3)))
+        mean = probabilities.mean(axis=0)
+        order = np.argsort(mean)[::-1]
+        return Prediction(
+            prediction_id=video_id,
+            label=labels[int(order[0])],
+            confidence=float(mean[order[0]]),
+            top_k=[(labels[int(i)], float(mean[i])) for i in order[: self.top_k]],
             model_name=runtime.name,
             model_version=runtime.version,
-            predicted_label=labels[int(order[0])],
-            confidence=float(probabilities[order[0]]),
+            segments=segments,
+            timings_ms={"decode": round(prepared.decode_ms, 3),
+                        "inference": round(inference_ms, 3)},
+        )
+
+    def _record(self, runtime: ModelRuntime, prepared: Prepared, probabilities: np.ndarray,
+                embedding: np.ndarray, pixels: np.ndarray, record_id: str, video_id: str,
+                clip_path: str | None) -> PredictionRecord:
+        top = int(np.argmax(probabilities))
+        labels = runtime.label_names
+        return PredictionRecord(
+            id=record_id,
+            video_id=video_id,
+            model_name=runtime.name,
+            model_version=runtime.version,
+            predicted_label=labels[top],
+            confidence=float(probabilities[top]),
             entropy=float(entropy(probabilities)),
             probabilities={name: float(p) for name, p in zip(labels, probabilities)},
             embedding=encode_embedding(embedding),
-            features=feature_dict(pixels, prepared.decoded.meta),
+            features=feature_dict(pixels, prepared.decoded.video.meta),
             content_type=prepared.decoded.content_type,
             size_bytes=prepared.decoded.size_bytes,
-            codec=prepared.decoded.codec,
-            clip_path=await self._maybe_keep_clip(prepared.decoded.clip),
+            codec=prepared.decoded.video.codec,
+            clip_path=clip_path,
             created_at=self.clock(),
-        )
-        if self.writer is not None:
-            self.writer.submit(record)
-        return Prediction(
-            prediction_id=record.id,
-            label=record.predicted_label,
-            confidence=record.confidence,
-            top_k=[(labels[int(i)], float(probabilities[i])) for i in order[: self.top_k]],
-            model_name=runtime.name,
-            model_version=runtime.version,
-            timings_ms={"decode": round(prepared.decode_ms, 3),
-                        "inference": round(inference_ms, 3)},
         )
 
     async def _maybe_keep_clip(self, clip: np.ndarray) -> str | None:

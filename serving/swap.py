@@ -18,16 +18,17 @@ from typing import Protocol
 import numpy as np
 
 from monitor.errors import InvalidInput
-from serving.runtime import LoadedModelLike, ModelRuntime
+from monitor.runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
 
 
 class ModelSource(Protocol):
-    """Where models come from (``training.registry.RegistrySource`` for MLflow)."""
+    """Where models come from (``training.registry.RegistrySource`` for MLflow): a ready
+    runtime built from the version's card, so serving needs no training code."""
 
-    def load(self, model_uri: str, device: str) -> LoadedModelLike:
-        """Load a model by URI onto a device."""
+    def load(self, model_uri: str, device: str, version: str | None = None) -> ModelRuntime:
+        """The runtime of ``version`` of the URI's model (the URI resolved once when None)."""
 
     def version_of(self, model_uri: str) -> str:
         """The version a URI (e.g. ``models:/name@champion``) points at now."""
@@ -67,13 +68,14 @@ class ModelHolder:
             version = self.source.version_of(self.model_uri)
             if version == current.version:
                 return SwapResult(current.name, version, current.version, False)
-            loaded = self.source.load(self.model_uri, str(current.device))
-            candidate = ModelRuntime.from_loaded(loaded, current.device)
-            if candidate.input_size != current.input_size:
+            # Loaded by the version just read: the runtime's name and weights agree.
+            candidate = self.source.load(self.model_uri, str(current.device), version)
+            if not candidate.card.same_input(current.card):
                 raise InvalidInput(
-                    f"version {candidate.version} takes {candidate.input_size}, the service "
-                    f"decodes to {current.input_size}; restart the service to change input size")
-            candidate.predict(np.zeros((1, *_clip_shape(candidate)), dtype=np.uint8))  # warm-up
+                    f"version {candidate.version} preprocesses video differently from the "
+                    f"version serving ({candidate.card.clip_shape} vs {current.card.clip_shape}"
+                    "); restart the service to change the model's input")
+            candidate.warm_up()
             self.runtime = candidate
             if self.on_swap:
                 self.on_swap(candidate)
@@ -90,9 +92,3 @@ class ModelHolder:
                 await loop.run_in_executor(None, self.reload)
             except Exception:  # the registry being down must never stop serving
                 log.exception("checking %s for a new version failed", self.model_uri)
-
-
-def _clip_shape(runtime: ModelRuntime) -> tuple[int, int, int, int]:
-    size = runtime.input_size
-    return (size.frames, size.height, size.width, 3)
-

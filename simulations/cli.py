@@ -1,4 +1,5 @@
-"""The ``vidmon`` console command: one subcommand per job.
+"""The ``vidmon`` console command: one subcommand per job, parsed here and run by the code it
+belongs to (each body lives beside that code).
 
 It lives in ``simulations`` because that is the one package allowed to import all the
 others. Each subcommand imports its job lazily, so ``vidmon train`` never loads the serving
@@ -8,12 +9,10 @@ stack.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from monitor.settings import Settings
@@ -28,51 +27,147 @@ def _with_flags(settings: Settings, section: str, args: argparse.Namespace) -> S
     return settings.model_copy(update={section: updated})
 
 
-def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train a model and record it in MLflow")
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    from training.job import train_command
+
+    return train_command(_with_flags(settings, "train", args))
+
+
+def _register(settings: Settings, args: argparse.Namespace) -> int:
+    from training.register import register_command
+
+    return register_command(settings, args.model_file, args.card, args.reference_data)
+
+
+def _synth(settings: Settings, args: argparse.Namespace) -> int:
+    from training.synthetic import ClipSpec, synth_command
+
+    train = settings.train
+    return synth_command(args.out, args.clips_per_class or train.clips_per_class,
+                         args.test_clips_per_class or train.test_clips_per_class,
+                         ClipSpec(args.frames or train.frames, args.size or train.height,
+                                  args.size or train.width), args.fps or train.fps,
+                         train.seed if args.seed is None else args.seed, args.format)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from serving.app import serve
+    from training.registry import RegistrySource
+
+    settings = _with_flags(settings, "serve", args)
+    return serve(settings, RegistrySource(settings))
+
+
+def _monitor(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.runner import monitor_command
+    from training.registry import profile_loader
+
+    settings = _with_flags(settings, "monitor", args)
+    return monitor_command(settings, profile_loader(settings), args.once)
+
+
+def _retrain(settings: Settings, args: argparse.Namespace) -> int:
+    from training.retrain import retrain_command
+
+    return retrain_command(settings, args.decision)
+
+
+def _promote(settings: Settings, args: argparse.Namespace) -> int:
+    from training.registry import promote_command
+
+    return promote_command(settings, args.version)
+
+
+def _rollback(settings: Settings, args: argparse.Namespace) -> int:
+    from training.registry import rollback_command
+
+    return rollback_command(settings)
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from simulations.traffic import TrafficConfig, simulate_command
+    from training.synthetic import ClipSpec
+
+    train = settings.train
+    return simulate_command(args.url, args.scenario, args.hours, TrafficConfig(
+        requests_per_hour=args.requests_per_hour, concurrency=args.concurrency,
+        spec=ClipSpec(train.frames, train.height, train.width), fps=train.fps,
+        video_format=args.video_format, label_fraction=args.label_fraction,
+        label_delay_hours=args.label_delay_hours, seconds_per_hour=args.seconds_per_hour,
+        seed=args.seed))
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from simulations.demo import DemoConfig, demo_command
+
+    try:
+        config = DemoConfig(
+            phases=tuple(p.strip() for p in args.phases.split(",") if p.strip()),
+            clean_hours=args.clean_hours, recovery_hours=args.recovery_hours,
+            max_phase_hours=args.max_phase_hours, requests_per_hour=args.requests_per_hour,
+            label_fraction=args.label_fraction, min_labeled=args.min_labeled,
+            train_clips_per_class=args.train_clips_per_class, train_epochs=args.train_epochs,
+            retrain_epochs=args.retrain_epochs, output=args.output, seed=args.seed)
+    except ValueError as exc:
+        print(f"vidmon demo: {exc}", file=sys.stderr)
+        return 2
+    return demo_command(settings, config)
+
+
+def _add_training(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a model on a dataset of video files and record it in MLflow",
+        description="Train vidmon's R(2+1)D on --data (a folder per class, a CSV manifest "
+                    "path,label[,split] or a Kinetics-style CSV). Without --data a synthetic "
+                    "dataset is written first (see vidmon synth).")
+    p.add_argument("--data", type=Path, help="dataset folder or CSV")
+    p.add_argument("--card", type=Path, help="model card (YAML/JSON) for the input contract")
     p.add_argument("--epochs", type=int, help="training epochs")
-    p.add_argument("--clips-per-class", type=int, help="training clips per class")
-    p.add_argument("--test-clips-per-class", type=int, help="held-out clips per class")
+    p.add_argument("--clips-per-class", type=int, help="synthetic training clips per class")
+    p.add_argument("--test-clips-per-class", type=int, help="synthetic held-out clips per class")
     p.add_argument("--preset", choices=["tiny", "r2plus1d_18"], help="architecture size")
-    p.add_argument("--seed", type=int, help="seed of data and initialisation")
+    p.add_argument("--seed", type=int, help="seed of data split and initialisation")
     p.add_argument("--shuffle-frames", action="store_true", default=None,
                    help="control run on clips with shuffled frame order (not registered)")
     p.add_argument("--no-register", dest="register_model", action="store_false", default=None,
                    help="log the run without registering a model version")
     p.set_defaults(handler=_train)
 
+    p = subparsers.add_parser(
+        "register", help="register your own PyTorch video classifier with its card",
+        description="Register MODEL_FILE (TorchScript, a torch.export .pt2 program, or an "
+                    "R(2+1)D state_dict in vidmon's or torchvision's layout) with its model "
+                    "card and a reference profile built from labeled videos.")
+    p.add_argument("model_file", type=Path)
+    p.add_argument("--card", type=Path, required=True, help="model card (YAML or JSON)")
+    p.add_argument("--reference-data", type=Path, required=True,
+                   help="labeled videos the reference profile is built from (a dataset)")
+    p.set_defaults(handler=_register)
 
-def _train(settings: Settings, args: argparse.Namespace) -> int:
-    from training.job import run_training
+    p = subparsers.add_parser("synth", help="write a synthetic dataset of video files")
+    p.add_argument("--out", type=Path, required=True, help="folder to write")
+    p.add_argument("--clips-per-class", type=int)
+    p.add_argument("--test-clips-per-class", type=int)
+    p.add_argument("--frames", type=int)
+    p.add_argument("--size", type=int, help="height and width in pixels (even)")
+    p.add_argument("--fps", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--format", default=".mp4", choices=[".mp4", ".webm", ".avi", ".mkv", ".mov"])
+    p.set_defaults(handler=_synth)
 
-    outcome = run_training(_with_flags(settings, "train", args))
-    print(json.dumps(asdict(outcome), indent=2))
-    return 0
+    p = subparsers.add_parser("retrain", help="train a challenger and gate it")
+    p.add_argument("--decision", help="the retrain decision to carry out (default: a new, "
+                                      "manual one for the serving model)")
+    p.set_defaults(handler=_retrain)
 
 
-def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+def _add_operations(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="serve the champion model over HTTP")
     p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--model-uri", help="model to serve (default models:/<name>@champion)")
     p.set_defaults(handler=_serve)
 
-
-def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from serving.app import create_app
-    from training.registry import RegistrySource
-
-    settings = _with_flags(settings, "serve", args)
-    serve = settings.serve
-    app = create_app(settings, RegistrySource(settings))
-    uvicorn.run(app, host=serve.host, port=serve.port, log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=30)
-    return 0
-
-
-def _add_monitor(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("monitor", help="run scheduled drift reports")
     p.add_argument("--interval-s", type=int, help="seconds between reports")
     p.add_argument("--cron", help="crontab schedule instead of an interval")
@@ -80,54 +175,6 @@ def _add_monitor(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--once", action="store_true", help="report on the last window and exit")
     p.set_defaults(handler=_monitor)
 
-
-def _monitor(settings: Settings, args: argparse.Namespace) -> int:
-    import signal
-
-    from monitor.runner import build_monitor
-    from training.registry import profile_loader
-
-    settings = _with_flags(settings, "monitor", args)
-    monitor = build_monitor(
-        settings, profile_loader(settings),
-        on_outcome=lambda outcome: print(json.dumps(asdict(outcome), default=str), flush=True))
-    if args.once:
-        monitor.run_once()
-        return 0
-    signal.signal(signal.SIGTERM, lambda *_: monitor.stop())
-    signal.signal(signal.SIGINT, lambda *_: monitor.stop())
-    monitor.serve_forever()
-    return 0
-
-
-def _add_retrain(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("retrain", help="train a challenger and gate it")
-    p.add_argument("--decision", help="the retrain decision to carry out (default: a new, "
-                                      "manual one for the serving model)")
-    p.set_defaults(handler=_retrain)
-
-
-def _retrain(settings: Settings, args: argparse.Namespace) -> int:
-    from monitor.retrain_policy import RetrainDecision
-    from monitor.store import create_store_engine, upgrade_database
-    from monitor.store.retrains import RetrainRepository
-    from training.registry import RegistrySource
-    from training.retrain import run_retrain
-
-    decision_id = args.decision
-    if decision_id is None:
-        engine = create_store_engine(settings.database_url)
-        upgrade_database(engine)
-        version = RegistrySource(settings).version_of(settings.model_uri)
-        decision_id = RetrainRepository(engine).record(
-            RetrainDecision(True, ["requested with vidmon retrain"], []), settings.model_name,
-            version)
-    outcome = run_retrain(settings, decision_id)
-    print(json.dumps(asdict(outcome), default=str))
-    return 0
-
-
-def _add_registry_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("promote", help="make a registered version the champion")
     p.add_argument("version", help="model version to serve")
     p.set_defaults(handler=_promote)
@@ -135,27 +182,8 @@ def _add_registry_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_rollback)
 
 
-def _promote(settings: Settings, args: argparse.Namespace) -> int:
-    from training.registry import RegistrySource
-
-    previous = RegistrySource(settings).promote(args.version)
-    print(json.dumps({"champion": args.version, "previous_champion": previous}))
-    return 0
-
-
-def _rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from training.registry import RegistrySource
-
-    try:
-        moved_from, moved_to = RegistrySource(settings).rollback()
-    except ValueError as exc:
-        print(f"vidmon rollback: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({"rolled_back_from": moved_from, "champion": moved_to}))
-    return 0
-
-
-def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
+def _add_simulations(subparsers: argparse._SubParsersAction) -> None:
+    from simulations.demo import DemoConfig
     from simulations.traffic import CONTENT_TYPES, TrafficConfig
 
     d = TrafficConfig()
@@ -178,111 +206,48 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.set_defaults(handler=_simulate)
 
-
-def parse_scenario(text: str):  # type: ignore[no-untyped-def]
-    """``NAME[@ONSET[+RAMP]]`` as a scenario."""
-    from simulations.scenarios import build
-
-    name, _, timing = text.partition("@")
-    onset, _, ramp = timing.partition("+")
-    return build(name, onset=float(onset or 0), ramp=float(ramp or 0))
-
-
-def _simulate(settings: Settings, args: argparse.Namespace) -> int:
-    import asyncio
-
-    from simulations.scenarios import compose
-    from simulations.traffic import TrafficConfig, TrafficSimulator
-    from training.synthetic import ClipSpec
-
-    try:
-        parts = [parse_scenario(text) for text in args.scenario]
-    except ValueError as exc:
-        print(f"vidmon simulate: {exc}", file=sys.stderr)
-        return 2
-    train = settings.train
-    simulator = TrafficSimulator(args.url, compose(*parts), TrafficConfig(
-        requests_per_hour=args.requests_per_hour, concurrency=args.concurrency,
-        spec=ClipSpec(train.frames, train.height, train.width), fps=train.fps,
-        video_format=args.video_format, label_fraction=args.label_fraction,
-        label_delay_hours=args.label_delay_hours, seconds_per_hour=args.seconds_per_hour,
-        seed=args.seed))
-    failures = 0
-    for hour in range(args.hours):
-        result = asyncio.run(simulator.run_hour(float(hour)))
-        failures += result.failures
-        versions = sorted({s.model_version for s in result.sent if s.model_version})
-        print(json.dumps({"hour": hour, "sent": len(result.sent), "failures": result.failures,
-                          "accuracy": round(result.accuracy, 4), "labels_sent":
-                          result.labels_sent, "model_versions": versions}), flush=True)
-    return 1 if failures else 0
-
-
-def _add_demo(subparsers: argparse._SubParsersAction) -> None:
-    from simulations.demo import DemoConfig
-
-    d = DemoConfig()
+    c = DemoConfig()
     p = subparsers.add_parser(
         "demo", help="the closed loop end to end: train, serve, drift, retrain, recover",
         description="Trains a model if none is registered, serves it, sends drifting video "
                     "traffic on simulated time and shows the monitor catch the drift and a "
                     "retrained model take over. Everything lands in --output.")
-    p.add_argument("--phases", default=",".join(d.phases),
-                   help=f"drift scenarios in order, comma-separated (default {','.join(d.phases)})")
-    p.add_argument("--clean-hours", type=int, default=d.clean_hours)
-    p.add_argument("--recovery-hours", type=int, default=d.recovery_hours,
+    p.add_argument("--phases", default=",".join(c.phases),
+                   help=f"drift scenarios in order, comma-separated (default {','.join(c.phases)})")
+    p.add_argument("--clean-hours", type=int, default=c.clean_hours)
+    p.add_argument("--recovery-hours", type=int, default=c.recovery_hours,
                    help="hours a promoted model serves before the next phase")
-    p.add_argument("--max-phase-hours", type=int, default=d.max_phase_hours)
-    p.add_argument("--requests-per-hour", type=int, default=d.requests_per_hour)
-    p.add_argument("--label-fraction", type=float, default=d.label_fraction)
-    p.add_argument("--min-labeled", type=int, default=d.min_labeled,
+    p.add_argument("--max-phase-hours", type=int, default=c.max_phase_hours)
+    p.add_argument("--requests-per-hour", type=int, default=c.requests_per_hour)
+    p.add_argument("--label-fraction", type=float, default=c.label_fraction)
+    p.add_argument("--min-labeled", type=int, default=c.min_labeled,
                    help="labeled clips since the drift began before a retrain")
-    p.add_argument("--train-clips-per-class", type=int, default=d.train_clips_per_class)
-    p.add_argument("--train-epochs", type=int, default=d.train_epochs)
-    p.add_argument("--retrain-epochs", type=int, default=d.retrain_epochs)
-    p.add_argument("--output", type=Path, default=d.output, help="folder for everything")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--train-clips-per-class", type=int, default=c.train_clips_per_class)
+    p.add_argument("--train-epochs", type=int, default=c.train_epochs)
+    p.add_argument("--retrain-epochs", type=int, default=c.retrain_epochs)
+    p.add_argument("--output", type=Path, default=c.output, help="folder for everything")
+    p.add_argument("--seed", type=int, default=c.seed)
     p.set_defaults(handler=_demo)
-
-
-def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    import warnings
-
-    from simulations.demo import DemoConfig, run_demo
-
-    try:
-        config = DemoConfig(
-            phases=tuple(p.strip() for p in args.phases.split(",") if p.strip()),
-            clean_hours=args.clean_hours, recovery_hours=args.recovery_hours,
-            max_phase_hours=args.max_phase_hours, requests_per_hour=args.requests_per_hour,
-            label_fraction=args.label_fraction, min_labeled=args.min_labeled,
-            train_clips_per_class=args.train_clips_per_class, train_epochs=args.train_epochs,
-            retrain_epochs=args.retrain_epochs, output=args.output, seed=args.seed)
-    except ValueError as exc:
-        print(f"vidmon demo: {exc}", file=sys.stderr)
-        return 2
-    # The demo prints its own progress; library chatter would bury it.
-    logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("training").setLevel(logging.INFO)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    result = run_demo(settings, config)
-    return 0 if result.passed else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="vidmon", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
-    _add_train(subparsers)
-    _add_serve(subparsers)
-    _add_monitor(subparsers)
-    _add_registry_commands(subparsers)
-    _add_retrain(subparsers)
-    _add_simulate(subparsers)
-    _add_demo(subparsers)
+    _add_training(subparsers)
+    _add_operations(subparsers)
+    _add_simulations(subparsers)
     return parser
+
+
+# Errors a user can fix (a bad card, dataset or model file, an unknown version): one line
+# on stderr and exit 2, not a traceback.
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from monitor.card import CardError
+    from training.datasets import DatasetError
+    from training.modelfile import ModelFileError
+
+    return (CardError, DatasetError, ModelFileError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,7 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per plugin otherwise
-    return args.handler(settings, args)
+    try:
+        return args.handler(settings, args)
+    except _user_errors() as exc:
+        print(f"vidmon {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from simulations.demo_output import fmt_number, write_outputs
 from simulations.scenarios import SCENARIOS, Scenario, build, compose
 from simulations.timeline import Check, WindowRow, check_timeline
 from simulations.traffic import HourResult, TrafficConfig, TrafficSimulator
-from training import registry
+from training import registry, tracking
 from training.job import run_training
 from training.registry import RegistrySource
 from training.synthetic import ClipSpec
@@ -105,7 +105,8 @@ def demo_settings(settings: Settings, config: DemoConfig) -> Settings:
              if name not in settings.model_fields_set}
     train = settings.train.model_copy(update={
         "clips_per_class": config.train_clips_per_class, "epochs": config.train_epochs,
-        "test_clips_per_class": 30, "seed": config.seed})
+        "test_clips_per_class": 30, "seed": config.seed,
+        "synthetic_dir": root / "synthetic-data"})
     serve = settings.serve.model_copy(update={
         "clip_sample_rate": 1.0, "model_poll_interval_s": 0.5,
         "spool_path": root / "vidmon-spool.jsonl"})
@@ -135,7 +136,7 @@ def _reset_local_store(settings: Settings, root: Path) -> None:
 def ensure_base_model(settings: Settings, say: Callable[[str], None]) -> str:
     """The first model trained by ``vidmon train`` (training one if none is registered),
     made the champion, so every demo starts from the model that never saw drift."""
-    registry.configure_mlflow(settings)
+    tracking.configure_mlflow(settings)
     client = MlflowClient()
     versions = registry.trained_versions(client, settings.model_name)
     if not versions:
@@ -304,3 +305,17 @@ def run_demo(settings: Settings, config: DemoConfig,
     result.seconds = time.monotonic() - began
     write_outputs(result, say)
     return result
+
+
+def demo_command(settings: Settings, config: DemoConfig) -> int:
+    """``vidmon demo``: exit 0 when every check passed."""
+    import os
+    import warnings
+
+    # The demo prints its own progress; library chatter would bury it.
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("training").setLevel(logging.INFO)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return 0 if run_demo(settings, config).passed else 1

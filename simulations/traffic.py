@@ -160,3 +160,38 @@ class TrafficSimulator:
     def pending_labels(self) -> int:
         """Labels the team still owes."""
         return len(self._pending_labels)
+
+
+def parse_scenario(text: str) -> Scenario:
+    """``NAME[@ONSET[+RAMP]]`` as a scenario."""
+    from simulations.scenarios import build
+
+    name, _, timing = text.partition("@")
+    onset, _, ramp = timing.partition("+")
+    return build(name, onset=float(onset or 0), ramp=float(ramp or 0))
+
+
+def simulate_command(url: str, scenarios: list[str], hours: int, config: TrafficConfig) -> int:
+    """``vidmon simulate``: hours of traffic against ``url``, a JSON line per hour; exit 1
+    when any request failed, 2 for a bad scenario."""
+    import asyncio
+    import json
+    import sys
+
+    from simulations.scenarios import compose
+
+    try:
+        parts = [parse_scenario(text) for text in scenarios]
+    except ValueError as exc:
+        print(f"vidmon simulate: {exc}", file=sys.stderr)
+        return 2
+    simulator = TrafficSimulator(url, compose(*parts), config)
+    failures = 0
+    for hour in range(hours):
+        result = asyncio.run(simulator.run_hour(float(hour)))
+        failures += result.failures
+        versions = sorted({s.model_version for s in result.sent if s.model_version})
+        print(json.dumps({"hour": hour, "sent": len(result.sent), "failures": result.failures,
+                          "accuracy": round(result.accuracy, 4), "labels_sent":
+                          result.labels_sent, "model_versions": versions}), flush=True)
+    return 1 if failures else 0

@@ -80,20 +80,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         admin.dispose()
 
 
+def synthetic_card(train: TrainSettings):  # type: ignore[no-untyped-def]
+    """The card vidmon's own model gets for the synthetic classes at ``train``'s size."""
+    from training.job import training_card
+    from training.synthetic import CLASS_NAMES
+
+    return training_card(train, CLASS_NAMES)
+
+
 def register_random_model(store: Settings, seed: int) -> str:
     """Register an untrained vidmon model; champion if none yet. Returns its version."""
     import mlflow
     import torch
 
-    from training import registry
+    from training import flavor, registry, tracking
     from training.job import model_config_for
-    from training.model import R2Plus1D
+    from training.modelfile import vidmon_network
 
+    card = synthetic_card(store.train)
     torch.manual_seed(seed)
-    model = R2Plus1D(model_config_for(store.train)).eval()
-    experiment_id = registry.configure_mlflow(store)
+    loaded = vidmon_network(model_config_for(store.train, len(card.labels)))
+    experiment_id = tracking.configure_mlflow(store)
     with mlflow.start_run(experiment_id=experiment_id):
-        info = registry.log_model(model, store.train.fps, store.model_name)
+        info = flavor.log_model(loaded, card, store.model_name, loaded.architecture.embedding_dim)
     version = str(info.registered_model_version)
     registry.ensure_champion(mlflow.MlflowClient(), store.model_name, version)
     return version

@@ -1,11 +1,18 @@
-"""``vidmon train``: synthetic data -> R(2+1)D -> MLflow run, model version, reference profile."""
+"""``vidmon train``: a dataset of video files -> R(2+1)D -> MLflow run, model version,
+reference profile.
+
+The data is any :class:`~training.datasets.VideoDataset` (``--data``); without one, the
+synthetic generator writes a dataset of encoded videos first, and training reads it through
+the same path. The run records the dataset (``mlflow.log_input``, class counts, split sizes,
+a lineage tag), so retraining finds it again.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import matplotlib
@@ -14,17 +21,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from monitor.features import VideoMeta, quality_features, quality_features_batch  # noqa: E402
-from monitor.profile import ReferenceProfile  # noqa: E402
+from monitor.card import KINETICS_MEAN, KINETICS_STD, ModelCard, load_card  # noqa: E402
 from monitor.settings import Settings, TrainSettings  # noqa: E402
-from monitor.video import InputSize, decode_video  # noqa: E402
-from training import registry  # noqa: E402
-from training.model import ModelConfig, R2Plus1D  # noqa: E402
-from training.synthetic import CLASS_NAMES, ClipSpec, generate_dataset  # noqa: E402
-from training.train import confusion_matrix, predict, shuffle_frames, train_model  # noqa: E402
-from training.video_io import write_video  # noqa: E402
+from training import flavor, registry, tracking  # noqa: E402
+from training.datasets import (  # noqa: E402
+    DatasetError,
+    VideoDataset,
+    load_clips,
+    require_usable,
+)
+from training.model import ModelConfig  # noqa: E402
+from training.modelfile import vidmon_network  # noqa: E402
+from training.profiling import profile_clips  # noqa: E402
+from training.synthetic import ClipSpec, write_dataset  # noqa: E402
+from training.train import confusion_matrix, shuffle_frames, train_model  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -40,88 +53,98 @@ class TrainingOutcome:
     became_champion: bool
     train_seconds: float
     total_seconds: float
+    data: str
+    skipped_files: int
 
 
-def model_config_for(train: TrainSettings) -> ModelConfig:
-    """Architecture for the configured preset and clip size."""
-    size = dict(frames=train.frames, height=train.height, width=train.width,
-                label_names=CLASS_NAMES)
+def model_config_for(train: TrainSettings, num_classes: int) -> ModelConfig:
+    """Architecture for the configured preset."""
     if train.preset == "r2plus1d_18":
-        return ModelConfig.r2plus1d_18(len(CLASS_NAMES), **size)
+        return ModelConfig.r2plus1d_18(num_classes)
     w = train.width_multiplier
-    return ModelConfig(num_classes=len(CLASS_NAMES), stem_width=w,
-                       widths=(w, 2 * w, 4 * w, max(128, 4 * w)), **size)
+    return ModelConfig(num_classes=num_classes, stem_width=w,
+                       widths=(w, 2 * w, 4 * w, max(128, 4 * w)))
 
 
-def through_codec(clips: np.ndarray, fps: float, suffix: str) -> tuple[np.ndarray, list[VideoMeta]]:
-    """Clips as the service sees them after an upload: encoded to ``suffix``, then decoded
-    by the service's own decoder at the same size."""
-    size = InputSize(*clips.shape[1:4])
-    decoded, metas = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, clip in enumerate(clips):
-            path = write_video(clip, Path(tmp) / f"held-out-{i}{suffix}", fps=fps)
-            frames, meta, _ = decode_video(path.read_bytes(), size, max_frames=10 * size.frames)
-            decoded.append(frames)
-            metas.append(meta)
-    return np.stack(decoded), metas
+def synthetic_data(train: TrainSettings) -> Path:
+    """The synthetic dataset for these settings, written once (its manifest's path)."""
+    name = (f"{train.clips_per_class}+{train.test_clips_per_class}-per-class-"
+            f"{train.frames}x{train.height}x{train.width}-seed{train.seed}"
+            f"{train.video_format.replace('.', '-')}")
+    manifest = train.synthetic_dir / name / "manifest.csv"
+    if not manifest.is_file():
+        log.info("writing a synthetic dataset to %s", manifest.parent)
+        write_dataset(manifest.parent, train.clips_per_class, train.test_clips_per_class,
+                      spec=ClipSpec(train.frames, train.height, train.width), fps=train.fps,
+                      seed=train.seed, suffix=train.video_format)
+    return manifest
 
 
-def build_reference_profile(
-    model: R2Plus1D, clips: np.ndarray, labels: np.ndarray, train: TrainSettings
-) -> ReferenceProfile:
-    """Reference profile of the held-out clips (outputs, embeddings, quality features),
-    after the same container and decoder as uploads when ``reference_format`` is set."""
-    if train.reference_format:
-        clips, metas = through_codec(clips, train.fps, train.reference_format)
-        features = [quality_features(clip, meta) for clip, meta in zip(clips, metas)]
-    else:
-        meta = VideoMeta(frame_count=train.frames, fps=train.fps, width=train.width,
-                         height=train.height)
-        features = quality_features_batch(clips, meta)
-    outputs = predict(model, clips)
-    return ReferenceProfile.build(label_names=CLASS_NAMES, true_labels=labels,
-                                  probabilities=outputs.probabilities,
-                                  embeddings=outputs.embeddings, features=features)
+def training_card(train: TrainSettings, labels: tuple[str, ...]) -> ModelCard:
+    """The card of the model to train: from ``train.card`` (labels from the data unless it
+    lists them), or stretch + uniform sampling at the configured size, Kinetics mean/std."""
+    if train.card is None:
+        return ModelCard(labels=labels, frames=train.frames, height=train.height,
+                         width=train.width, mean=KINETICS_MEAN, std=KINETICS_STD,
+                         name="vidmon R(2+1)D")
+    card = load_card(train.card, labels=labels)
+    missing = sorted(set(labels) - set(card.labels))
+    if missing:
+        raise DatasetError(f"the data has labels {missing} that the card {train.card} lacks")
+    return card
 
 
-def _confusion_figure(matrix: np.ndarray) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(7, 6))
+def _confusion_figure(matrix: np.ndarray, labels: tuple[str, ...]) -> plt.Figure:
+    size = min(4 + 0.4 * len(labels), 30)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=45, ha="right")
-    ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    if len(labels) <= 40:
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(j, i, str(count), ha="center", va="center",
+                    color="white" if count > matrix.max() / 2 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center",
-                color="white" if count > matrix.max() / 2 else "black")
     fig.tight_layout()
     return fig
 
 
 def run_training(settings: Settings) -> TrainingOutcome:
-    """Generate data, train, evaluate and record everything in MLflow."""
+    """Read the dataset, train, evaluate and record everything in MLflow."""
     started = time.perf_counter()
     train = settings.train
-    experiment_id = registry.configure_mlflow(settings)
-    spec = ClipSpec(train.frames, train.height, train.width)
-    log.info("generating %d training and %d held-out clips of %s",
-             train.clips_per_class * len(CLASS_NAMES),
-             train.test_clips_per_class * len(CLASS_NAMES), spec)
-    clips, labels = generate_dataset(train.clips_per_class, train.seed, spec)
-    test_clips, test_labels = generate_dataset(train.test_clips_per_class, train.seed + 1, spec)
+    source = train.data or synthetic_data(train)
+    dataset = VideoDataset.open(source, seed=train.seed, test_fraction=train.test_fraction)
+    card = training_card(train, dataset.labels)
+    max_frames = settings.serve.max_video_frames
+    train_part = load_clips(dataset.split("train"), card, max_frames=max_frames,
+                            description="decoding training videos")
+    if not dataset.split("held_out"):
+        raise DatasetError(f"{dataset.source} has no test or val split to evaluate on")
+    test_part = load_clips(dataset.split("held_out"), card, max_frames=max_frames,
+                           description="decoding held-out videos")
+    require_usable(dataset, train_part, test_part)
+    clips, test_clips = train_part.clips, test_part.clips
     if train.shuffle_frames:
         clips = shuffle_frames(clips, train.seed)
         test_clips = shuffle_frames(test_clips, train.seed + 1)
-    config = model_config_for(train)
+    experiment_id = tracking.configure_mlflow(settings)
+    config = model_config_for(train, len(card.labels))
+    torch.manual_seed(train.seed)
+    loaded = vidmon_network(config)
     register = train.register_model and not train.shuffle_frames
+    skipped = len(train_part.skipped) + len(test_part.skipped)
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.set_tags({"vidmon.job": "train",
+        mlflow.set_tags({"vidmon.job": "train", "vidmon.skipped_files": str(skipped),
                          "vidmon.control": "shuffled_frames" if train.shuffle_frames else "none"})
-        mlflow.log_params({**train.model_dump(), "embedding_dim": config.embedding_dim,
-                           "widths": config.widths, "blocks": config.blocks})
+        mlflow.log_params({**train.model_dump(exclude={"data", "card"}),
+                           "embedding_dim": config.embedding_dim, "widths": config.widths,
+                           "blocks": config.blocks})
+        tracking.log_dataset(dataset, "training")
+        mlflow.log_dict(card.to_dict(), "card.json")
         result = train_model(
-            config, (clips, labels), (test_clips, test_labels),
+            loaded.network, card, (clips, train_part.labels), (test_clips, test_part.labels),
             epochs=train.epochs, batch_size=train.batch_size,
             learning_rate=train.learning_rate, seed=train.seed,
             on_epoch=lambda m: mlflow.log_metrics(
@@ -129,33 +152,37 @@ def run_training(settings: Settings) -> TrainingOutcome:
                  "val_loss": m.val_loss, "val_accuracy": m.val_accuracy,
                  "epoch_seconds": m.seconds}, step=m.epoch),
         )
-        matrix = confusion_matrix(test_labels, result.test_predictions.labels, len(CLASS_NAMES))
+        matrix = confusion_matrix(test_part.labels, result.test_predictions.labels,
+                                  len(card.labels))
         per_class = {name: float(matrix[i, i] / max(matrix[i].sum(), 1))
-                     for i, name in enumerate(CLASS_NAMES)}
+                     for i, name in enumerate(card.labels)}
         test_accuracy = result.final.val_accuracy
         mlflow.log_metrics({"test_accuracy": test_accuracy, "train_seconds": result.seconds,
                             **{f"test_accuracy_{k}": v for k, v in per_class.items()}})
-        figure = _confusion_figure(matrix)
+        figure = _confusion_figure(matrix, card.labels)
         mlflow.log_figure(figure, "confusion_matrix.png")
         plt.close(figure)
-        profile = build_reference_profile(result.model, test_clips, test_labels, train)
+        profile = profile_clips(result.model, card, test_part, result.test_predictions)
         mlflow.log_metric("reference_accuracy", profile.accuracy)
-        registry.log_reference_profile(profile)
-        info = registry.log_model(result.model, train.fps,
-                                  settings.model_name if register else None)
+        tracking.log_reference_profile(profile)
+        info = flavor.log_model(loaded, card, settings.model_name if register else None,
+                                config.embedding_dim)
         version, champion = None, False
         if register:
             version = str(info.registered_model_version)
-            client = MlflowClient()
-            client.set_model_version_tag(settings.model_name, version, "vidmon.reference_profile",
-                                         f"runs:/{run.info.run_id}/{registry.PROFILE_ARTIFACT}")
-            champion = registry.ensure_champion(client, settings.model_name, version)
+            champion = registry.ensure_champion(MlflowClient(), settings.model_name, version)
     outcome = TrainingOutcome(
         run_id=run.info.run_id, test_accuracy=test_accuracy, per_class_accuracy=per_class,
         model_version=version, became_champion=champion, train_seconds=result.seconds,
-        total_seconds=time.perf_counter() - started,
-    )
+        total_seconds=time.perf_counter() - started, data=str(dataset.source),
+        skipped_files=skipped)
     log.info("run %s: held-out accuracy %.4f, model version %s%s, %.0fs in all",
              outcome.run_id, test_accuracy, version or "(not registered)",
              " (champion)" if champion else "", outcome.total_seconds)
     return outcome
+
+
+def train_command(settings: Settings) -> int:
+    """``vidmon train``: train, then print the outcome as JSON."""
+    print(json.dumps(asdict(run_training(settings)), indent=2))
+    return 0

@@ -3,48 +3,39 @@
 Each 3-D convolution is factorised into a spatial (1 x k x k) and a temporal (k x 1 x 1)
 convolution with a non-linearity between them (Tran et al., 2018). Width and depth are
 configurable, so one class builds both the small CPU model and an R(2+1)D-18-sized GPU
-model. ``forward(clip) -> (logits, embedding)``; clip is float (N, 3, T, H, W) in [0, 1].
+model. ``forward(clip) -> (logits, embedding)``; clip is the card's normalised float input
+(N, 3, T, H, W), as torchvision's video models take it. The R(2+1)D-18 preset has
+torchvision's ``r2plus1d_18`` layout to the parameter, and :func:`from_torchvision` renames
+a torchvision state_dict into this module's keys.
 
 Only torch is imported here, so the model can be benchmarked on a bare GPU machine.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
-from typing import Any, ContextManager
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-
-# Kinetics statistics; the synthetic clips do not need them but real footage does, and they
-# keep the first layer's inputs centred.
-_MEAN = (0.43216, 0.394666, 0.37645)
-_STD = (0.22803, 0.22145, 0.216989)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture and input contract; saved with every logged model."""
+    """Architecture, saved beside the weights (the input contract is the model card)."""
 
     num_classes: int
-    frames: int = 16
-    height: int = 32
-    width: int = 32
     stem_width: int = 24
     widths: tuple[int, ...] = (24, 48, 96, 128)
     blocks: tuple[int, ...] = (1, 1, 1, 1)
     dropout: float = 0.1
-    label_names: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
     def r2plus1d_18(cls, num_classes: int, **overrides: Any) -> "ModelConfig":
         """The R(2+1)D-18 layout: 64-512 channels, two residual blocks per stage."""
-        params: dict[str, Any] = dict(
-            frames=16, height=112, width=112, stem_width=64,
-            widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), dropout=0.0,
-        )
+        params: dict[str, Any] = dict(stem_width=64, widths=(64, 128, 256, 512),
+                                      blocks=(2, 2, 2, 2), dropout=0.0)
         params.update(overrides)
         return cls(num_classes=num_classes, **params)
 
@@ -58,14 +49,13 @@ class ModelConfig:
         data = asdict(self)
         data["widths"] = list(self.widths)
         data["blocks"] = list(self.blocks)
-        data["label_names"] = list(self.label_names)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         """Inverse of :meth:`to_dict`."""
         data = dict(data)
-        for key in ("widths", "blocks", "label_names"):
+        for key in ("widths", "blocks"):
             data[key] = tuple(data.get(key, ()))
         return cls(**data)
 
@@ -126,8 +116,6 @@ class R2Plus1D(nn.Module):
         if len(config.widths) != len(config.blocks):
             raise ValueError("widths and blocks must have one entry per stage")
         self.config = config
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1, 1), persistent=False)
         stem_mid = max(8, round(config.stem_width * 45 / 64))  # 45 for the reference 64
         # The stem keeps full temporal resolution but halves space; later stages halve both.
         self.stem = nn.Sequential(
@@ -149,25 +137,10 @@ class R2Plus1D(nn.Module):
         self.head = nn.Linear(in_ch, config.num_classes)
 
     def forward(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (clip - self.mean) / self.std
-        x = self.stages(self.stem(x))
+        x = self.stages(self.stem(clip))
         embedding = self.pool(x).flatten(1)
         logits = self.head(self.dropout(embedding))
         return logits.float(), embedding.float()
-
-
-def clips_to_tensor(clips: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 clips (N, T, H, W, 3) to the model's float input (N, 3, T, H, W) in [0, 1]."""
-    tensor = torch.as_tensor(clips)
-    if tensor.dtype != torch.uint8 or tensor.ndim != 5 or tensor.shape[-1] != 3:
-        raise ValueError(f"expected uint8 clips (N, T, H, W, 3), got {tuple(tensor.shape)} "
-                         f"{tensor.dtype}")
-    return tensor.permute(0, 4, 1, 2, 3).float().div_(255.0)
-
-
-def best_device() -> torch.device:
-    """CUDA when present, CPU otherwise."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def prepare_for_device(model: R2Plus1D, device: torch.device) -> R2Plus1D:
@@ -178,8 +151,58 @@ def prepare_for_device(model: R2Plus1D, device: torch.device) -> R2Plus1D:
     return model
 
 
-def autocast_for(device: torch.device) -> ContextManager[Any]:
-    """bf16 autocast on CUDA; no autocast on CPU, where fp32 is faster for these convs."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+# torchvision's VideoResNet keys -> this module's: its stem's layers 0, 1, 3 are our stem
+# Conv2Plus1D and layer 4 our stem BN; a block's conv1/conv2 are (Conv2Plus1D, BN) pairs that
+# we name convN and bnN; downsample is our shortcut; fc our head.
+_STEM = {"0": "stem.0.0", "1": "stem.0.1", "3": "stem.0.3", "4": "stem.1"}
+_BLOCK = re.compile(r"^layer(\d)\.(\d+)\.(conv[12]\.[01]|downsample)\.(.+)$")
+
+
+def _rename(key: str) -> str:
+    head, _, rest = key.partition(".")
+    if head == "fc":
+        return f"head.{rest}"
+    if head == "stem":
+        index, _, tail = rest.partition(".")
+        if index in _STEM:
+            return f"{_STEM[index]}.{tail}"
+    match = _BLOCK.match(key)
+    if match:
+        layer, block, part, tail = match.groups()
+        prefix = f"stages.{int(layer) - 1}.{block}"
+        if part == "downsample":
+            return f"{prefix}.shortcut.{tail}"
+        conv, index = part.split(".")
+        name = conv if index == "0" else conv.replace("conv", "bn")
+        return f"{prefix}.{name}.{tail}"
+    raise ValueError(f"{key!r} is not a key of torchvision's R(2+1)D layout")
+
+
+def is_torchvision_layout(state_dict: dict[str, torch.Tensor]) -> bool:
+    """Whether keys look like torchvision's ``r2plus1d_18`` (stem.0, layer1..., fc)."""
+    return "fc.weight" in state_dict and any(k.startswith("layer1.0.conv1.0.0.")
+                                              for k in state_dict)
+
+
+def from_torchvision(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A torchvision-layout R(2+1)D state_dict with this module's key names."""
+    return {_rename(k): v for k, v in state_dict.items()}
+
+
+def config_from_state_dict(state_dict: dict[str, torch.Tensor], dropout: float = 0.0
+                           ) -> ModelConfig:
+    """The architecture a vidmon-layout state_dict was made with, read from its shapes."""
+    try:
+        num_classes = state_dict["head.weight"].shape[0]
+        stem_width = state_dict["stem.1.weight"].shape[0]
+        stages = sorted({int(k.split(".")[1]) for k in state_dict if k.startswith("stages.")})
+        widths, blocks = [], []
+        for stage in stages:
+            ids = {int(k.split(".")[2]) for k in state_dict if k.startswith(f"stages.{stage}.")}
+            widths.append(state_dict[f"stages.{stage}.0.bn1.weight"].shape[0])
+            blocks.append(len(ids))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"not an R(2+1)D state_dict: missing {exc}") from None
+    return ModelConfig(num_classes=int(num_classes), stem_width=int(stem_width),
+                       widths=tuple(int(w) for w in widths), blocks=tuple(blocks),
+                       dropout=dropout)

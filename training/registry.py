@@ -1,141 +1,97 @@
-"""MLflow helpers: tracking setup, logging a trained model, the registry and loading.
+"""The model registry: versions, their aliases and lineage, and loading one as a runtime.
 
-Models are logged in the standard ``pytorch`` flavor, so the MLflow UI and tools see them.
-They also carry a weights-only ``state_dict`` and the architecture config: MLflow 3
-refuses to unpickle models by default, and vidmon's loader rebuilds the network from
-that config and loads the weights with ``torch.load(weights_only=True)``, so loading a
-model never executes pickled code.
+Every model version (trained by vidmon, registered by a user, or retrained) is stored with
+the ``vidmon`` flavor (:mod:`training.flavor`): its model file in its own format and its
+card. A model URI is resolved to a version once, and the weights are then loaded by that
+version number, so a runtime never carries one version's name with another's weights.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import mlflow
-import numpy as np
 import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
 
+from monitor.card import ModelCard
 from monitor.profile import ReferenceProfile
+from monitor.runtime import ModelRuntime
 from monitor.settings import Settings
-from training.model import ModelConfig, R2Plus1D
+from training.model import R2Plus1D, prepare_for_device
+from training.modelfile import LoadedNetwork, load_model_folder
+from training.tracking import LINEAGE_TAGS, load_reference_profile
 
 CHAMPION = "champion"
-MODEL_ARTIFACT = "model"
-PROFILE_ARTIFACT = "reference_profile"
-STATE_DICT_FILE = "state_dict.pt"
-METADATA_KEY = "vidmon"
+CHALLENGER = "challenger"
+HISTORY_TAG = "vidmon.champion_history"
+DECISION_TAG = "vidmon.decision_id"
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A network rebuilt from the registry, with what the service needs to feed it."""
+@dataclass
+class VersionModel:
+    """One registered version: its card, its network, and where it came from."""
 
-    model: R2Plus1D
-    config: ModelConfig
-    name: str | None
-    version: str | None
+    name: str
+    version: str
     run_id: str | None
+    card: ModelCard
+    loaded: LoadedNetwork
 
 
-def configure_mlflow(settings: Settings) -> str:
-    """Point MLflow at the settings' store and return the experiment id.
-
-    A local store (SQLite or file) gets its artifact folder from the settings; a tracking
-    server keeps its own.
-    """
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(settings.experiment_name)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifact_location = None
-    if urlparse(settings.mlflow_tracking_uri).scheme in ("", "file", "sqlite"):
-        artifact_location = Path(settings.mlflow_artifacts_dir).resolve().as_uri()
-    return client.create_experiment(settings.experiment_name, artifact_location=artifact_location)
+def _parse(model_uri: str) -> tuple[str, str | None, str | None]:
+    """(name, alias, version) of a registered model URI, without asking the registry."""
+    if not model_uri.startswith("models:/"):
+        raise ValueError(f"{model_uri!r} is not a registered model URI (models:/NAME@ALIAS or "
+                         "models:/NAME/VERSION)")
+    ref = model_uri[len("models:/"):]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, alias, None
+    name, _, version = ref.partition("/")
+    return name, None, version
 
 
-def model_signature(config: ModelConfig) -> ModelSignature:
-    """Float clips (N, 3, T, H, W) in; logits (N, classes) out."""
-    clip_shape = (-1, 3, config.frames, config.height, config.width)
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), clip_shape, "clip")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, config.num_classes), "logits")]),
-    )
+def resolve(model_uri: str) -> tuple[str, str]:
+    """(name, version) behind ``models:/<name>@<alias>`` or ``models:/<name>/<version>``: the
+    one registry lookup of a load."""
+    name, alias, version = _parse(model_uri)
+    if alias is not None:
+        return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    return name, str(version)
 
 
-def model_metadata(config: ModelConfig, fps: float) -> dict[str, Any]:
-    """What travels with the MLflow model: label names, input size and architecture."""
-    return {
-        METADATA_KEY: {
-            "label_names": list(config.label_names),
-            "input_size": {"frames": config.frames, "height": config.height,
-                           "width": config.width, "fps": fps},
-            "embedding_dim": config.embedding_dim,
-            "model_config": config.to_dict(),
-        }
-    }
-
-
-class _DropServingInputWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Failed to validate serving input example" not in record.getMessage()
-
-
-@contextmanager
-def _without_serving_input_warning() -> Iterator[None]:
-    """MLflow checks the input example by feeding it through its generic pyfunc server, which
-    takes neither tensor lists nor (logits, embedding) outputs. vidmon serves with its own
-    runtime (``load_model`` below), so that check's failure is a false alarm; drop it alone."""
-    logger = logging.getLogger("mlflow.models.model")
-    drop = _DropServingInputWarning()
-    logger.addFilter(drop)
+def load_version(name: str, version: str) -> VersionModel:
+    """Download and load one version (CPU, eval mode)."""
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
     try:
-        yield
-    finally:
-        logger.removeFilter(drop)
+        card, loaded = load_model_folder(local)
+    except FileNotFoundError:
+        raise ValueError(f"{name} version {version} was not stored by vidmon (no card); "
+                         "register it with `vidmon register`") from None
+    run_id = MlflowClient().get_model_version(name, version).run_id
+    return VersionModel(name, version, run_id, card, loaded)
 
 
-def log_model(model: R2Plus1D, fps: float, registered_name: str | None) -> Any:
-    """Log the model (and register it when ``registered_name`` is given) in the active run."""
-    config = model.config
-    cpu_model = R2Plus1D(config)
-    cpu_model.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    cpu_model.eval()
-    example = np.zeros((1, 3, config.frames, config.height, config.width), dtype=np.float32)
-    with tempfile.TemporaryDirectory() as tmp, _without_serving_input_warning():
-        weights = Path(tmp) / STATE_DICT_FILE
-        torch.save(cpu_model.state_dict(), weights)
-        return mlflow.pytorch.log_model(
-            cpu_model,
-            name=MODEL_ARTIFACT,
-            signature=model_signature(config),
-            input_example=example,
-            metadata=model_metadata(config, fps),
-            extra_files=[str(weights)],
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            registered_model_name=registered_name,
-            serialization_format="pickle",
-        )
+def runtime_for(model: VersionModel, device: torch.device) -> ModelRuntime:
+    """The serving runtime of a loaded version on ``device``."""
+    network = model.loaded.network.to(device).eval()
+    inner = getattr(network, "module", None)
+    if isinstance(inner, R2Plus1D):
+        prepare_for_device(inner, device)
+    return ModelRuntime(network, model.card, model.name, model.version, device)
 
 
-def log_reference_profile(profile: ReferenceProfile) -> None:
-    """Store the reference profile as artifacts of the active run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        profile.save(Path(tmp) / PROFILE_ARTIFACT)
-        mlflow.log_artifacts(str(Path(tmp) / PROFILE_ARTIFACT), PROFILE_ARTIFACT)
+def lineage(run_id: str | None) -> dict[str, str]:
+    """The data tags of a version's run (training data, reference data)."""
+    if not run_id:
+        return {}
+    tags = MlflowClient().get_run(run_id).data.tags
+    return {k: v for k, v in tags.items() if k in LINEAGE_TAGS}
 
 
 def ensure_champion(client: MlflowClient, name: str, version: str) -> bool:
@@ -149,81 +105,10 @@ def ensure_champion(client: MlflowClient, name: str, version: str) -> bool:
 
 
 def trained_versions(client: MlflowClient, name: str) -> list[str]:
-    """Versions registered by ``vidmon train`` (not by a retrain), oldest first."""
+    """Versions made by ``vidmon train`` or ``vidmon register`` (not by a retrain), oldest
+    first."""
     versions = client.search_model_versions(f"name = '{name}'")
-    return sorted((str(v.version) for v in versions if "vidmon.decision_id" not in v.tags),
-                  key=int)
-
-
-def load_model(model_uri: str, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or ``runs:/...``."""
-    local = Path(mlflow.artifacts.download_artifacts(model_uri))
-    mlmodel = mlflow.models.Model.load(str(local))
-    meta = (mlmodel.metadata or {}).get(METADATA_KEY)
-    if meta is None:
-        raise ValueError(f"{model_uri} was not logged by vidmon: no '{METADATA_KEY}' metadata")
-    config = ModelConfig.from_dict(meta["model_config"])
-    weights = next(local.rglob(STATE_DICT_FILE), None)
-    if weights is None:
-        raise ValueError(f"{model_uri} has no {STATE_DICT_FILE}")
-    network = R2Plus1D(config)
-    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    network = network.to(device).eval()
-    name, version = _registry_identity(model_uri)
-    return LoadedModel(network, config, name, version, mlmodel.run_id)
-
-
-class RegistrySource:
-    """The MLflow registry as the service's model source (see ``serving.swap.ModelSource``)."""
-
-    def __init__(self, settings: Settings) -> None:
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-        self.model_name = settings.model_name
-        self.ui_url = settings.mlflow_ui
-        self._experiments: dict[str, str] = {}
-
-    def load(self, model_uri: str, device: str) -> LoadedModel:
-        """Load a registered (or run) model onto ``device``."""
-        return load_model(model_uri, device)
-
-    def version_of(self, model_uri: str) -> str:
-        """The version the URI resolves to now."""
-        return _registry_identity(model_uri)[1] or model_uri
-
-    def promote(self, version: str) -> str | None:
-        """Make ``version`` the champion (see :func:`promote`)."""
-        return promote(MlflowClient(), self.model_name, version)
-
-    def rollback(self) -> tuple[str, str]:
-        """Move the champion back (see :func:`rollback`)."""
-        return rollback(MlflowClient(), self.model_name)
-
-    def versions(self) -> list[dict[str, Any]]:
-        """Registered versions, newest first: aliases, run, and who made it (see
-        ``serving.dashboard.RegistryView``)."""
-        client = MlflowClient()
-        found = client.search_model_versions(f"name = '{self.model_name}'")
-        aliases: dict[str, list[str]] = {}
-        if found:  # search results leave aliases out; the registered model has them
-            for alias, version in client.get_registered_model(self.model_name).aliases.items():
-                aliases.setdefault(str(version), []).append(alias)
-        return [{"version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
-                 "run_id": v.run_id, "created_at": v.creation_timestamp,
-                 "made_by": "retrain" if "vidmon.decision_id" in v.tags else "train",
-                 "run_url": self.run_url(v.run_id)}
-                for v in sorted(found, key=lambda v: -int(v.version))]
-
-    def run_url(self, run_id: str | None) -> str | None:
-        """The run's page in the MLflow UI."""
-        if not run_id:
-            return None
-        if run_id not in self._experiments:
-            self._experiments[run_id] = MlflowClient().get_run(run_id).info.experiment_id
-        return f"{self.ui_url}/#/experiments/{self._experiments[run_id]}/runs/{run_id}"
-
-
-HISTORY_TAG = "vidmon.champion_history"
+    return sorted((str(v.version) for v in versions if DECISION_TAG not in v.tags), key=int)
 
 
 def _history(client: MlflowClient, name: str) -> list[str]:
@@ -258,8 +143,60 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
     return current, target
 
 
+class RegistrySource:
+    """The MLflow registry as the service's model source (see ``serving.swap.ModelSource``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        self.model_name = settings.model_name
+        self.ui_url = settings.mlflow_ui
+        self._experiments: dict[str, str] = {}
+
+    def version_of(self, model_uri: str) -> str:
+        """The version the URI resolves to now."""
+        return resolve(model_uri)[1]
+
+    def load(self, model_uri: str, device: str, version: str | None = None) -> ModelRuntime:
+        """The runtime of ``version`` (resolved from the URI once when not given)."""
+        name = _parse(model_uri)[0]
+        version = version or resolve(model_uri)[1]
+        return runtime_for(load_version(name, version), torch.device(device))
+
+    def promote(self, version: str) -> str | None:
+        """Make ``version`` the champion (see :func:`promote`)."""
+        return promote(MlflowClient(), self.model_name, version)
+
+    def rollback(self) -> tuple[str, str]:
+        """Move the champion back (see :func:`rollback`)."""
+        return rollback(MlflowClient(), self.model_name)
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Registered versions, newest first: aliases, run, and who made it (see
+        ``serving.dashboard.RegistryView``)."""
+        client = MlflowClient()
+        found = client.search_model_versions(f"name = '{self.model_name}'")
+        aliases: dict[str, list[str]] = {}
+        if found:  # search results leave aliases out; the registered model has them
+            for alias, version in client.get_registered_model(self.model_name).aliases.items():
+                aliases.setdefault(str(version), []).append(alias)
+        return [{"version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
+                 "run_id": v.run_id, "created_at": v.creation_timestamp,
+                 "made_by": "retrain" if DECISION_TAG in v.tags else "train",
+                 "run_url": self.run_url(v.run_id)}
+                for v in sorted(found, key=lambda v: -int(v.version))]
+
+    def run_url(self, run_id: str | None) -> str | None:
+        """The run's page in the MLflow UI."""
+        if not run_id:
+            return None
+        if run_id not in self._experiments:
+            self._experiments[run_id] = MlflowClient().get_run(run_id).info.experiment_id
+        return f"{self.ui_url}/#/experiments/{self._experiments[run_id]}/runs/{run_id}"
+
+
 def profile_loader(settings: Settings) -> Callable[[str, str], ReferenceProfile]:
-    """Reference profile of a registered model version (from its training run), cached."""
+    """Reference profile of a registered model version (from its run), cached."""
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     cache: dict[tuple[str, str], ReferenceProfile] = {}
 
@@ -272,21 +209,24 @@ def profile_loader(settings: Settings) -> Callable[[str, str], ReferenceProfile]
     return load
 
 
-def _registry_identity(model_uri: str) -> tuple[str | None, str | None]:
-    """Registered name and version behind a ``models:/`` URI, or (None, None)."""
-    if not model_uri.startswith("models:/"):
-        return None, None
-    ref = model_uri[len("models:/"):]
-    client = MlflowClient()
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return name, str(client.get_model_version_by_alias(name, alias).version)
-    name, _, version = ref.partition("/")
-    return name, version
+def promote_command(settings: Settings, version: str) -> int:
+    """``vidmon promote``: make ``version`` the champion; prints both as JSON."""
+    import json
+
+    previous = RegistrySource(settings).promote(version)
+    print(json.dumps({"champion": version, "previous_champion": previous}))
+    return 0
 
 
-def load_reference_profile(run_id: str) -> ReferenceProfile:
-    """The reference profile logged with a training run."""
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=PROFILE_ARTIFACT)
-    return ReferenceProfile.load(local)
+def rollback_command(settings: Settings) -> int:
+    """``vidmon rollback``: the champion goes back one; prints the move as JSON."""
+    import json
+    import sys
 
+    try:
+        moved_from, moved_to = RegistrySource(settings).rollback()
+    except ValueError as exc:
+        print(f"vidmon rollback: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"rolled_back_from": moved_from, "champion": moved_to}))
+    return 0

@@ -3,11 +3,16 @@
 Runs as its own process (started by the monitor or by hand) so a crash or an out-of-memory
 here cannot take monitoring down. The decision row tracks it: running -> promoted |
 rejected, or failed (retried by the monitor with backoff).
+
+The champion fine-tuned is the version the decision names. It learns the labeled production
+clips that arrived since the drift began, plus a sample of its original training data, read
+from the dataset its lineage records; the gate's original test is that dataset's held-out
+split, or, for a registered model without training data, its reference videos. The model is
+fine-tuned through its own format's module and stored in that format.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import traceback
 from dataclasses import asdict, dataclass
@@ -18,6 +23,7 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
+from monitor.card import ModelCard
 from monitor.clips import ClipStore
 from monitor.profile import ReferenceProfile
 from monitor.settings import RetrainSettings, Settings
@@ -25,45 +31,15 @@ from monitor.store import PredictionRepository, create_store_engine, upgrade_dat
 from monitor.store.records import LabeledClip
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
-from training import registry
-from training.synthetic import ClipSpec, generate_dataset
+from training import flavor, registry, tracking
+from training.datasets import VideoDataset, VideoItem, load_clips
+from training.gate import GateResult, accuracy, gate, relabeled_classes
+from training.modelfile import copy_network
+from training.profiling import profile_of
+from training.tracking import REFERENCE_DATA_TAG, TRAIN_DATA_TAG
 from training.train import predict, train_model
 
 log = logging.getLogger(__name__)
-CHALLENGER = "challenger"
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """Champion and challenger on recent and original data, and the verdict."""
-
-    champion_recent: float
-    challenger_recent: float
-    champion_original: float
-    challenger_original: float
-    promote: bool
-    reason: str
-
-
-def gate(champion_recent: float, challenger_recent: float, champion_original: float,
-         challenger_original: float, margin: float, tolerance: float,
-         relabeled: list[str] | None = None) -> GateResult:
-    """Promote only when better on recent data by ``margin`` and at most ``tolerance`` worse
-    on the original test set. The original test leaves out ``relabeled`` classes (their
-    original labels are out of date); with none left (NaN) only the first rule applies."""
-    gain = challenger_recent - champion_recent
-    loss = champion_original - challenger_original
-    kept = np.isnan(loss) or loss <= tolerance
-    without = f" (without relabeled {', '.join(relabeled)})" if relabeled else ""
-    if gain < margin:
-        reason = f"recent accuracy gain {gain:+.3f} is under the margin {margin}"
-    elif not kept:
-        reason = (f"original test accuracy{without} drops {loss:.3f}, over the tolerance "
-                  f"{tolerance}")
-    else:
-        reason = f"recent accuracy {gain:+.3f}, original test{without} {-loss:+.3f}"
-    return GateResult(champion_recent, challenger_recent, champion_original,
-                      challenger_original, bool(gain >= margin and kept), reason)
 
 
 @dataclass(frozen=True)
@@ -74,23 +50,6 @@ class RetrainOutcome:
     run_id: str
     challenger_version: str
     gate: GateResult
-
-
-def _accuracy(model, clips: np.ndarray, labels: np.ndarray) -> float:  # type: ignore[no-untyped-def]
-    return float((predict(model, clips).labels == labels).mean()) if len(labels) else float("nan")
-
-
-def relabeled_classes(true: np.ndarray, predicted: np.ndarray, n_classes: int, *,
-                      below: float, min_clips: int) -> list[int]:
-    """Classes the champion now gets right less often than ``below`` on recent labels (with
-    at least ``min_clips`` of them): what they look like now means something else (concept
-    drift), so the original data no longer describes them."""
-    changed = []
-    for c in range(n_classes):
-        mask = true == c
-        if mask.sum() >= min_clips and (predicted[mask] == c).mean() < below:
-            changed.append(c)
-    return changed
 
 
 @dataclass(frozen=True)
@@ -110,6 +69,7 @@ def _drift_began(decision: dict[str, Any], reports: ReportRepository) -> datetim
 
 def _production_data(settings: Settings, predictions: PredictionRepository,
                      label_names: tuple[str, ...], since: datetime | None) -> ProductionData:
+    """Labeled production clips of the model since ``since``, with known labels."""
     rows = predictions.labeled_clips(settings.model_name, since=since,
                                      limit=settings.retrain.max_production_clips)
     known = [row for row in rows if row.true_label in label_names]
@@ -139,10 +99,52 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int
     return np.setdiff1d(np.arange(len(labels)), held_idx), held_idx
 
 
-def _without(clips: np.ndarray, labels: np.ndarray, classes: list[int]
-             ) -> tuple[np.ndarray, np.ndarray]:
-    keep = ~np.isin(labels, classes)
-    return clips[keep], labels[keep]
+@dataclass(frozen=True)
+class OriginalData:
+    """The champion's original data: a training sample and the gate's original test."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    source: str
+
+
+def _sample(items: list[VideoItem], per_class: int, seed: int) -> list[VideoItem]:
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in sorted({i.label for i in items}):
+        members = [i for i in items if i.label == label]
+        chosen += [members[k] for k in sorted(rng.permutation(len(members))[:per_class])]
+    return chosen
+
+
+def original_data(settings: Settings, lineage: dict[str, str], card: ModelCard,
+                  relabeled: list[str]) -> OriginalData:
+    """Original training sample and test set from the dataset in the champion's lineage;
+    classes in ``relabeled`` are left out (their original labels are out of date)."""
+    empty = (np.zeros((0, *card.clip_shape), np.uint8), np.zeros(0, np.int64))
+    path = lineage.get(TRAIN_DATA_TAG) or lineage.get(REFERENCE_DATA_TAG)
+    if path is None:
+        log.warning("the champion records no dataset; retraining on production clips alone")
+        return OriginalData(empty, empty, "none")
+    dataset = VideoDataset.open(path, seed=settings.train.seed,
+                                test_fraction=settings.train.test_fraction)
+    max_frames = settings.serve.max_video_frames
+
+    def load(items: list[VideoItem], what: str) -> tuple[np.ndarray, np.ndarray]:
+        items = [i for i in items if i.label not in relabeled]
+        if not items:
+            return empty
+        part = load_clips(items, card, max_frames=max_frames, description=what)
+        return part.clips, part.labels
+
+    if TRAIN_DATA_TAG in lineage:
+        sample = _sample(dataset.split("train"), settings.retrain.original_clips_per_class,
+                         settings.train.seed)
+        return OriginalData(load(sample, "decoding original training videos"),
+                            load(dataset.split("held_out"), "decoding original test videos"),
+                            str(dataset.source))
+    return OriginalData(empty, load(list(dataset.items), "decoding reference videos"),
+                        str(dataset.source))
 
 
 def _tags(decision: dict[str, Any], reports: ReportRepository, times: list,
@@ -188,58 +190,64 @@ def run_retrain(settings: Settings, decision_id: str) -> RetrainOutcome:
 def _retrain(settings: Settings, decision: dict[str, Any], predictions: PredictionRepository,
              reports: ReportRepository, retrains: RetrainRepository) -> RetrainOutcome:
     policy: RetrainSettings = settings.retrain
-    experiment_id = registry.configure_mlflow(settings)
-    champion = registry.load_model(f"models:/{settings.model_name}@{registry.CHAMPION}")
-    config = champion.config
-    data = _production_data(settings, predictions, config.label_names,
-                            _drift_began(decision, reports))
+    experiment_id = tracking.configure_mlflow(settings)
+    champion = registry.load_version(decision["model_name"], decision["model_version"])
+    card = champion.card
+    data = _production_data(settings, predictions, card.labels, _drift_began(decision, reports))
     train_idx, held_idx = stratified_split(data.labels, policy.holdout_fraction,
                                            seed=len(data.clips))
-    relabeled = relabeled_classes(
-        data.labels, predict(champion.model, data.clips).labels, config.num_classes,
-        below=policy.relabeled_accuracy, min_clips=policy.relabeled_min_clips)
-    spec = ClipSpec(config.frames, config.height, config.width)
-    original = _without(*generate_dataset(policy.original_clips_per_class, settings.train.seed,
-                                          spec), relabeled)
-    test, test_labels = _without(*generate_dataset(settings.train.test_clips_per_class,
-                                                   settings.train.seed + 1, spec), relabeled)
+    champion_on_recent = predict(champion.loaded.network, card, data.clips).labels
+    relabeled = [card.labels[c] for c in relabeled_classes(
+        data.labels, champion_on_recent, len(card.labels),
+        below=policy.relabeled_accuracy, min_clips=policy.relabeled_min_clips)]
+    lineage = registry.lineage(champion.run_id)
+    original = original_data(settings, lineage, card, relabeled)
     held, held_labels = data.clips[held_idx], data.labels[held_idx]
-    names = [config.label_names[c] for c in relabeled]
+    challenger = copy_network(champion.loaded, card)  # the champion stays as it was
     with mlflow.start_run(experiment_id=experiment_id) as run:
         retrains.attach_run(decision["id"], run.info.run_id)
         mlflow.set_tags({**_tags(decision, reports, [r.created_at for r in data.rows],
-                                 str(champion.version)),
-                         "vidmon.relabeled_classes": ",".join(names) or "none"})
+                                 champion.version), **lineage,
+                         "vidmon.relabeled_classes": ",".join(relabeled) or "none",
+                         "vidmon.format": challenger.format})
         mlflow.log_params({**policy.model_dump(), "production_clips": len(data.clips),
                            "production_train": len(train_idx), "production_held_out":
-                           len(held_idx), "original_clips": len(original[0])})
+                           len(held_idx), "original_clips": len(original.train[1]),
+                           "original_test_clips": len(original.test[1]),
+                           "original_data": original.source})
         result = train_model(
-            config, (np.concatenate([original[0], data.clips[train_idx]]),
-                     np.concatenate([original[1], data.labels[train_idx]])),
+            challenger.network, card,
+            (np.concatenate([original.train[0], data.clips[train_idx]]),
+             np.concatenate([original.train[1], data.labels[train_idx]])),
             (held, held_labels), epochs=policy.epochs, learning_rate=policy.learning_rate,
             seed=settings.train.seed,
-            init_model=copy.deepcopy(champion.model),  # the champion stays as it was, for the gate
             on_epoch=lambda m: mlflow.log_metrics(
                 {"train_loss": m.train_loss, "val_accuracy_recent": m.val_accuracy},
                 step=m.epoch))
+
+        def score(network, clips: np.ndarray, labels: np.ndarray) -> float:  # type: ignore[no-untyped-def]
+            return accuracy(predict(network, card, clips).labels, labels) if len(labels) \
+                else float("nan")
+
         verdict = gate(
-            _accuracy(champion.model, held, held_labels),
-            _accuracy(result.model, held, held_labels),
-            _accuracy(champion.model, test, test_labels),
-            _accuracy(result.model, test, test_labels),
-            policy.gate_margin, policy.gate_tolerance, relabeled=names)
+            score(champion.loaded.network, held, held_labels),
+            score(result.model, held, held_labels),
+            score(champion.loaded.network, *original.test),
+            score(result.model, *original.test),
+            policy.gate_margin, policy.gate_tolerance, relabeled=relabeled)
         mlflow.log_metrics({k: v for k, v in asdict(verdict).items()
                             if isinstance(v, float) and not np.isnan(v)})
         mlflow.set_tags({"vidmon.gate.promote": str(verdict.promote),
                          "vidmon.gate.reason": verdict.reason})
-        registry.log_reference_profile(_production_profile(
-            result.model, held, held_labels, [data.rows[i] for i in held_idx],
-            config.label_names))
-        info = registry.log_model(result.model, settings.train.fps, settings.model_name)
+        profile = _production_profile(result.model, card, held, held_labels,
+                                      [data.rows[i] for i in held_idx])
+        tracking.log_reference_profile(profile)
+        info = flavor.log_model(challenger, card, settings.model_name,
+                                int(profile.embeddings.shape[1]))
     version = str(info.registered_model_version)
     client = MlflowClient()
-    client.set_registered_model_alias(settings.model_name, CHALLENGER, version)
-    client.set_model_version_tag(settings.model_name, version, "vidmon.decision_id",
+    client.set_registered_model_alias(settings.model_name, registry.CHALLENGER, version)
+    client.set_model_version_tag(settings.model_name, version, registry.DECISION_TAG,
                                  decision["id"])
     if verdict.promote:
         registry.promote(client, settings.model_name, version)
@@ -250,16 +258,31 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
     return RetrainOutcome(decision["id"], run.info.run_id, version, verdict)
 
 
-def _production_profile(model, clips: np.ndarray, labels: np.ndarray,  # type: ignore[no-untyped-def]
-                        rows: list[LabeledClip], label_names: tuple[str, ...]
-                        ) -> ReferenceProfile:
+def _production_profile(model, card: ModelCard, clips: np.ndarray,  # type: ignore[no-untyped-def]
+                        labels: np.ndarray, rows: list[LabeledClip]) -> ReferenceProfile:
     """The challenger's reference: its outputs on the held-out recent clips, with the
     quality features stored when they were served (file size, fps and length included). A
     promoted challenger is then judged against the traffic it was trained for, not against
     the world before the drift."""
-    outputs = predict(model, clips)
     features = [{k: (np.nan if v is None else float(v)) for k, v in row.features.items()}
                 for row in rows]
-    return ReferenceProfile.build(label_names=label_names, true_labels=labels,
-                                  probabilities=outputs.probabilities,
-                                  embeddings=outputs.embeddings, features=features)
+    return profile_of(card, labels, predict(model, card, clips), features)
+
+
+def retrain_command(settings: Settings, decision_id: str | None) -> int:
+    """``vidmon retrain``: carry out a decision (by default a new, manual one for the model
+    serving now); prints the outcome as JSON."""
+    import json
+
+    from monitor.retrain_policy import RetrainDecision
+
+    if decision_id is None:
+        engine = create_store_engine(settings.database_url)
+        upgrade_database(engine)
+        tracking.configure_mlflow(settings)
+        name, version = registry.resolve(settings.model_uri)
+        decision_id = RetrainRepository(engine).record(
+            RetrainDecision(True, ["requested with vidmon retrain"], []), name, version)
+        engine.dispose()
+    print(json.dumps(asdict(run_retrain(settings, decision_id)), default=str))
+    return 0

@@ -8,9 +8,14 @@ Generation is deterministic for a seed and vectorised over frames with numpy.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from monitor.commands import vidmon_command
 
 CLASS_NAMES: tuple[str, ...] = (
     "move_left",
@@ -199,3 +204,44 @@ def generate_dataset(
     for i, (label, child) in enumerate(zip(labels, children)):
         clips[i] = generate_clip(int(label), np.random.default_rng(child), spec)
     return clips, labels
+
+
+def write_dataset(out: str | Path, clips_per_class: int, test_clips_per_class: int, *,
+                  spec: ClipSpec = ClipSpec(), fps: float = 8.0, seed: int = 0,
+                  suffix: str = ".mp4") -> Path:
+    """Write a synthetic dataset of encoded video files, ``OUT/<label>/<split>-<i><suffix>``,
+    and ``OUT/manifest.csv`` (path,label,split): one dataset like any other. The training
+    and test clips come from different seeds. Returns the manifest's path."""
+    from training.video_io import write_video
+
+    out = Path(out)
+    rows = []
+    parts = (("train", clips_per_class, seed), ("test", test_clips_per_class, seed + 1))
+    for split, per_class, part_seed in parts:
+        clips, labels = generate_dataset(per_class, part_seed, spec)
+        for i, (clip, label) in enumerate(tqdm(zip(clips, labels), total=len(clips),
+                                               desc=f"writing {split} videos", unit="video",
+                                               disable=None)):
+            relative = Path(CLASS_NAMES[label]) / f"{split}-{i:05d}{suffix}"
+            (out / relative).parent.mkdir(parents=True, exist_ok=True)
+            write_video(clip, out / relative, fps=fps)
+            rows.append((relative.as_posix(), CLASS_NAMES[label], split))
+    manifest = out / "manifest.csv"
+    partial = manifest.with_suffix(".csv.partial")
+    with partial.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"])
+        writer.writerows(rows)
+    partial.replace(manifest)  # the manifest appears only once every file is written
+    return manifest
+
+
+def synth_command(out: Path, clips_per_class: int, test_clips_per_class: int, spec: ClipSpec,
+                  fps: float, seed: int, suffix: str) -> int:
+    """``vidmon synth``: write the dataset and say how to train on it."""
+    manifest = write_dataset(out, clips_per_class, test_clips_per_class, spec=spec, fps=fps,
+                             seed=seed, suffix=suffix)
+    n = (clips_per_class + test_clips_per_class) * len(CLASS_NAMES)
+    print(f"wrote {n} videos of {len(CLASS_NAMES)} classes and {manifest}\n"
+          f"train on it: {vidmon_command('train', '--data', manifest.resolve())}")
+    return 0

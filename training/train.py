@@ -1,4 +1,9 @@
-"""Training and evaluation of the video classifier (torch and numpy only)."""
+"""Training and evaluation of a video classifier in the vidmon contract (torch and numpy only).
+
+Any network whose forward maps the card's normalised input to ``(logits, embedding)`` trains
+and evaluates here: vidmon's R(2+1)D from scratch, or a registered model fine-tuned through
+its own format's module (see :mod:`training.modelfile`).
+"""
 
 from __future__ import annotations
 
@@ -12,14 +17,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from training.model import (
-    ModelConfig,
-    R2Plus1D,
-    autocast_for,
-    best_device,
-    clips_to_tensor,
-    prepare_for_device,
-)
+from torch import nn
+
+from monitor.card import ModelCard
+from monitor.preprocess import to_model_input
+from monitor.runtime import autocast_for, best_device
+from training.model import R2Plus1D, prepare_for_device
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ class Predictions:
 class TrainResult:
     """A trained model with its history and held-out predictions."""
 
-    model: R2Plus1D
+    model: nn.Module
     history: list[EpochMetrics]
     test_predictions: Predictions
     seconds: float
@@ -80,16 +83,26 @@ def shuffle_frames(clips: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _inputs(clips: np.ndarray, card: ModelCard, device: torch.device) -> torch.Tensor:
+    return to_model_input(torch.from_numpy(np.ascontiguousarray(clips)).to(device), card)
+
+
 @torch.no_grad()
 def predict(
-    model: R2Plus1D, clips: np.ndarray, batch_size: int = 64, device: torch.device | None = None
+    model: nn.Module, card: ModelCard, clips: np.ndarray, batch_size: int = 64,
+    device: torch.device | None = None,
 ) -> Predictions:
     """Logits and embeddings of uint8 clips (N, T, H, W, 3), in eval mode."""
-    device = device or next(model.parameters()).device
+    device = device or _device_of(model)
     model.eval()
     logits, embeddings = [], []
     for start in range(0, len(clips), batch_size):
-        batch = clips_to_tensor(clips[start : start + batch_size]).to(device)
+        batch = _inputs(clips[start : start + batch_size], card, device)
         with autocast_for(device):
             out, emb = model(batch)
         logits.append(out.float().cpu().numpy())
@@ -102,7 +115,8 @@ def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def train_model(
-    config: ModelConfig,
+    model: nn.Module,
+    card: ModelCard,
     train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
     *,
@@ -110,21 +124,21 @@ def train_model(
     batch_size: int = 32,
     learning_rate: float = 3e-3,
     seed: int = 0,
-    init_model: R2Plus1D | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     device: torch.device | None = None,
 ) -> TrainResult:
-    """Train with AdamW and a one-cycle schedule; evaluate on ``test`` after every epoch.
-
-    ``init_model`` fine-tunes an existing model instead of starting from scratch.
-    """
+    """Train ``model`` in place with AdamW and a one-cycle schedule; evaluate on ``test``
+    after every epoch. A fresh network trains from scratch, a loaded one is fine-tuned."""
     clips, labels = train
     test_clips, test_labels = test
     if len(clips) == 0 or len(test_clips) == 0:
         raise ValueError("training and test sets must not be empty")
     device = device or best_device()
     torch.manual_seed(seed)
-    model = prepare_for_device(init_model or R2Plus1D(config), device)
+    model = model.to(device)
+    inner = getattr(model, "module", None)
+    if isinstance(inner, R2Plus1D):
+        prepare_for_device(inner, device)
     steps_per_epoch = (len(clips) + batch_size - 1) // batch_size
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -142,7 +156,7 @@ def train_model(
                    unit="batch", leave=False, disable=None)
         for start in bar:
             idx = np.sort(order[start : start + batch_size])
-            x = clips_to_tensor(clips[idx]).to(device, non_blocking=True)
+            x = _inputs(clips[idx], card, device)
             y = torch.from_numpy(labels[idx]).to(device)
             with autocast_for(device):
                 logits, _ = model(x)
@@ -154,7 +168,7 @@ def train_model(
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum().item())
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        held_out = predict(model, test_clips, device=device)
+        held_out = predict(model, card, test_clips, device=device)
         metrics = EpochMetrics(
             epoch=epoch,
             train_loss=loss_sum / len(clips),

@@ -70,6 +70,7 @@ class PredictionRecord:
     clip_path: str | None = None
     true_label: str | None = None
     id: str = field(default_factory=new_prediction_id)
+    video_id: str | None = None  # the upload's id; its clips share it
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def to_row(self) -> dict[str, Any]:

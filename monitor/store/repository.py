@@ -79,17 +79,23 @@ class PredictionRepository:
 
     def apply_feedback(self, labels: Mapping[str, str], now: datetime | None = None
                        ) -> FeedbackResult:
-        """Store true labels for known prediction ids, labeled at ``now``; idempotent.
-        Unknown ids are reported."""
+        """Store true labels for known ids, labeled at ``now``; idempotent. An id is a
+        prediction's or a video's (labeling every clip of it). Unknown ids are reported."""
         ids = list(labels)
         with self.engine.begin() as connection:
-            known = set(connection.execute(
-                sa.select(predictions.c.id).where(predictions.c.id.in_(ids))).scalars())
+            known: set[str] = set()
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                rows = connection.execute(sa.select(predictions.c.id, predictions.c.video_id)
+                                          .where(sa.or_(predictions.c.id.in_(chunk),
+                                                        predictions.c.video_id.in_(chunk))))
+                known.update(i for row in rows for i in row if i in labels)
             now = now or datetime.now(UTC)
             for prediction_id in (i for i in ids if i in known):
                 connection.execute(
                     predictions.update()
-                    .where(predictions.c.id == prediction_id)
+                    .where(sa.or_(predictions.c.id == prediction_id,
+                                  predictions.c.video_id == prediction_id))
                     .values(true_label=labels[prediction_id], labeled_at=now))
         return FeedbackResult(stored=[i for i in ids if i in known],
                               unknown_ids=[i for i in ids if i not in known])

@@ -33,6 +33,7 @@ predictions = sa.Table(
     sa.Column("clip_path", sa.String(300), nullable=True),
     sa.Column("true_label", sa.String(100), nullable=True),
     sa.Column("labeled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("video_id", sa.String(32), nullable=True, index=True),
 )
 
 reports = sa.Table(

@@ -20,9 +20,9 @@ from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
 from training import registry
 from training.job import run_training
-from training.retrain import gate, run_retrain
+from training.gate import gate
+from training.retrain import run_retrain
 from training.synthetic import CLASS_NAMES, ClipSpec, generate_dataset
-from training.train import predict
 
 H = datetime(2026, 11, 3, 12, tzinfo=UTC)
 
@@ -81,15 +81,16 @@ def _drifted_traffic(settings: Settings, start: datetime, n: int, seed: int) -> 
     clips, labels = generate_dataset(n // len(CLASS_NAMES) + 1, seed, spec)
     clips = np.clip(clips.astype(np.int16) + 70, 0, 255).astype(np.uint8)[:n]
     labels = labels[:n]
-    outputs = predict(champion.model, clips)
+    probabilities, embeddings, _ = champion.predict(clips)
+    names = champion.label_names
     features = quality_features_batch(clips)
     store = ClipStore(settings.clip_dir)
     records = [PredictionRecord(
         model_name=settings.model_name, model_version=str(champion.version),
-        predicted_label=CLASS_NAMES[outputs.labels[i]],
-        confidence=float(outputs.probabilities[i].max()), entropy=0.1,
-        probabilities={c: float(p) for c, p in zip(CLASS_NAMES, outputs.probabilities[i])},
-        embedding=encode_embedding(outputs.embeddings[i]), features=features[i],
+        predicted_label=names[int(probabilities[i].argmax())],
+        confidence=float(probabilities[i].max()), entropy=0.1,
+        probabilities={c: float(p) for c, p in zip(names, probabilities[i])},
+        embedding=encode_embedding(embeddings[i]), features=features[i],
         clip_path=store.save(clips[i]), true_label=CLASS_NAMES[labels[i]],
         created_at=start + timedelta(seconds=20 * i)) for i in range(n)]
     PredictionRepository(engine).add_predictions(records)

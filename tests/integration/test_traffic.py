@@ -69,7 +69,8 @@ def test_vidmon_simulate_paces_composed_scenarios_against_a_running_service(
     import json
     import time
 
-    from simulations.cli import main, parse_scenario
+    from simulations.cli import main
+    from simulations.traffic import parse_scenario
 
     url, settings = service
     assert parse_scenario("lighting@2+3").onset == 2.0

@@ -12,34 +12,40 @@ from monitor.features import FEATURE_NAMES
 from monitor.profile import probability_column
 from monitor.settings import Settings
 from simulations.cli import main
-from training import registry
+from monitor.preprocess import to_model_input
+from tests.conftest import synthetic_card
+from training import flavor, registry, tracking
 from training.job import model_config_for, run_training
-from training.model import clips_to_tensor
+from training.modelfile import vidmon_network
 from training.synthetic import CLASS_NAMES, ClipSpec, generate_dataset
 from training.train import train_model
 
 
 def test_champion_loads_with_the_same_logits_as_the_trained_model(settings: Settings) -> None:
     train = settings.train
+    card = synthetic_card(train)
     spec = ClipSpec(train.frames, train.height, train.width)
     data = generate_dataset(2, seed=0, spec=spec)
     test = generate_dataset(1, seed=1, spec=spec)
-    result = train_model(model_config_for(train), data, test, epochs=1, batch_size=8)
-    experiment_id = registry.configure_mlflow(settings)
+    loaded = vidmon_network(model_config_for(train, len(card.labels)))
+    result = train_model(loaded.network, card, data, test, epochs=1, batch_size=8)
+    experiment_id = tracking.configure_mlflow(settings)
     with mlflow.start_run(experiment_id=experiment_id):
-        info = registry.log_model(result.model, train.fps, settings.model_name)
+        info = flavor.log_model(loaded, card, settings.model_name, 128)
     client = MlflowClient()
     assert registry.ensure_champion(client, settings.model_name, str(info.registered_model_version))
 
-    loaded = registry.load_model(f"models:/{settings.model_name}@{registry.CHAMPION}")
+    name, version = registry.resolve(f"models:/{settings.model_name}@{registry.CHAMPION}")
+    champion = registry.load_version(name, version)
 
-    assert (loaded.name, loaded.version) == (settings.model_name, "1")
-    assert loaded.config == result.model.config
-    assert loaded.config.label_names == CLASS_NAMES
-    clips = clips_to_tensor(test[0])
+    assert (champion.name, champion.version) == (settings.model_name, "1")
+    assert champion.card == card and champion.card.labels == CLASS_NAMES
+    assert champion.loaded.format == "state_dict"
+    assert champion.loaded.architecture == loaded.architecture
+    clips = to_model_input(torch.from_numpy(test[0]), card)
     with torch.no_grad():
         expected_logits, expected_embedding = result.model.eval()(clips)
-        logits, embedding = loaded.model(clips)
+        logits, embedding = champion.loaded.network(clips)
     torch.testing.assert_close(logits, expected_logits)
     torch.testing.assert_close(embedding, expected_embedding)
 
@@ -55,23 +61,33 @@ def test_training_run_records_metrics_model_and_reference_profile(settings: Sett
     history = client.get_metric_history(outcome.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
-    assert {"confusion_matrix.png", registry.PROFILE_ARTIFACT} <= artifacts
+    assert {"confusion_matrix.png", tracking.PROFILE_ARTIFACT, "card.json"} <= artifacts
 
     mlmodel = mlflow.models.get_model_info(f"models:/{settings.model_name}/1")
-    meta = mlmodel.metadata[registry.METADATA_KEY]
-    assert meta["label_names"] == list(CLASS_NAMES)
-    assert meta["input_size"]["frames"] == settings.train.frames
+    meta = mlmodel.metadata["vidmon"]
+    assert meta["card"]["labels"] == sorted(CLASS_NAMES)  # a dataset's classes, sorted
+    assert meta["card"]["frames"] == settings.train.frames and meta["format"] == "state_dict"
     assert mlmodel.signature.inputs.inputs[0].shape == (
         -1, 3, settings.train.frames, settings.train.height, settings.train.width)
 
-    profile = registry.load_reference_profile(outcome.run_id)
+    # The run records what it learned from: the synthetic dataset's files, like any other.
+    inputs = run.inputs.dataset_inputs
+    assert [i.tags[0].value for i in inputs] == ["training"]
+    described = tracking.dataset_description(outcome.run_id, "training")
+    assert described["classes"] == {c: 5 for c in sorted(CLASS_NAMES)}
+    assert described["splits"] == {"train": 30, "test": 20}
+    assert described["digest"].startswith(inputs[0].dataset.digest)
+    assert run.data.tags[tracking.TRAIN_DATA_TAG] == outcome.data
+    assert run.data.params["training_test_videos"] == "20"
+
+    profile = tracking.load_reference_profile(outcome.run_id)
     rows = settings.train.test_clips_per_class * len(CLASS_NAMES)
     assert len(profile.table) == rows
-    assert profile.embeddings.shape == (rows, model_config_for(settings.train).embedding_dim)
+    assert profile.embeddings.shape == (rows, model_config_for(settings.train, 10).embedding_dim)
     assert set(FEATURE_NAMES) <= set(profile.table.columns)
     probabilities = profile.table[[probability_column(c) for c in CLASS_NAMES]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    # The profile sees the held-out clips after an mp4 round trip, as uploads arrive.
+    # The profile sees the held-out videos through the service's decoder, as uploads arrive.
     assert profile.accuracy == pytest.approx(run.data.metrics["reference_accuracy"])
     assert (profile.table["fps"] == settings.train.fps).all()
 

@@ -28,8 +28,8 @@ class CountingModel:
         return sums[:, None], np.stack([sums, -sums], axis=1)
 
 
-def _clip(value: int) -> np.ndarray:
-    return np.full((2, 3, 3, 3), value, dtype=np.uint8)
+def _clip(value: int, clips: int = 1) -> np.ndarray:
+    return np.full((clips, 2, 3, 3, 3), value, dtype=np.uint8)
 
 
 def test_collect_batch_takes_what_is_queued_up_to_the_limit() -> None:
@@ -70,7 +70,7 @@ def test_concurrent_submits_share_forward_passes_and_get_their_own_answers() -> 
         await batcher.start()
         results = await asyncio.gather(*[batcher.submit(_clip(i)) for i in range(20)])
         await batcher.stop()
-        return [float(probabilities[0]) for probabilities, _ in results]
+        return [float(probabilities[0, 0]) for probabilities, _ in results]
 
     sums = asyncio.run(scenario())
     assert sums == [float(i * 54) for i in range(20)]  # each caller gets its own row
@@ -94,7 +94,7 @@ def test_a_failing_batch_fails_its_requests_and_the_batcher_keeps_serving() -> N
 
     first, after = asyncio.run(scenario())
     assert all(isinstance(r, RuntimeError) for r in first)
-    assert float(after[0][0]) == 2 * 54
+    assert float(after[0][0, 0]) == 2 * 54
 
 
 def test_submit_before_start_is_an_error() -> None:
@@ -103,3 +103,22 @@ def test_submit_before_start_is_an_error() -> None:
 
     with pytest.raises(RuntimeError, match="not started"):
         asyncio.run(scenario())
+
+
+def test_a_video_s_clips_stay_in_one_forward_pass_and_batches_count_clips() -> None:
+    model = CountingModel()
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = DynamicBatcher(model, max_batch_size=4, max_wait_ms=50)
+        await batcher.start()
+        results = await asyncio.gather(batcher.submit(_clip(1, clips=3)),
+                                       batcher.submit(_clip(2, clips=3)),
+                                       batcher.submit(_clip(3, clips=1)))
+        await batcher.stop()
+        return [probabilities[:, 0] for probabilities, _ in results]
+
+    first, second, third = asyncio.run(scenario())
+    assert first.tolist() == [54.0] * 3 and second.tolist() == [108.0] * 3
+    assert third.tolist() == [162.0]
+    # 3 + 3 clips overflow a batch of 4: the second video waits rather than being split.
+    assert max(model.batch_sizes) <= 4 and sum(model.batch_sizes) == 7

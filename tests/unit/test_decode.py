@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 
 from monitor.errors import InvalidInput, UnsupportedMediaType
-from serving.decode import InputSize, decode_upload, sample_indices
+from monitor.card import ModelCard
+from serving.decode import decode_upload
 from training.synthetic import ClipSpec
 from tests.media import audio_only_wav, npy_bytes, sample_clip, video_bytes
 
-SIZE = InputSize(frames=16, height=32, width=32)
-
-
-def test_sample_indices_spread_uniformly_over_the_video() -> None:
-    np.testing.assert_array_equal(sample_indices(31, 4), [0, 10, 20, 30])
-    np.testing.assert_array_equal(sample_indices(2, 4), [0, 0, 1, 1])
-    with pytest.raises(InvalidInput):
-        sample_indices(0, 4)
+SIZE = ModelCard(labels=("a", "b"), frames=16, height=32, width=32)
 
 
 @pytest.mark.parametrize(("suffix", "content_type", "codec"), [
@@ -28,22 +22,22 @@ def test_sample_indices_spread_uniformly_over_the_video() -> None:
 def test_video_files_decode_to_the_model_input(suffix: str, content_type: str, codec: str) -> None:
     data = video_bytes(suffix, frames=24, size=64, fps=12.0)
     decoded = decode_upload(data, f"clip{suffix}", content_type, SIZE)
-    assert decoded.clip.shape == (16, 32, 32, 3) and decoded.clip.dtype == np.uint8
-    assert decoded.codec == codec
-    assert decoded.meta is not None
-    assert (decoded.meta.width, decoded.meta.height) == (64, 64)
-    assert decoded.meta.frame_count == 24
-    assert decoded.meta.fps == pytest.approx(12.0, rel=0.1)
+    assert decoded.video.clips[0].shape == (16, 32, 32, 3) and decoded.video.clips.dtype == np.uint8
+    assert decoded.video.codec == codec
+    assert decoded.video.meta is not None
+    assert (decoded.video.meta.width, decoded.video.meta.height) == (64, 64)
+    assert decoded.video.meta.frame_count == 24
+    assert decoded.video.meta.fps == pytest.approx(12.0, rel=0.1)
     assert decoded.size_bytes == len(data)
 
 
 def test_raw_clips_are_resized_in_space_and_sampled_in_time() -> None:
     clip = sample_clip(spec=ClipSpec(20, 64, 48))
     decoded = decode_upload(npy_bytes(clip), "clip.npy", "application/x-npy", SIZE)
-    assert decoded.clip.shape == (16, 32, 32, 3)
-    assert decoded.meta is None and decoded.codec is None
+    assert decoded.video.clips[0].shape == (16, 32, 32, 3)
+    assert decoded.video.meta is None and decoded.video.codec is None
     same = decode_upload(npy_bytes(clip[:16, :32, :32]), "c.npy", "application/octet-stream", SIZE)
-    np.testing.assert_array_equal(same.clip, clip[:16, :32, :32])
+    np.testing.assert_array_equal(same.video.clips[0], clip[:16, :32, :32])
 
 
 @pytest.mark.parametrize(("data", "filename", "content_type", "error", "message"), [
@@ -75,5 +69,5 @@ def test_a_truncated_video_is_rejected_or_keeps_the_frames_that_decoded() -> Non
     except InvalidInput as exc:
         assert "video" in str(exc)
     else:
-        assert decoded.clip.shape == (16, 32, 32, 3)
-        assert decoded.meta is not None and decoded.meta.frame_count < 24
+        assert decoded.video.clips[0].shape == (16, 32, 32, 3)
+        assert decoded.video.meta is not None and decoded.video.meta.frame_count < 24

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from training.model import ModelConfig, R2Plus1D, clips_to_tensor
+from monitor.card import ModelCard
+from monitor.preprocess import to_model_input
+from training.model import ModelConfig, R2Plus1D
 
 
 def test_tiny_model_returns_logits_and_embedding() -> None:
-    config = ModelConfig(num_classes=10, frames=16, height=32, width=32)
+    config = ModelConfig(num_classes=10)
     model = R2Plus1D(config).eval()
     with torch.no_grad():
         logits, embedding = model(torch.rand(3, 3, 16, 32, 32))
@@ -20,7 +22,7 @@ def test_tiny_model_returns_logits_and_embedding() -> None:
 
 
 def test_r2plus1d_18_preset_has_the_reference_layout() -> None:
-    config = ModelConfig.r2plus1d_18(num_classes=400, frames=8, height=32, width=32)
+    config = ModelConfig.r2plus1d_18(num_classes=400)
     model = R2Plus1D(config).eval()
     # torchvision's r2plus1d_18 has 31.5 M parameters with 400 classes.
     assert 31.0e6 < sum(p.numel() for p in model.parameters()) < 32.0e6
@@ -31,7 +33,7 @@ def test_r2plus1d_18_preset_has_the_reference_layout() -> None:
 
 
 def test_config_round_trips_through_a_dict() -> None:
-    config = ModelConfig(num_classes=4, widths=(8, 16), blocks=(2, 1), label_names=("a", "b", "c", "d"))
+    config = ModelConfig(num_classes=4, widths=(8, 16), blocks=(2, 1))
     assert ModelConfig.from_dict(config.to_dict()) == config
 
 
@@ -40,11 +42,15 @@ def test_mismatched_widths_and_blocks_are_rejected() -> None:
         R2Plus1D(ModelConfig(num_classes=2, widths=(8, 16), blocks=(1,)))
 
 
-def test_clips_to_tensor_scales_and_reorders() -> None:
+def test_model_input_scales_reorders_and_normalises_by_the_card() -> None:
+    card = ModelCard(labels=("a", "b"), frames=4, height=6, width=8, mean=(0.5, 0.0, 0.0),
+                     std=(0.5, 1.0, 2.0))
     clips = np.zeros((2, 4, 6, 8, 3), dtype=np.uint8)
     clips[..., 0] = 255
-    tensor = clips_to_tensor(clips)
+    clips[..., 2] = 255
+    tensor = to_model_input(torch.from_numpy(clips), card)
     assert tensor.shape == (2, 3, 4, 6, 8)
-    assert tensor[:, 0].min() == 1.0 and tensor[:, 1:].max() == 0.0
+    assert torch.all(tensor[:, 0] == 1.0)  # (1 - 0.5) / 0.5
+    assert torch.all(tensor[:, 1] == 0.0) and torch.all(tensor[:, 2] == 0.5)
     with pytest.raises(ValueError, match="uint8 clips"):
-        clips_to_tensor(clips.astype(np.float32))
+        to_model_input(torch.from_numpy(clips.astype(np.float32)), card)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from monitor.features import quality_features
-from serving.decode import sample_indices
+from monitor.card import ModelCard
+from monitor.preprocess import plan_clips
 from simulations.scenarios import MIRRORED, SCENARIOS, SimClip, build
 from tests.unit.test_synthetic import _shape_centroids
 from training.synthetic import CLASS_NAMES, ClipSpec, generate_named_clip
@@ -61,7 +62,7 @@ def test_a_frame_rate_drop_lowers_fps_and_the_served_motion_energy() -> None:
         recorded = drop.transform(clip, np.random.default_rng(0), FULL)
         assert len(recorded.frames) == 6 and recorded.fps == pytest.approx(8.0 / 3)
         # What the model sees: the service samples 16 frames back out of the 6.
-        served = SimClip(recorded.frames[sample_indices(6, 16)], recorded.fps, clip.label)
+        served = SimClip(recorded.frames[plan_clips(6, 0.0, ModelCard(('a', 'b'), 16, 32, 32))[0].indices], recorded.fps, clip.label)
         assert _feature(served, "motion_energy") < 0.75 * _feature(clip, "motion_energy")
 
 

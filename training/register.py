@@ -1,0 +1,83 @@
+"""``vidmon register``: bring your own model.
+
+An existing PyTorch video classifier (TorchScript, a ``torch.export`` program, or an
+R(2+1)D state_dict in vidmon's or torchvision's layout) and its card are checked against
+each other, profiled on labeled reference videos through the service's own decoder, and
+registered in MLflow with that reference profile (``champion`` when there is none yet).
+Nothing is registered when anything is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+from monitor.card import load_card
+from monitor.settings import Settings
+from training import flavor, registry, tracking
+from training.datasets import VideoDataset, load_clips, require_usable
+from training.modelfile import check_against_card, load_network
+from training.profiling import profile_clips
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegisterOutcome:
+    """What a registration produced."""
+
+    model_version: str
+    became_champion: bool
+    format: str
+    run_id: str
+    reference_rows: int
+    reference_accuracy: float
+    skipped_files: int
+    seconds: float
+
+
+def register_model(settings: Settings, model_file: Path, card_file: Path,
+                   reference_data: Path) -> RegisterOutcome:
+    """Check, profile and register a model file with its card."""
+    started = time.perf_counter()
+    card = load_card(card_file)
+    loaded = load_network(model_file, card)
+    embedding_dim = check_against_card(loaded, card)
+    dataset = VideoDataset.open(reference_data)
+    part = load_clips(list(dataset.items), card, max_frames=settings.serve.max_video_frames,
+                      description="profiling reference videos")
+    require_usable(dataset, part, minimum=1)
+    profile = profile_clips(loaded.network, card, part)
+    experiment_id = tracking.configure_mlflow(settings)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.set_tags({"vidmon.job": "register", "vidmon.model_file": str(model_file),
+                         "vidmon.format": loaded.format,
+                         "vidmon.skipped_files": str(len(part.skipped))})
+        tracking.log_dataset(dataset, "reference")
+        mlflow.log_dict(card.to_dict(), "card.json")
+        mlflow.log_metric("reference_accuracy", profile.accuracy)
+        tracking.log_reference_profile(profile)
+        info = flavor.log_model(loaded, card, settings.model_name, embedding_dim)
+    version = str(info.registered_model_version)
+    champion = registry.ensure_champion(MlflowClient(), settings.model_name, version)
+    outcome = RegisterOutcome(version, champion, loaded.format, run.info.run_id,
+                              len(profile.table), profile.accuracy, len(part.skipped),
+                              time.perf_counter() - started)
+    log.info("registered %s version %s (%s)%s: reference accuracy %.3f on %d clips, %.1fs",
+             settings.model_name, version, loaded.format, " as champion" if champion else "",
+             profile.accuracy, len(profile.table), outcome.seconds)
+    return outcome
+
+
+def register_command(settings: Settings, model_file: Path, card: Path, reference_data: Path
+                     ) -> int:
+    """``vidmon register``: print the outcome as JSON."""
+    print(json.dumps(asdict(register_model(settings, model_file, card, reference_data)),
+                     indent=2))
+    return 0

@@ -1,0 +1,86 @@
+"""MLflow tracking: where runs go, and what a run records besides its model (the reference
+profile, the datasets it learned from or was profiled on)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+
+from monitor.profile import ReferenceProfile
+from monitor.settings import Settings
+from training.datasets import VideoDataset
+
+PROFILE_ARTIFACT = "reference_profile"
+# Lineage tags: where a model's data lives, so a retrain can find it again.
+TRAIN_DATA_TAG = "vidmon.data.train"
+REFERENCE_DATA_TAG = "vidmon.data.reference"
+LINEAGE_TAGS = (TRAIN_DATA_TAG, f"{TRAIN_DATA_TAG}.digest", REFERENCE_DATA_TAG,
+                f"{REFERENCE_DATA_TAG}.digest")
+
+
+def configure_mlflow(settings: Settings) -> str:
+    """Point MLflow at the settings' store and return the experiment id.
+
+    A local store (SQLite or file) gets its artifact folder from the settings; a tracking
+    server keeps its own.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if urlparse(settings.mlflow_tracking_uri).scheme in ("", "file", "sqlite"):
+        artifact_location = Path(settings.mlflow_artifacts_dir).resolve().as_uri()
+    return client.create_experiment(settings.experiment_name, artifact_location=artifact_location)
+
+
+def log_reference_profile(profile: ReferenceProfile) -> None:
+    """Store the reference profile as artifacts of the active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        profile.save(Path(tmp) / PROFILE_ARTIFACT)
+        mlflow.log_artifacts(str(Path(tmp) / PROFILE_ARTIFACT), PROFILE_ARTIFACT)
+
+
+def load_reference_profile(run_id: str) -> ReferenceProfile:
+    """The reference profile logged with a run."""
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=PROFILE_ARTIFACT)
+    return ReferenceProfile.load(local)
+
+
+def log_dataset(dataset: VideoDataset, context: str) -> None:
+    """Record a dataset in the active run: an MLflow dataset input (the listing, with its
+    digest), its class counts and split sizes, and a lineage tag with its location.
+    ``context`` is ``training`` or ``reference``."""
+    root = dataset.source if dataset.source.is_dir() else dataset.source.parent
+    listing = pd.DataFrame([{"path": os.path.relpath(i.path, root), "label": i.label,
+                             "split": i.split} for i in dataset.items])
+    description = dataset.describe()
+    with warnings.catch_warnings():  # a local path matches two equivalent source kinds
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+        data = mlflow.data.from_pandas(listing, source=str(dataset.source), targets="label",
+                                       name=f"{root.name} ({dataset.layout})",
+                                       digest=str(description["digest"])[:32])
+    mlflow.log_input(data, context=context)
+    mlflow.log_dict(description, f"datasets/{context}.json")
+    tag = TRAIN_DATA_TAG if context == "training" else REFERENCE_DATA_TAG
+    mlflow.set_tags({tag: str(dataset.source), f"{tag}.digest": str(description["digest"])})
+    mlflow.log_params({f"{context}_videos": len(dataset.items),
+                       f"{context}_classes": len(dataset.labels),
+                       **{f"{context}_{k}_videos": v for k, v in dataset.split_sizes().items()}})
+
+
+def dataset_description(run_id: str, context: str) -> dict:
+    """What :func:`log_dataset` recorded about a run's dataset."""
+    local = mlflow.artifacts.download_artifacts(run_id=run_id,
+                                                artifact_path=f"datasets/{context}.json")
+    return json.loads(Path(local).read_text())
