@@ -95,14 +95,13 @@ class VideoDataset:
 
     @property
     def digest(self) -> str:
-        """sha256 over the listing (relative path, label, split) and file sizes: it changes
-        when a file is added, moved, relabeled or rewritten."""
+        """sha256 over the listing (file, label, split) and file sizes: it changes when a
+        file is added, moved, relabeled or rewritten, not when the listing is re-read from
+        another manifest of the same files."""
         h = hashlib.sha256()
-        root = self.source if self.source.is_dir() else self.source.parent
         for item in sorted(self.items, key=lambda i: str(i.path)):
             size = item.path.stat().st_size if item.path.is_file() else -1
-            h.update(f"{_relative(item.path, root)}\t{item.label}\t{item.split}\t{size}\n"
-                     .encode())
+            h.update(f"{item.path}\t{item.label}\t{item.split}\t{size}\n".encode())
         return h.hexdigest()
 
     def class_counts(self) -> dict[str, int]:
@@ -118,13 +117,6 @@ class VideoDataset:
         return {"source": str(self.source), "layout": self.layout, "digest": self.digest,
                 "videos": len(self.items), "classes": self.class_counts(),
                 "splits": self.split_sizes()}
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def _folder_rows(root: Path) -> list[tuple[Path, str, str | None]]:

@@ -178,6 +178,17 @@ def _rename(key: str) -> str:
     raise ValueError(f"{key!r} is not a key of torchvision's R(2+1)D layout")
 
 
+_TORCHVISION_MODULES = {"avgpool": "pool", "fc": "head",
+                        **{f"layer{i}": f"stages.{i - 1}" for i in range(1, 5)}}
+
+
+def module_name(name: str) -> str:
+    """A module path in this network, also given by its torchvision name (``avgpool``,
+    ``layer4.1``, ``fc``)."""
+    head, dot, rest = name.partition(".")
+    return _TORCHVISION_MODULES.get(head, head) + dot + rest
+
+
 def is_torchvision_layout(state_dict: dict[str, torch.Tensor]) -> bool:
     """Whether keys look like torchvision's ``r2plus1d_18`` (stem.0, layer1..., fc)."""
     return "fc.weight" in state_dict and any(k.startswith("layer1.0.conv1.0.0.")

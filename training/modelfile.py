@@ -37,6 +37,7 @@ from training.model import (
     config_from_state_dict,
     from_torchvision,
     is_torchvision_layout,
+    module_name,
 )
 
 FORMATS = ("torchscript", "export", "state_dict")
@@ -251,7 +252,9 @@ def _wrap(module: nn.Module, card: ModelCard, fmt: str) -> nn.Module:
                 "TorchScript modules accept no forward hooks, so embedding_layer cannot be "
                 "used: return (logits, embedding) from forward, or name a method with "
                 "embedding_method")
-        return HookedEmbedding(module, card.embedding_layer)
+        layer = card.embedding_layer
+        return HookedEmbedding(module, module_name(layer) if isinstance(module, R2Plus1D)
+                               else layer)
     return PairOutput(module)
 
 

@@ -23,6 +23,7 @@ from monitor.profile import ReferenceProfile
 from monitor.runtime import ModelRuntime
 from monitor.settings import Settings
 from training.model import R2Plus1D, prepare_for_device
+from training.flavor import FLAVOR_NAME
 from training.modelfile import LoadedNetwork, load_model_folder
 from training.tracking import LINEAGE_TAGS, load_reference_profile
 
@@ -104,11 +105,18 @@ def ensure_champion(client: MlflowClient, name: str, version: str) -> bool:
         return True
 
 
+def has_card(name: str, version: str) -> bool:
+    """Whether a version was stored with the vidmon flavor (a model file and its card);
+    versions logged by vidmon before cards existed were not."""
+    return FLAVOR_NAME in mlflow.models.get_model_info(f"models:/{name}/{version}").flavors
+
+
 def trained_versions(client: MlflowClient, name: str) -> list[str]:
-    """Versions made by ``vidmon train`` or ``vidmon register`` (not by a retrain), oldest
-    first."""
+    """Loadable versions made by ``vidmon train`` or ``vidmon register`` (not by a retrain),
+    oldest first."""
     versions = client.search_model_versions(f"name = '{name}'")
-    return sorted((str(v.version) for v in versions if DECISION_TAG not in v.tags), key=int)
+    made = sorted((str(v.version) for v in versions if DECISION_TAG not in v.tags), key=int)
+    return [v for v in made if has_card(name, v)]
 
 
 def _history(client: MlflowClient, name: str) -> list[str]:

@@ -119,15 +119,19 @@ def _sample(items: list[VideoItem], per_class: int, seed: int) -> list[VideoItem
 
 def original_data(settings: Settings, lineage: dict[str, str], card: ModelCard,
                   relabeled: list[str]) -> OriginalData:
-    """Original training sample and test set from the dataset in the champion's lineage;
-    classes in ``relabeled`` are left out (their original labels are out of date)."""
+    """Original training sample and test set from the dataset in the champion's lineage,
+    split exactly as when it was recorded; classes in ``relabeled`` are left out (their
+    original labels are out of date)."""
     empty = (np.zeros((0, *card.clip_shape), np.uint8), np.zeros(0, np.int64))
-    path = lineage.get(TRAIN_DATA_TAG) or lineage.get(REFERENCE_DATA_TAG)
-    if path is None:
+    context = "training" if TRAIN_DATA_TAG in lineage else "reference"
+    listing = tracking.dataset_files(lineage, context)
+    if listing is None:
         log.warning("the champion records no dataset; retraining on production clips alone")
         return OriginalData(empty, empty, "none")
-    dataset = VideoDataset.open(path, seed=settings.train.seed,
-                                test_fraction=settings.train.test_fraction)
+    dataset = VideoDataset.open(listing)
+    tag = TRAIN_DATA_TAG if context == "training" else REFERENCE_DATA_TAG
+    if dataset.digest != lineage.get(f"{tag}.digest"):
+        log.warning("the files of %s changed since the champion used them", lineage[tag])
     max_frames = settings.serve.max_video_frames
 
     def load(items: list[VideoItem], what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -137,14 +141,14 @@ def original_data(settings: Settings, lineage: dict[str, str], card: ModelCard,
         part = load_clips(items, card, max_frames=max_frames, description=what)
         return part.clips, part.labels
 
-    if TRAIN_DATA_TAG in lineage:
+    if context == "training":
         sample = _sample(dataset.split("train"), settings.retrain.original_clips_per_class,
                          settings.train.seed)
         return OriginalData(load(sample, "decoding original training videos"),
                             load(dataset.split("held_out"), "decoding original test videos"),
-                            str(dataset.source))
+                            lineage[tag])
     return OriginalData(empty, load(list(dataset.items), "decoding reference videos"),
-                        str(dataset.source))
+                        lineage[tag])
 
 
 def _tags(decision: dict[str, Any], reports: ReportRepository, times: list,

@@ -19,11 +19,13 @@ from monitor.settings import Settings
 from training.datasets import VideoDataset
 
 PROFILE_ARTIFACT = "reference_profile"
-# Lineage tags: where a model's data lives, so a retrain can find it again.
+# Lineage tags: where a model's data lives and which run holds its exact file listing
+# (with the split used), so a retrain finds the same data again; retrains carry them on.
 TRAIN_DATA_TAG = "vidmon.data.train"
 REFERENCE_DATA_TAG = "vidmon.data.reference"
-LINEAGE_TAGS = (TRAIN_DATA_TAG, f"{TRAIN_DATA_TAG}.digest", REFERENCE_DATA_TAG,
-                f"{REFERENCE_DATA_TAG}.digest")
+LINEAGE_TAGS = tuple(f"{tag}{part}" for tag in (TRAIN_DATA_TAG, REFERENCE_DATA_TAG)
+                     for part in ("", ".digest", ".run"))
+_CONTEXT_TAGS = {"training": TRAIN_DATA_TAG, "reference": REFERENCE_DATA_TAG}
 
 
 def configure_mlflow(settings: Settings) -> str:
@@ -72,8 +74,11 @@ def log_dataset(dataset: VideoDataset, context: str) -> None:
                                        digest=str(description["digest"])[:32])
     mlflow.log_input(data, context=context)
     mlflow.log_dict(description, f"datasets/{context}.json")
-    tag = TRAIN_DATA_TAG if context == "training" else REFERENCE_DATA_TAG
-    mlflow.set_tags({tag: str(dataset.source), f"{tag}.digest": str(description["digest"])})
+    files = listing.assign(path=[str(i.path) for i in dataset.items])
+    mlflow.log_text(files.to_csv(index=False), f"datasets/{context}-files.csv")
+    tag = _CONTEXT_TAGS[context]
+    mlflow.set_tags({tag: str(dataset.source), f"{tag}.digest": str(description["digest"]),
+                     f"{tag}.run": mlflow.active_run().info.run_id})
     mlflow.log_params({f"{context}_videos": len(dataset.items),
                        f"{context}_classes": len(dataset.labels),
                        **{f"{context}_{k}_videos": v for k, v in dataset.split_sizes().items()}})
@@ -84,3 +89,13 @@ def dataset_description(run_id: str, context: str) -> dict:
     local = mlflow.artifacts.download_artifacts(run_id=run_id,
                                                 artifact_path=f"datasets/{context}.json")
     return json.loads(Path(local).read_text())
+
+
+def dataset_files(lineage: dict[str, str], context: str) -> Path | None:
+    """The exact file listing (path,label,split) a lineage's dataset was used with, as a
+    manifest, or None when the lineage has no such dataset."""
+    run_id = lineage.get(f"{_CONTEXT_TAGS[context]}.run")
+    if run_id is None:
+        return None
+    return Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=f"datasets/{context}-files.csv"))

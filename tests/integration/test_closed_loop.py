@@ -140,6 +140,12 @@ def test_drift_held_for_two_windows_starts_exactly_one_retrain_with_its_cause(lo
     assert tags["vidmon.trigger.report_ids"] == ",".join(second["report_ids"])
     assert len(second["report_ids"]) == 2 and "embedding_p=" in tags["vidmon.trigger.drift_scores"]
     assert tags["vidmon.parent_version"] == "1"
+    # The original data is the champion's training dataset, split as it was when trained.
+    relabeled = [c for c in tags["vidmon.relabeled_classes"].split(",") if c != "none"]
+    params = runs[0].data.params
+    assert params["original_data"] == tags["vidmon.data.train"]
+    assert params["original_test_clips"] == str(3 * (10 - len(relabeled)))
+    assert params["original_clips"] == str(3 * (10 - len(relabeled)))  # 3 a class, as set
     assert second["mlflow_run_id"] == runs[0].info.run_id
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("loop-model", "challenger").version) == "2"

@@ -29,6 +29,7 @@ from serving.app import create_app
 from serving.background import running_server
 from simulations.cli import main
 from tests.media import COLOURS, colour_clip, write_colour_dataset
+from tests.torchvision_layout import TorchvisionR2Plus1D18
 from training import registry
 from training.datasets import VideoDataset, load_clips
 from training.model import ModelConfig, R2Plus1D, config_from_state_dict, from_torchvision
@@ -283,65 +284,6 @@ def test_a_card_that_does_not_fit_the_model_registers_nothing(
     assert MlflowClient().search_registered_models() == []
 
 
-class TorchvisionStem(nn.Sequential):
-    def __init__(self) -> None:
-        super().__init__(nn.Conv3d(3, 45, (1, 7, 7), (1, 2, 2), (0, 3, 3), bias=False),
-                         nn.BatchNorm3d(45), nn.ReLU(inplace=True),
-                         nn.Conv3d(45, 64, (3, 1, 1), (1, 1, 1), (1, 0, 0), bias=False),
-                         nn.BatchNorm3d(64), nn.ReLU(inplace=True))
-
-
-class TorchvisionConv2Plus1D(nn.Sequential):
-    def __init__(self, inp: int, out: int, mid: int, stride: int = 1) -> None:
-        super().__init__(nn.Conv3d(inp, mid, (1, 3, 3), (1, stride, stride), (0, 1, 1),
-                                   bias=False),
-                         nn.BatchNorm3d(mid), nn.ReLU(inplace=True),
-                         nn.Conv3d(mid, out, (3, 1, 1), (stride, 1, 1), (1, 0, 0), bias=False))
-
-
-class TorchvisionBlock(nn.Module):
-    """torchvision's BasicBlock with Conv2Plus1D, written from its layout (no torchvision)."""
-
-    def __init__(self, inp: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        mid = (inp * planes * 3 * 3 * 3) // (inp * 3 * 3 + 3 * planes)
-        self.conv1 = nn.Sequential(TorchvisionConv2Plus1D(inp, planes, mid, stride),
-                                   nn.BatchNorm3d(planes), nn.ReLU(inplace=True))
-        self.conv2 = nn.Sequential(TorchvisionConv2Plus1D(planes, planes, mid),
-                                   nn.BatchNorm3d(planes))
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or inp != planes:
-            self.downsample = nn.Sequential(nn.Conv3d(inp, planes, 1, stride, bias=False),
-                                            nn.BatchNorm3d(planes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.conv2(self.conv1(x)) + residual)
-
-
-class TorchvisionR2Plus1D18(nn.Module):
-    """The module tree and forward of torchvision.models.video.r2plus1d_18."""
-
-    def __init__(self, classes: int) -> None:
-        super().__init__()
-        self.stem = TorchvisionStem()
-        widths, inp = (64, 128, 256, 512), 64
-        for i, planes in enumerate(widths, start=1):
-            stride = 1 if i == 1 else 2
-            setattr(self, f"layer{i}", nn.Sequential(TorchvisionBlock(inp, planes, stride),
-                                                     TorchvisionBlock(planes, planes)))
-            inp = planes
-        self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for i in range(1, 5):
-            x = getattr(self, f"layer{i}")(x)
-        return self.fc(self.avgpool(x).flatten(1))
-
-
 def test_a_torchvision_layout_state_dict_loads_into_vidmon_r2plus1d_with_the_same_outputs(
     tmp_path: Path,
 ) -> None:
@@ -358,7 +300,7 @@ def test_a_torchvision_layout_state_dict_loads_into_vidmon_r2plus1d_with_the_sam
     torch.save(state, tmp_path / "r2plus1d_18.pth")
 
     card = ModelCard(labels=tuple("abcde"), frames=8, height=64, width=64,
-                     embedding_layer="pool")
+                     embedding_layer="avgpool")  # torchvision's name for vidmon's pool
     loaded = load_network(tmp_path / "r2plus1d_18.pth", card)
     assert loaded.format == "state_dict"
     assert loaded.architecture == ModelConfig.r2plus1d_18(5)

@@ -124,3 +124,19 @@ def test_cli_trains_into_the_embedded_default_store(
     assert any((tmp_path / "mlartifacts").iterdir())
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert str(MlflowClient().get_model_version_by_alias("cli-model", registry.CHAMPION).version) == "1"
+
+
+def test_versions_stored_without_a_card_are_not_offered_as_trained_models(
+    settings: Settings,
+) -> None:
+    experiment_id = tracking.configure_mlflow(settings)
+    with mlflow.start_run(experiment_id=experiment_id):  # how vidmon logged models before cards
+        mlflow.pytorch.log_model(torch.nn.Linear(2, 2), name="model",
+                                 registered_model_name=settings.model_name,
+                                 serialization_format="pickle")
+    outcome = run_training(settings)
+    client = MlflowClient()
+    assert outcome.model_version == "2"
+    assert registry.trained_versions(client, settings.model_name) == ["2"]
+    with pytest.raises(ValueError, match="was not stored by vidmon"):
+        registry.load_version(settings.model_name, "1")
