@@ -18,6 +18,13 @@ if TYPE_CHECKING:
     from monitor.store import PredictionRepository
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e is slow: ``pytest -m 'not slow'`` is the quick loop."""
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings on a temp MLflow SQLite store with a small, fast training configuration."""
