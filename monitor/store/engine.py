@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,10 +35,34 @@ def create_store_engine(url: str) -> Engine:
     return engine
 
 
+_MIGRATION_LOCK = 0x7669646D6F6E  # "vidmon": PostgreSQL advisory lock key
+
+
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive lock on a file beside a SQLite database (none for an in-memory one)."""
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def upgrade_database(engine: Engine, revision: str = "head") -> None:
-    """Run the Alembic migrations up to ``revision``: the only way the schema is made."""
+    """Run the Alembic migrations up to ``revision``: the only way the schema is made.
+    Processes starting together (API replicas, monitors) migrate one at a time: the others
+    wait, then find the schema current."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    sqlite = engine.dialect.name == "sqlite"
+    with _sqlite_file_lock(engine) if sqlite else nullcontext(), engine.begin() as connection:
+        if not sqlite:  # held until this transaction ends
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

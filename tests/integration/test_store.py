@@ -69,3 +69,23 @@ def test_embeddings_can_be_half_precision() -> None:
     data = encode_embedding(vector, "float16")
     assert len(data) == 32
     np.testing.assert_allclose(decode_embedding(data, "float16"), vector, atol=1e-3)
+
+
+def test_processes_starting_together_migrate_one_fresh_database_without_a_clash(
+    database_url: str,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from monitor.store import create_store_engine
+
+    engines = [create_store_engine(database_url) for _ in range(4)]  # four replicas' pools
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(upgrade_database, engines))  # raises if any migration clashed
+        tables = sa.inspect(engines[0]).get_table_names()
+        assert set(metadata.tables) <= set(tables)
+        with engines[0].connect() as connection:
+            assert connection.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    finally:
+        for engine in engines:
+            engine.dispose()
