@@ -9,6 +9,7 @@ a lineage tag), so retraining finds it again.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import time
@@ -72,12 +73,20 @@ def synthetic_data(train: TrainSettings) -> Path:
             f"{train.frames}x{train.height}x{train.width}-seed{train.seed}"
             f"{train.video_format.replace('.', '-')}")
     manifest = train.synthetic_dir / name / "manifest.csv"
-    if not manifest.is_file():
+    if not _complete(manifest):
         log.info("writing a synthetic dataset to %s", manifest.parent)
         write_dataset(manifest.parent, train.clips_per_class, train.test_clips_per_class,
                       spec=ClipSpec(train.frames, train.height, train.width), fps=train.fps,
                       seed=train.seed, suffix=train.video_format)
     return manifest
+
+
+def _complete(manifest: Path) -> bool:
+    """Whether a dataset written earlier is still whole (its manifest and every file)."""
+    if not manifest.is_file():
+        return False
+    with manifest.open(newline="") as handle:
+        return all((manifest.parent / row["path"]).is_file() for row in csv.DictReader(handle))
 
 
 def training_card(train: TrainSettings, labels: tuple[str, ...]) -> ModelCard:

@@ -26,7 +26,8 @@ def _clean_window_verdict(root: Path) -> dict:
         mlflow_artifacts_dir=root / "mlartifacts", experiment_name="codec",
         model_name="codec-model", database_url=f"sqlite:///{root / 'vidmon.db'}",
         clip_dir=root / "clips", evidently_workspace=None,
-        train=TrainSettings(clips_per_class=6, test_clips_per_class=10, epochs=1,
+        train=TrainSettings(synthetic_dir=root / "data",
+                            clips_per_class=6, test_clips_per_class=10, epochs=1,
                             width_multiplier=8),
         serve=ServeSettings(spool_path=root / "spool.jsonl", writer_flush_interval_s=0.05))
     run_training(settings)

@@ -140,3 +140,12 @@ def test_versions_stored_without_a_card_are_not_offered_as_trained_models(
     assert registry.trained_versions(client, settings.model_name) == ["2"]
     with pytest.raises(ValueError, match="was not stored by vidmon"):
         registry.load_version(settings.model_name, "1")
+
+
+def test_a_synthetic_dataset_whose_files_are_gone_is_written_again(settings: Settings) -> None:
+    from training.job import synthetic_data
+
+    manifest = synthetic_data(settings.train)
+    first = next(manifest.parent.rglob("*.mp4"))
+    first.unlink()
+    assert synthetic_data(settings.train) == manifest and first.is_file()
