@@ -1,10 +1,11 @@
 """Dynamic batching: concurrent requests share one forward pass.
 
 The unit of work is a group of clips (the clips of one video): a group is never split, so
-its clips share one forward pass and one model version. The batch is collected by :func:`collect_batch`, a small coroutine over a queue that is
-testable alone; :class:`DynamicBatcher` runs it in a loop and calls the model in a single
-worker thread, so the event loop never blocks on a forward pass. Only torch-free imports
-here: any callable from a batch of clips to arrays can be the model.
+its clips share one forward pass and one model version. The batch is collected by
+:func:`collect_batch`, a small coroutine over a queue that is testable alone;
+:class:`DynamicBatcher` runs it in a loop and calls the model in a single worker thread,
+so the event loop never blocks on a forward pass. Only torch-free imports here: any
+callable from a batch of clips to arrays can be the model.
 """
 
 from __future__ import annotations

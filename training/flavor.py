@@ -48,4 +48,5 @@ def log_model(loaded: LoadedNetwork, card: ModelCard, registered_name: str | Non
     metadata = {FLAVOR_NAME: {"card": card.to_dict(), "format": loaded.format,
                               "embedding_dim": embedding_dim}}
     return Model.log(artifact_path=None, name=MODEL_ARTIFACT, flavor=sys.modules[__name__],
-                     registered_model_name=registered_name, metadata=metadata, loaded=loaded, card=card)
+                     registered_model_name=registered_name, metadata=metadata,
+                     loaded=loaded, card=card)

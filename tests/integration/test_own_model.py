@@ -195,7 +195,8 @@ def test_a_twenty_second_video_gets_a_video_answer_and_timed_segments(
     rows = PredictionRepository(create_store_engine(settings.database_url)).get(
         [s["prediction_id"] for s in segments])
     assert len(rows) == 6 and {r["video_id"] for r in rows.values()} == {body["prediction_id"]}
-    assert {r["true_label"] for r in rows.values()} == {"green"}  # the video's label reached each clip
+    # The video's label reached each of its clips.
+    assert {r["true_label"] for r in rows.values()} == {"green"}
 
 
 def test_torchscript_model_is_monitored_and_retrained_through_the_closed_loop(

@@ -62,7 +62,8 @@ def test_a_frame_rate_drop_lowers_fps_and_the_served_motion_energy() -> None:
         recorded = drop.transform(clip, np.random.default_rng(0), FULL)
         assert len(recorded.frames) == 6 and recorded.fps == pytest.approx(8.0 / 3)
         # What the model sees: the service samples 16 frames back out of the 6.
-        served = SimClip(recorded.frames[plan_clips(6, 0.0, ModelCard(('a', 'b'), 16, 32, 32))[0].indices], recorded.fps, clip.label)
+        (segment,) = plan_clips(6, 0.0, ModelCard(("a", "b"), 16, 32, 32))
+        served = SimClip(recorded.frames[segment.indices], recorded.fps, clip.label)
         assert _feature(served, "motion_energy") < 0.75 * _feature(clip, "motion_energy")
 
 
