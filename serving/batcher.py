@@ -36,27 +36,29 @@ class _Pending:
 
 async def collect_batch(
     queue: asyncio.Queue[Any], max_size: int, max_wait_s: float,
-    size: Callable[[Any], int] = lambda _: 1,
+    size: Callable[[Any], int] = lambda _: 1, carry: list[Any] | None = None,
 ) -> list[Any]:
-    """Wait for one item, then take more until their ``size`` adds up to ``max_size`` or
-    ``max_wait_s`` has passed. An item that would overflow the batch waits for the next
-    (unless the batch is empty: an item bigger than ``max_size`` goes alone)."""
-    batch = [await queue.get()]
+    """Wait for one item (or take the one in ``carry``), then take more until their ``size``
+    adds up to ``max_size`` or ``max_wait_s`` has passed. An item that would overflow the
+    batch is left in ``carry`` to start the next one (an item bigger than ``max_size`` goes
+    alone)."""
+    carry = [] if carry is None else carry
+    batch = [carry.pop() if carry else await queue.get()]
     total = size(batch[0])
     deadline = time.perf_counter() + max_wait_s
     while total < max_size:
-        while not queue.empty() and total + size(queue._queue[0]) <= max_size:  # type: ignore[attr-defined]
-            batch.append(queue.get_nowait())
-            total += size(batch[-1])
-        remaining = deadline - time.perf_counter()
-        if total >= max_size or remaining <= 0 or not queue.empty():
-            break
-        try:
-            item = await asyncio.wait_for(queue.get(), remaining)
-        except TimeoutError:
-            break
+        if not queue.empty():
+            item = queue.get_nowait()
+        else:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                item = await asyncio.wait_for(queue.get(), remaining)
+            except TimeoutError:
+                break
         if total + size(item) > max_size:
-            queue._queue.appendleft(item)  # type: ignore[attr-defined]  # first of the next batch
+            carry.append(item)
             break
         batch.append(item)
         total += size(item)
@@ -87,6 +89,7 @@ class DynamicBatcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self.on_batch = on_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._carry: list[_Pending] = []  # a group that did not fit the last batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidmon-model")
         self._task: asyncio.Task[None] | None = None
 
@@ -97,7 +100,7 @@ class DynamicBatcher:
 
     async def stop(self) -> None:
         """Finish queued work, then stop the loop and the model thread."""
-        while not self._queue.empty():
+        while not self._queue.empty() or self._carry:
             await asyncio.sleep(0.005)
         if self._task is not None:
             self._task.cancel()
@@ -111,7 +114,7 @@ class DynamicBatcher:
     @property
     def queued(self) -> int:
         """Clip groups waiting for a forward pass."""
-        return self._queue.qsize()
+        return self._queue.qsize() + len(self._carry)
 
     async def submit(self, clips: np.ndarray) -> Outputs:
         """The model's outputs for a group of clips (K, T, H, W, 3): its K rows of each
@@ -126,7 +129,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await collect_batch(self._queue, self.max_batch_size, self.max_wait_s,
-                                        size=lambda item: len(item.clips))
+                                        size=lambda item: len(item.clips), carry=self._carry)
             started = time.perf_counter()
             try:
                 clips = np.concatenate([item.clips for item in batch])
