@@ -22,7 +22,7 @@ import csv
 import hashlib
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,6 @@ class VideoDataset:
     source: Path
     layout: str  # folder | manifest | kinetics
     items: tuple[VideoItem, ...]
-    labels: tuple[str, ...] = field(default=())
 
     @classmethod
     def open(cls, path: str | Path, *, seed: int = 0, test_fraction: float = 0.2
@@ -80,12 +79,16 @@ class VideoDataset:
             raise DatasetError(f"no dataset at {path}")
         if not rows:
             raise DatasetError(f"the dataset at {path} lists no videos")
-        items = _with_splits(rows, seed, test_fraction)
-        labels = tuple(sorted({item.label for item in items}))
-        if len(labels) < 2:
-            raise DatasetError(f"the dataset at {path} has {len(labels)} class; a classifier "
-                               "needs at least 2")
-        return cls(path, layout, tuple(items), labels)
+        dataset = cls(path, layout, tuple(_with_splits(rows, seed, test_fraction)))
+        if len(dataset.labels) < 2:
+            raise DatasetError(f"the dataset at {path} has {len(dataset.labels)} class; a "
+                               "classifier needs at least 2")
+        return dataset
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Class names, sorted: the order of a model trained on the dataset."""
+        return tuple(sorted({item.label for item in self.items}))
 
     def split(self, name: str) -> list[VideoItem]:
         """Items of one split; ``held_out`` is test (or val when there is no test)."""

@@ -27,7 +27,7 @@ from mlflow import MlflowClient  # noqa: E402
 
 from monitor.card import KINETICS_MEAN, KINETICS_STD, ModelCard, load_card  # noqa: E402
 from monitor.settings import Settings, TrainSettings  # noqa: E402
-from training import flavor, registry, tracking  # noqa: E402
+from training import registry, tracking  # noqa: E402
 from training.datasets import (  # noqa: E402
     DatasetError,
     VideoDataset,
@@ -151,7 +151,6 @@ def run_training(settings: Settings) -> TrainingOutcome:
                            "embedding_dim": config.embedding_dim, "widths": config.widths,
                            "blocks": config.blocks})
         tracking.log_dataset(dataset, "training")
-        mlflow.log_dict(card.to_dict(), "card.json")
         result = train_model(
             loaded.network, card, (clips, train_part.labels), (test_clips, test_part.labels),
             epochs=train.epochs, batch_size=train.batch_size,
@@ -172,10 +171,8 @@ def run_training(settings: Settings) -> TrainingOutcome:
         mlflow.log_figure(figure, "confusion_matrix.png")
         plt.close(figure)
         profile = profile_clips(result.model, card, test_part, result.test_predictions)
-        mlflow.log_metric("reference_accuracy", profile.accuracy)
-        tracking.log_reference_profile(profile)
-        info = flavor.log_model(loaded, card, settings.model_name if register else None,
-                                config.embedding_dim)
+        info = tracking.log_version(loaded, card, profile,
+                                    settings.model_name if register else None)
         version, champion = None, False
         if register:
             version = str(info.registered_model_version)

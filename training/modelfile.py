@@ -38,6 +38,7 @@ from training.model import (
     from_torchvision,
     is_torchvision_layout,
     module_name,
+    prepare_for_device,
 )
 
 FORMATS = ("torchscript", "export", "state_dict")
@@ -52,11 +53,25 @@ class ModelFileError(ValueError):
 
 @dataclass
 class LoadedNetwork:
-    """A model in the vidmon contract, with its format and its architecture (state_dict)."""
+    """A model in the vidmon contract, with its format."""
 
     network: nn.Module
     format: str
-    architecture: ModelConfig | None = None
+
+    @property
+    def architecture(self) -> ModelConfig | None:
+        """vidmon's R(2+1)D configuration, for a state_dict model."""
+        inner = getattr(self.network, "module", None)
+        return inner.config if isinstance(inner, R2Plus1D) else None
+
+
+def move_network(network: nn.Module, device: torch.device) -> nn.Module:
+    """``network`` on ``device``; an R(2+1)D inside also takes the layout cuDNN prefers."""
+    network = network.to(device)
+    inner = getattr(network, "module", None)
+    if isinstance(inner, R2Plus1D):
+        prepare_for_device(inner, device)
+    return network
 
 
 def _vector(embedding: torch.Tensor) -> torch.Tensor:
@@ -278,13 +293,11 @@ def load_network(path: str | Path, card: ModelCard, fmt: str | None = None,
             raise ModelFileError(f"{path.name} is not a torch.export program: {exc}") from None
         network = ExportedWithEmbedding(program, card.embedding_layer)
     elif fmt == "state_dict":
-        r2plus1d = _r2plus1d(_state_dict(path), architecture)
-        architecture = r2plus1d.config
-        network = _wrap(r2plus1d, card, fmt)
+        network = _wrap(_r2plus1d(_state_dict(path), architecture), card, fmt)
     else:
         raise ModelFileError(f"unknown model format {fmt!r}; one of {FORMATS}")
     network.eval()
-    return LoadedNetwork(network, fmt, architecture)
+    return LoadedNetwork(network, fmt)
 
 
 @torch.no_grad()
@@ -351,7 +364,7 @@ def load_model_folder(folder: str | Path) -> tuple[ModelCard, LoadedNetwork]:
 
 def vidmon_network(config: ModelConfig) -> LoadedNetwork:
     """A fresh vidmon R(2+1)D in the contract (for training from scratch)."""
-    return LoadedNetwork(PairOutput(R2Plus1D(config)), "state_dict", config)
+    return LoadedNetwork(PairOutput(R2Plus1D(config)), "state_dict")
 
 
 def copy_network(loaded: LoadedNetwork, card: ModelCard) -> LoadedNetwork:

@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from monitor.card import load_card
 from monitor.settings import Settings
-from training import flavor, registry, tracking
+from training import registry, tracking
 from training.datasets import VideoDataset, load_clips, require_usable
 from training.modelfile import check_against_card, load_network
 from training.profiling import profile_clips
@@ -48,7 +48,7 @@ def register_model(settings: Settings, model_file: Path, card_file: Path,
     started = time.perf_counter()
     card = load_card(card_file)
     loaded = load_network(model_file, card)
-    embedding_dim = check_against_card(loaded, card)
+    check_against_card(loaded, card)
     dataset = VideoDataset.open(reference_data)
     part = load_clips(list(dataset.items), card, max_frames=settings.serve.max_video_frames,
                       description="profiling reference videos")
@@ -60,10 +60,7 @@ def register_model(settings: Settings, model_file: Path, card_file: Path,
                          "vidmon.format": loaded.format,
                          "vidmon.skipped_files": str(len(part.skipped))})
         tracking.log_dataset(dataset, "reference")
-        mlflow.log_dict(card.to_dict(), "card.json")
-        mlflow.log_metric("reference_accuracy", profile.accuracy)
-        tracking.log_reference_profile(profile)
-        info = flavor.log_model(loaded, card, settings.model_name, embedding_dim)
+        info = tracking.log_version(loaded, card, profile, settings.model_name)
     version = str(info.registered_model_version)
     champion = registry.ensure_champion(MlflowClient(), settings.model_name, version)
     outcome = RegisterOutcome(version, champion, loaded.format, run.info.run_id,

@@ -22,9 +22,8 @@ from monitor.card import ModelCard
 from monitor.profile import ReferenceProfile
 from monitor.runtime import ModelRuntime
 from monitor.settings import Settings
-from training.model import R2Plus1D, prepare_for_device
 from training.flavor import FLAVOR_NAME
-from training.modelfile import LoadedNetwork, load_model_folder
+from training.modelfile import LoadedNetwork, load_model_folder, move_network
 from training.tracking import LINEAGE_TAGS, load_reference_profile
 
 CHAMPION = "champion"
@@ -80,10 +79,7 @@ def load_version(name: str, version: str) -> VersionModel:
 
 def runtime_for(model: VersionModel, device: torch.device) -> ModelRuntime:
     """The serving runtime of a loaded version on ``device``."""
-    network = model.loaded.network.to(device).eval()
-    inner = getattr(network, "module", None)
-    if isinstance(inner, R2Plus1D):
-        prepare_for_device(inner, device)
+    network = move_network(model.loaded.network, device).eval()
     return ModelRuntime(network, model.card, model.name, model.version, device)
 
 

@@ -31,7 +31,7 @@ from monitor.store import PredictionRepository, create_store_engine, upgrade_dat
 from monitor.store.records import LabeledClip
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
-from training import flavor, registry, tracking
+from training import registry, tracking
 from training.datasets import VideoDataset, VideoItem, load_clips
 from training.gate import GateResult, accuracy, gate, relabeled_classes
 from training.modelfile import copy_network
@@ -245,9 +245,7 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
                          "vidmon.gate.reason": verdict.reason})
         profile = _production_profile(result.model, card, held, held_labels,
                                       [data.rows[i] for i in held_idx])
-        tracking.log_reference_profile(profile)
-        info = flavor.log_model(challenger, card, settings.model_name,
-                                int(profile.embeddings.shape[1]))
+        info = tracking.log_version(challenger, card, profile, settings.model_name)
     version = str(info.registered_model_version)
     client = MlflowClient()
     client.set_registered_model_alias(settings.model_name, registry.CHALLENGER, version)

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from monitor.commands import vidmon_command
+from training.video_io import write_video
 
 CLASS_NAMES: tuple[str, ...] = (
     "move_left",
@@ -212,8 +213,6 @@ def write_dataset(out: str | Path, clips_per_class: int, test_clips_per_class: i
     """Write a synthetic dataset of encoded video files, ``OUT/<label>/<split>-<i><suffix>``,
     and ``OUT/manifest.csv`` (path,label,split): one dataset like any other. The training
     and test clips come from different seeds. Returns the manifest's path."""
-    from training.video_io import write_video
-
     out = Path(out)
     rows = []
     parts = (("train", clips_per_class, seed), ("test", test_clips_per_class, seed + 1))

@@ -8,15 +8,19 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
+from monitor.card import ModelCard
 from monitor.profile import ReferenceProfile
 from monitor.settings import Settings
+from training import flavor
 from training.datasets import VideoDataset
+from training.modelfile import LoadedNetwork
 
 PROFILE_ARTIFACT = "reference_profile"
 # Lineage tags: where a model's data lives and which run holds its exact file listing
@@ -64,8 +68,8 @@ def log_dataset(dataset: VideoDataset, context: str) -> None:
     digest), its class counts and split sizes, and a lineage tag with its location.
     ``context`` is ``training`` or ``reference``."""
     root = dataset.source if dataset.source.is_dir() else dataset.source.parent
-    listing = pd.DataFrame([{"path": os.path.relpath(i.path, root), "label": i.label,
-                             "split": i.split} for i in dataset.items])
+    listing = pd.DataFrame([{"path": str(i.path), "label": i.label, "split": i.split}
+                            for i in dataset.items])
     description = dataset.describe()
     with warnings.catch_warnings():  # a local path matches two equivalent source kinds
         warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
@@ -74,14 +78,23 @@ def log_dataset(dataset: VideoDataset, context: str) -> None:
                                        digest=str(description["digest"])[:32])
     mlflow.log_input(data, context=context)
     mlflow.log_dict(description, f"datasets/{context}.json")
-    files = listing.assign(path=[str(i.path) for i in dataset.items])
-    mlflow.log_text(files.to_csv(index=False), f"datasets/{context}-files.csv")
+    mlflow.log_text(listing.to_csv(index=False), f"datasets/{context}-files.csv")
     tag = _CONTEXT_TAGS[context]
     mlflow.set_tags({tag: str(dataset.source), f"{tag}.digest": str(description["digest"]),
                      f"{tag}.run": mlflow.active_run().info.run_id})
     mlflow.log_params({f"{context}_videos": len(dataset.items),
                        f"{context}_classes": len(dataset.labels),
                        **{f"{context}_{k}_videos": v for k, v in dataset.split_sizes().items()}})
+
+
+def log_version(loaded: LoadedNetwork, card: ModelCard, profile: ReferenceProfile,
+                registered_name: str | None) -> Any:
+    """Log a model version in the active run: its card, its reference profile and accuracy,
+    and the model (registered under ``registered_name`` when given)."""
+    mlflow.log_dict(card.to_dict(), "card.json")
+    mlflow.log_metric("reference_accuracy", profile.accuracy)
+    log_reference_profile(profile)
+    return flavor.log_model(loaded, card, registered_name, int(profile.embeddings.shape[1]))
 
 
 def dataset_description(run_id: str, context: str) -> dict:

@@ -22,7 +22,7 @@ from torch import nn
 from monitor.card import ModelCard
 from monitor.preprocess import to_model_input
 from monitor.runtime import autocast_for, best_device
-from training.model import R2Plus1D, prepare_for_device
+from training.modelfile import move_network
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,7 @@ def train_model(
         raise ValueError("training and test sets must not be empty")
     device = device or best_device()
     torch.manual_seed(seed)
-    model = model.to(device)
-    inner = getattr(model, "module", None)
-    if isinstance(inner, R2Plus1D):
-        prepare_for_device(inner, device)
+    model = move_network(model, device)
     steps_per_epoch = (len(clips) + batch_size - 1) // batch_size
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
