@@ -8,13 +8,40 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
 
 from monitor.errors import NotFound
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
 
+
+
+class ErrorOut(BaseModel):
+    """The body of every error answer."""
+
+    error: str
+    detail: str
+
+
+_DESCRIBED = {400: "malformed request", 401: "no admin key sent",
+              403: "admin key refused or admin endpoints off", 404: "no such resource",
+              413: "over a size limit (the message names it)", 415: "unsupported content type",
+              422: "invalid input", 503: "overloaded, or the store or model is not ready; "
+                                         "see Retry-After",
+              504: "waited past the request deadline; see Retry-After"}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer with."""
+    return {status: {"model": ErrorOut, "description": _DESCRIBED[status]}
+            for status in statuses}
+
+
+READ_ERRORS = responses(400, 413, 422, 503)
+ReportId = Annotated[str, Path(max_length=64)]
+MAX_OFFSET = 10_000_000
 router = APIRouter(tags=["monitoring"])
 
 
@@ -22,7 +49,7 @@ def _reports(request: Request) -> ReportRepository:
     return request.app.state.reports
 
 
-@router.get("/v1/reports")
+@router.get("/v1/reports", responses=READ_ERRORS)
 def list_reports(
     request: Request,
     model_name: str | None = None,
@@ -30,7 +57,7 @@ def list_reports(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """Report summaries, newest window first; filter by model version and window end."""
     items, total = _reports(request).list(model_name=model_name, model_version=model_version,
@@ -38,8 +65,8 @@ def list_reports(
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/v1/reports/{report_id}")
-def get_report(request: Request, report_id: str) -> dict[str, Any]:
+@router.get("/v1/reports/{report_id}", responses={**READ_ERRORS, **responses(404)})
+def get_report(request: Request, report_id: ReportId) -> dict[str, Any]:
     """One report's summary: drift per column, embedding and class drift, accuracies."""
     report = _reports(request).get(report_id)
     if report is None:
@@ -47,8 +74,9 @@ def get_report(request: Request, report_id: str) -> dict[str, Any]:
     return report
 
 
-@router.get("/v1/reports/{report_id}/html", response_class=HTMLResponse)
-def report_page(request: Request, report_id: str) -> HTMLResponse:
+@router.get("/v1/reports/{report_id}/html", response_class=HTMLResponse,
+            responses={**READ_ERRORS, **responses(404)})
+def report_page(request: Request, report_id: ReportId) -> HTMLResponse:
     """The report page: vidmon's summary with the Evidently reports embedded."""
     page = _reports(request).html(report_id)
     if page is None:
@@ -56,7 +84,7 @@ def report_page(request: Request, report_id: str) -> HTMLResponse:
     return HTMLResponse(page)
 
 
-@router.get("/v1/monitoring/timeline")
+@router.get("/v1/monitoring/timeline", responses=READ_ERRORS)
 def timeline(
     request: Request,
     model_name: str | None = None,
@@ -68,7 +96,7 @@ def timeline(
                                                  limit=limit)}
 
 
-@router.get("/v1/retrains")
+@router.get("/v1/retrains", responses=READ_ERRORS)
 def list_retrains(
     request: Request,
     model_name: str | None = None,

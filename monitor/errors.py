@@ -19,16 +19,27 @@ class PayloadTooLarge(VidmonError):
     """The upload is over the configured size limit (HTTP 413)."""
 
 
-class Overloaded(VidmonError):
-    """The service cannot take more work now; retry later (HTTP 503 with Retry-After)."""
+class Unavailable(VidmonError):
+    """Try again later: the answer carries ``Retry-After``."""
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
 
-class NotReady(VidmonError):
-    """The model or the store is not ready yet (HTTP 503)."""
+class Overloaded(Unavailable):
+    """The service cannot take more work now (HTTP 503 with Retry-After)."""
+
+
+class NotReady(Unavailable):
+    """The model or the store is not ready yet (HTTP 503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: int = 5) -> None:
+        super().__init__(message, retry_after_s)
+
+
+class DeadlineExceeded(Unavailable):
+    """The request waited past its deadline for the model (HTTP 504 with Retry-After)."""
 
 
 class NotFound(VidmonError):

@@ -38,7 +38,9 @@ def store_reference(
     repository: PredictionRepository, profile: ReferenceProfile, model_name: str,
     model_version: str,
 ) -> int:
-    """Store the profile once per model version; returns the rows added (0 if already there)."""
-    if repository.count(source="reference", model_name=model_name, model_version=model_version):
-        return 0
-    return repository.add_predictions(reference_records(profile, model_name, model_version))
+    """Store the profile once per model version, even with monitors racing; returns the rows
+    added (0 if already there)."""
+    if repository.has_reference(model_name, model_version):
+        return 0  # the common case, without building the records
+    return repository.add_reference(reference_records(profile, model_name, model_version),
+                                    model_name, model_version)

@@ -63,22 +63,50 @@ class ServeSettings(BaseModel):
         default=0.0, ge=0,
         description="extra wait to fill a batch; at 0 a batch is what queued during the last "
                     "forward pass (measured best at concurrency 1 and equal at 32 on CPU)")
-    max_upload_bytes: PositiveInt = 50 * 1024 * 1024
+    max_upload_bytes: PositiveInt = Field(default=50 * 1024 * 1024,
+                                          description="one uploaded file")
+    max_request_bytes: PositiveInt = Field(
+        default=64 * 1024 * 1024, description="a prediction request's whole body, enforced "
+                                              "while it is read")
+    max_body_bytes: PositiveInt = Field(
+        default=1024 * 1024, description="the body of any other request (feedback, admin)")
     max_video_frames: PositiveInt = 2000
+    max_decoded_pixels: PositiveInt = Field(
+        default=600_000_000, description="frames x width x height one upload may decode to "
+                                         "(about 0.6 s of decoding on one core)")
+    max_frame_pixels: PositiveInt = Field(default=4096 * 4096,
+                                          description="width x height of one frame")
+    max_decode_seconds: float = Field(default=10.0, gt=0,
+                                      description="time one video may take to decode")
     max_clips_per_video: PositiveInt = Field(
         default=8, description="a longer video is classified as at most this many evenly "
                                "spaced clips (under the card's stride sampling)")
     max_files_per_request: PositiveInt = 32
     top_k: PositiveInt = 3
     decode_workers: PositiveInt = 2
+    max_queued_clips: PositiveInt = Field(
+        default=1024, description="clips waiting for the model; more is refused with 503")
+    request_deadline_s: float = Field(
+        default=30.0, gt=0, description="a clip group that waited this long for the model "
+                                        "is answered 504 instead of run")
+    limit_concurrency: PositiveInt = Field(
+        default=64, description="requests in progress per process; more get 503 from uvicorn")
     clip_sample_rate: float = Field(
         default=0.1, ge=0, le=1, description="share of preprocessed clips kept for retraining")
     log_predictions: bool = Field(default=True, description="off only to benchmark logging")
     writer_queue_size: PositiveInt = 10_000
-    writer_batch_size: PositiveInt = 256
-    writer_flush_interval_s: float = Field(default=0.2, gt=0)
-    replay_interval_s: float = Field(default=5.0, gt=0)
-    spool_path: Path = Path("vidmon-spool.jsonl")
+    writer_batch_size: PositiveInt = Field(
+        default=512, description="records one group commit may take")
+    writer_commit_delay_ms: float = Field(
+        default=0.0, ge=0, le=1000,
+        description="linger before a commit for more requests to share it; at 0 a commit "
+                    "takes what queued during the previous one")
+    replay_interval_s: float = Field(
+        default=5.0, gt=0, description="how often the spool is replayed while the store is "
+                                       "back, and the store retried while it is down")
+    spool_path: Path = Field(
+        default=Path("vidmon-spool.jsonl"),
+        description="records and labels the store could not take; one per replica")
     model_poll_interval_s: float = Field(
         default=30.0, gt=0, description="how often to check whether the champion moved")
 

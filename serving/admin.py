@@ -98,8 +98,14 @@ async def rollback(request: Request) -> dict[str, Any]:
 
 @router.post("/retrain", status_code=202)
 def retrain(request: Request) -> dict[str, Any]:
-    """Queue a retrain of the serving model; the monitor starts it (never this process)."""
+    """Queue a retrain of the serving model; the monitor starts it (never this process).
+    While one is pending for the model, that one is returned: asking twice queues once."""
     runtime = _holder(request).runtime
-    decision = RetrainDecision(True, ["requested through /v1/admin/retrain"], [])
-    decision_id = request.app.state.retrains.record(decision, runtime.name, runtime.version)
-    return {"decision_id": decision_id, "status": "pending"}
+    retrains = request.app.state.retrains
+    pending = retrains.pending(runtime.name)
+    if pending is None:
+        decision = RetrainDecision(True, ["requested through /v1/admin/retrain"], [])
+        decision_id = retrains.record(decision, runtime.name, runtime.version)
+    else:
+        decision_id = pending["id"]
+    return {"decision_id": decision_id, "status": "pending", "queued": pending is None}

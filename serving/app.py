@@ -1,8 +1,9 @@
 """``create_app(settings, source)``: the FastAPI service and its lifecycle.
 
-At start it migrates the store, loads the model from ``source`` (injected, so this package
-never imports MLflow), starts the batcher, the writer and the poll for a new champion;
-uvicorn only accepts requests once that is done. At shutdown the batcher drains and the
+At start it migrates the store (or, with the store down, starts degraded: predictions are
+spooled and the migrations run when the store returns), loads the model from ``source``
+(injected, so this package never imports MLflow), starts the batcher, the writer and the
+poll for a new champion; uvicorn only accepts requests once that is done. At shutdown the batcher drains and the
 writer flushes.
 """
 
@@ -15,59 +16,63 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
 
+from monitor.api import router as monitoring_router
 from monitor.clips import ClipStore
 from monitor.clock import Clock, system_clock
-from monitor.api import router as monitoring_router
-from monitor.errors import (
-    InvalidInput,
-    Forbidden,
-    NotFound,
-    NotReady,
-    Overloaded,
-    PayloadTooLarge,
-    Unauthorized,
-    UnsupportedMediaType,
-    VidmonError,
-)
 from monitor.runtime import resolve_device
-from monitor.settings import Settings
+from monitor.settings import ServeSettings, Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
+from monitor.video import DecodeLimits
 from serving.admin import router as admin_router
 from serving.batcher import DynamicBatcher
 from serving.dashboard import router as dashboard_router
+from serving.http import BodyLimit, install_error_handlers
 from serving.metrics import ServiceMetrics
 from serving.routes import router
 from serving.service import PredictionService
 from serving.spool import Spool
 from serving.swap import ModelHolder, ModelSource
-from serving.writer import PredictionWriter
+from serving.writer import DurableWriter
 
 log = logging.getLogger(__name__)
 
-_STATUS: dict[type[VidmonError], int] = {
-    InvalidInput: 422,
-    UnsupportedMediaType: 415,
-    PayloadTooLarge: 413,
-    NotFound: 404,
-    Unauthorized: 401,
-    Forbidden: 403,
-    Overloaded: 503,
-    NotReady: 503,
-}
+
+def _migrate(engine: Engine) -> str | None:
+    """Migrate the store; the reason it failed, or None. A service may start without its
+    store: predictions go to the spool and the migrations run when the store returns."""
+    try:
+        upgrade_database(engine)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach or migrate the store
+        reason = f"{type(exc).__name__}: {str(getattr(exc, 'orig', exc)).splitlines()[0][:200]}"
+        log.warning("starting without the store (%s); predictions will be spooled", reason)
+        return reason
+    return None
 
 
-def _error_response(exc: VidmonError) -> JSONResponse:
-    status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
-    headers = None
-    if isinstance(exc, Overloaded):
-        headers = {"Retry-After": str(exc.retry_after_s)}
-    elif isinstance(exc, Unauthorized):
-        headers = {"WWW-Authenticate": "Bearer"}
-    return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status, headers=headers)
+def _writer(serve: ServeSettings, engine: Engine, repository: PredictionRepository,
+            store_error: str | None) -> DurableWriter:
+    return DurableWriter(
+        repository, Spool(serve.spool_path), max_queue=serve.writer_queue_size,
+        batch_size=serve.writer_batch_size, commit_delay_s=serve.writer_commit_delay_ms / 1000,
+        replay_interval_s=serve.replay_interval_s, ensure_store=lambda: upgrade_database(engine),
+        store_ready=store_error is None, store_error=store_error)
+
+
+def _decode_limits(serve: ServeSettings) -> DecodeLimits:
+    return DecodeLimits(max_frames=serve.max_video_frames, max_clips=serve.max_clips_per_video,
+                        max_pixels=serve.max_decoded_pixels,
+                        max_frame_pixels=serve.max_frame_pixels,
+                        max_seconds=serve.max_decode_seconds)
+
+
+def _body_limit(serve: ServeSettings):  # type: ignore[no-untyped-def]
+    def limit_for(path: str) -> int:
+        return serve.max_request_bytes if path.startswith("/v1/predict") else serve.max_body_bytes
+    return limit_for
 
 
 def create_app(settings: Settings, source: ModelSource, clock: Clock = system_clock) -> FastAPI:
@@ -79,17 +84,13 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_store_engine(settings.database_url)
-        upgrade_database(engine)
+        store_error = _migrate(engine)
         repository = PredictionRepository(engine)
         app.state.reports = ReportRepository(engine)
         app.state.retrains = RetrainRepository(engine)
         writer = None
         if serve.log_predictions:
-            writer = PredictionWriter(
-                repository, Spool(serve.spool_path), max_queue=serve.writer_queue_size,
-                batch_size=serve.writer_batch_size,
-                flush_interval_s=serve.writer_flush_interval_s,
-                replay_interval_s=serve.replay_interval_s)
+            writer = _writer(serve, engine, repository, store_error)
             writer.start()
         device = resolve_device(serve.device)
         runtime = source.load(settings.model_uri, str(device))
@@ -97,25 +98,28 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
                              on_swap=lambda new: metrics.set_model(new.name, new.version))
         batcher = DynamicBatcher(
             models.predict, serve.max_batch_size, serve.max_wait_ms,
-            on_batch=lambda stats: metrics.batch_size.observe(stats.size))
+            on_batch=lambda stats: metrics.batch_size.observe(stats.size),
+            max_queued_clips=serve.max_queued_clips, deadline_s=serve.request_deadline_s)
         await batcher.start()
         poller = asyncio.create_task(models.poll(serve.model_poll_interval_s))
         service = PredictionService(
             models, batcher, writer, ClipStore(settings.clip_dir), top_k=serve.top_k,
-            clip_sample_rate=serve.clip_sample_rate, max_video_frames=serve.max_video_frames,
-            max_clips_per_video=serve.max_clips_per_video,
-            decode_workers=serve.decode_workers, clock=clock)
+            clip_sample_rate=serve.clip_sample_rate, decode_workers=serve.decode_workers,
+            clock=clock, limits=_decode_limits(serve))
         metrics.set_model(runtime.name, runtime.version)
         metrics.gauge("vidmon_batcher_queue_depth", "clips waiting for the model",
                       lambda: batcher.queued)
         if writer is not None:
-            for name in ("queued", "written", "spooled", "replayed", "rejected"):
+            for name in ("queued", "written", "spooled", "replayed", "rejected", "flushes",
+                         "labels_spooled"):
                 metrics.gauge(f"vidmon_log_records_{name}", f"prediction records {name}",
                               lambda n=name: getattr(writer.counters, n))
             metrics.gauge("vidmon_log_queue_depth", "records waiting for the store",
                           lambda: writer.depth)
-            metrics.gauge("vidmon_spool_records", "records waiting in the spool file",
+            metrics.gauge("vidmon_spool_records", "entries waiting in the spool files",
                           lambda: writer.spool_pending)
+            metrics.gauge("vidmon_store_available", "1 while writes go to the store",
+                          lambda: float(writer.store_available))
         app.state.service, app.state.repository = service, repository
         app.state.writer, app.state.ready = writer, True
         log.info("serving %s version %s on %s", runtime.name, runtime.version, device)
@@ -135,20 +139,22 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
     app.state.settings, app.state.metrics, app.state.ready = settings, metrics, False
     app.state.source = source
 
-    @app.exception_handler(VidmonError)
-    async def _domain_error(_: Request, exc: VidmonError) -> JSONResponse:
-        return _error_response(exc)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit_for=_body_limit(serve))  # inside _observe: counted
 
     @app.middleware("http")
     async def _observe(request: Request, call_next):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
-        response = await call_next(request)
-        # The route template, not the raw path: unknown paths must not grow the label set.
-        matched = request.scope.get("route")
-        route = getattr(matched, "path", "unmatched")
-        metrics.latency.labels(route=route).observe(time.perf_counter() - started)
-        metrics.requests.labels(route=route, status=str(response.status_code)).inc()
-        return response
+        status = 500  # an exception escaping the app is answered 500: count it as such
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            # The route template, not the raw path: unknown paths must not grow the label set.
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+            metrics.requests.labels(route=route, status=str(status)).inc()
 
     app.include_router(router)
     app.include_router(monitoring_router)
@@ -163,5 +169,6 @@ def serve(settings: Settings, source: ModelSource) -> int:
 
     uvicorn.run(create_app(settings, source), host=settings.serve.host,
                 port=settings.serve.port, log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=30,
+                limit_concurrency=settings.serve.limit_concurrency)
     return 0

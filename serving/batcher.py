@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from monitor.errors import DeadlineExceeded, Overloaded
+
 log = logging.getLogger(__name__)
 
 # (N, T, H, W, 3) uint8 -> arrays with one row per clip (probabilities, embeddings, ...)
@@ -83,8 +85,13 @@ class DynamicBatcher:
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
         on_batch: Callable[[BatchStats], None] | None = None,
+        max_queued_clips: int = 1024,
+        deadline_s: float = 30.0,
     ) -> None:
         self.predict = predict
+        self.max_queued_clips = max_queued_clips
+        self.deadline_s = deadline_s
+        self._queued_clips = 0
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.on_batch = on_batch
@@ -121,15 +128,37 @@ class DynamicBatcher:
         array, all from one forward pass."""
         if self._task is None:
             raise RuntimeError("the batcher is not started")
+        if self._queued_clips + len(clips) > self.max_queued_clips:
+            raise Overloaded(f"{self._queued_clips} clips are waiting for the model (limit "
+                             f"{self.max_queued_clips}, max_queued_clips); retry shortly")
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        self._queued_clips += len(clips)
         await self._queue.put(_Pending(clips, future))
         return await future
+
+    def _expire(self, batch: list[_Pending]) -> list[_Pending]:
+        """Answer the groups that waited past the deadline (504) and drop them: their
+        clients have likely given up, and running them would delay everyone behind."""
+        now = time.perf_counter()
+        live = []
+        for item in batch:
+            self._queued_clips -= len(item.clips)
+            if now - item.enqueued <= self.deadline_s:
+                live.append(item)
+            elif not item.future.done():
+                item.future.set_exception(DeadlineExceeded(
+                    f"waited over the limit of {self.deadline_s:g} s for the model "
+                    "(request_deadline_s); retry shortly", retry_after_s=1))
+        return live
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await collect_batch(self._queue, self.max_batch_size, self.max_wait_s,
-                                        size=lambda item: len(item.clips), carry=self._carry)
+            batch = self._expire(await collect_batch(
+                self._queue, self.max_batch_size, self.max_wait_s,
+                size=lambda item: len(item.clips), carry=self._carry))
+            if not batch:
+                continue
             started = time.perf_counter()
             try:
                 clips = np.concatenate([item.clips for item in batch])

@@ -1,26 +1,34 @@
 """Turn an upload (a video file or a raw ``.npy`` clip) into the clips the model takes.
 
 Videos go through :mod:`monitor.video` (the path reference profiles and training data take
-too); raw clips are checked here, then resized, cropped and cut into clips by the same
-card-driven preprocessing (:mod:`monitor.preprocess`), their frames taken at the card's rate.
+too). Raw clips are read by a header parser of our own, not ``np.load``: the header is
+checked against the data length and the pixel limits before anything is allocated (the
+array is a view of the uploaded bytes), and numpy's ``ast``-based header parsing, which is
+not thread-safe in CPython 3.11, never runs. Only the frames the card's clip plan needs are
+resized, one at a time, before they are stacked.
 """
 
 from __future__ import annotations
 
-import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from monitor.card import ModelCard
 from monitor.errors import InvalidInput, UnsupportedMediaType
-from monitor.preprocess import resize_frames
-from monitor.video import DecodedVideo, clips_from_frames, decode_video
+from monitor.preprocess import plan_clips, resize_frames
+from monitor.video import DecodedVideo, DecodeLimits, decode_video
 
 NPY_MAGIC = b"\x93NUMPY"
 NPY_TYPES = {"application/x-npy", "application/npy", "application/octet-stream"}
 VIDEO_TYPES_EXTRA = {"image/gif", "application/mp4", "application/x-matroska",
                      "application/octet-stream"}
+MAX_NPY_HEADER = 4096
+_NPY_HEADER = re.compile(
+    r"\{\s*'descr':\s*'(?P<descr>[^']{1,16})',\s*'fortran_order':\s*(?P<fortran>True|False),"
+    r"\s*'shape':\s*\((?P<shape>[0-9,\s]{0,80})\),?\s*\}\s*")
+UINT8 = {"|u1", "<u1", ">u1", "u1", "|B", "B"}
 
 
 @dataclass(frozen=True)
@@ -32,30 +40,73 @@ class DecodedUpload:
     size_bytes: int
 
 
-def decode_npy(data: bytes, card: ModelCard, max_frames: int, max_clips: int) -> DecodedVideo:
-    """A raw clip: uint8 (T, H, W, 3), no pickles, no NaN."""
+@dataclass(frozen=True)
+class NpyHeader:
+    """What a ``.npy`` file says it holds, and where its data starts."""
+
+    descr: str
+    fortran_order: bool
+    shape: tuple[int, ...]
+    offset: int
+
+
+def read_npy_header(data: bytes) -> NpyHeader:
+    """Parse a ``.npy`` header (format versions 1-3) without evaluating it."""
+    if len(data) < 10 or not data.startswith(NPY_MAGIC):
+        raise InvalidInput("not a .npy file (no NUMPY magic)")
+    major = data[6]
+    if major == 1:
+        length, start = int.from_bytes(data[8:10], "little"), 10
+    elif major in (2, 3):
+        length, start = int.from_bytes(data[8:12], "little"), 12
+    else:
+        raise InvalidInput(f"unsupported .npy format version {major}")
+    if length > MAX_NPY_HEADER or start + length > len(data):
+        raise InvalidInput("the .npy header is truncated or longer than "
+                           f"{MAX_NPY_HEADER} bytes")
+    text = data[start:start + length].decode("utf-8" if major == 3 else "latin-1",
+                                             errors="replace")
+    match = _NPY_HEADER.fullmatch(text.rstrip("\n "))
+    if match is None:
+        raise InvalidInput("the .npy header is not a plain array description")
     try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InvalidInput(f"not a readable .npy array: {exc}") from None
-    if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
-        raise InvalidInput("the clip contains NaN values")
-    if array.dtype != np.uint8:
-        raise InvalidInput(f"a raw clip must be uint8, got {array.dtype}")
-    if array.ndim != 4 or array.shape[-1] != 3 or min(array.shape[:3]) < 1:
-        raise InvalidInput(f"a raw clip must have shape (T, H, W, 3), got {array.shape}")
-    if min(array.shape[1:3]) < 3:
-        raise InvalidInput(f"frames of {array.shape[1]}x{array.shape[2]} are too small")
-    if len(array) > max_frames:
-        raise InvalidInput(f"the clip has more than {max_frames} frames")
-    clips, segments = clips_from_frames(resize_frames(array, card), 0.0, card, max_clips)
-    return DecodedVideo(np.ascontiguousarray(clips), segments, None, None)
+        shape = tuple(int(x) for x in match["shape"].replace(" ", "").split(",") if x)
+    except ValueError:
+        raise InvalidInput("the .npy header's shape is not a tuple of integers") from None
+    return NpyHeader(match["descr"], match["fortran"] == "True", shape, start + length)
 
 
-def decode_upload(
-    data: bytes, filename: str | None, content_type: str | None, card: ModelCard,
-    max_frames: int = 2000, max_clips: int = 1,
-) -> DecodedUpload:
+def decode_npy(data: bytes, card: ModelCard, limits: DecodeLimits) -> DecodedVideo:
+    """A raw clip: uint8 (T, H, W, 3), within the limits, its length what its header says."""
+    header = read_npy_header(data)
+    if header.descr not in UINT8:
+        raise InvalidInput(f"a raw clip must be uint8, got dtype '{header.descr}'")
+    shape = header.shape
+    if len(shape) != 4 or shape[-1] != 3 or min(shape[:3]) < 1:
+        raise InvalidInput(f"a raw clip must have shape (T, H, W, 3), got {shape}")
+    frames, height, width, _ = shape
+    if min(height, width) < 3:
+        raise InvalidInput(f"frames of {width}x{height} are too small")
+    limits.check_frames(frames, height, width)
+    expected, held = frames * height * width * 3, len(data) - header.offset
+    if held != expected:
+        raise InvalidInput(f"the .npy header says {expected} bytes of pixels for shape "
+                           f"{shape}, the file holds {held}")
+    array = np.frombuffer(data, dtype=np.uint8, count=expected, offset=header.offset)
+    array = array.reshape(shape, order="F" if header.fortran_order else "C")
+    try:
+        segments = plan_clips(frames, 0.0, card, limits.max_clips)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    needed = np.unique(np.concatenate([s.indices for s in segments]))
+    # A copy of one frame at a time: the view of the upload is read-only.
+    resized = {int(i): resize_frames(array[i:i + 1].copy(), card)[0] for i in needed}
+    clips = np.stack([np.stack([resized[int(i)] for i in s.indices]) for s in segments])
+    return DecodedVideo(clips, segments, None, None)
+
+
+def decode_upload(data: bytes, filename: str | None, content_type: str | None,
+                  card: ModelCard, limits: DecodeLimits) -> DecodedUpload:
     """Decode one upload into the card's clips; raises domain errors for bad input."""
     content_type = (content_type or "application/octet-stream").split(";")[0].strip().lower()
     if not data:
@@ -64,12 +115,10 @@ def decode_upload(
     if is_npy:
         if content_type not in NPY_TYPES:
             raise UnsupportedMediaType(f"a .npy clip must be sent as application/x-npy or "
-                                       f"application/octet-stream, not {content_type}")
-        return DecodedUpload(decode_npy(data, card, max_frames, max_clips), content_type,
-                             len(data))
+                                       f"application/octet-stream, not {content_type[:100]}")
+        return DecodedUpload(decode_npy(data, card, limits), content_type, len(data))
     if not (content_type.startswith("video/") or content_type in VIDEO_TYPES_EXTRA):
         raise UnsupportedMediaType(
-            f"unsupported content type {content_type}; send a video file (video/*, image/gif) "
-            "or a raw uint8 clip as .npy")
-    return DecodedUpload(decode_video(data, card, max_frames, max_clips), content_type,
-                         len(data))
+            f"unsupported content type {content_type[:100]}; send a video file (video/*, "
+            "image/gif) or a raw uint8 clip as .npy")
+    return DecodedUpload(decode_video(data, card, limits), content_type, len(data))

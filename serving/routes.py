@@ -7,10 +7,11 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.errors import InvalidInput, NotReady, PayloadTooLarge
+from serving.http import responses
 from serving.metrics import CONTENT_TYPE_LATEST
 from serving.service import Prediction, PredictionService, Upload
 
@@ -70,9 +71,21 @@ class FeedbackIn(BaseModel):
 
 
 class FeedbackOut(BaseModel):
-    stored: list[str]
-    unknown_ids: list[str]
+    stored: list[str] = Field(description="labels set on their stored predictions")
+    pending_ids: list[str] = Field(
+        default_factory=list,
+        description="ids vidmon issued whose rows are not in the store yet (spooled by a "
+                    "replica while the store was away): kept, and applied when they land")
+    unknown_ids: list[str] = Field(description="ids vidmon never issued")
     unknown_labels: list[FeedbackItem]
+
+
+class ReadyOut(BaseModel):
+    status: str = Field(description="ready, or degraded while predictions go to the spool")
+    model: str
+    version: str
+    store: str = Field(description="ok, or why the store is not in use")
+    spooled: int = Field(description="entries waiting in this replica's spool")
 
 
 def _service(request: Request) -> PredictionService:
@@ -84,8 +97,8 @@ def _service(request: Request) -> PredictionService:
 async def _read(upload: UploadFile, limit: int) -> Upload:
     data = await upload.read(limit + 1)
     if len(data) > limit:
-        raise PayloadTooLarge(f"{upload.filename or 'the upload'} is over the limit of "
-                              f"{limit} bytes")
+        name = (upload.filename or "the upload")[:100]
+        raise PayloadTooLarge(f"{name} is over the limit of {limit} bytes (max_upload_bytes)")
     return Upload(data, upload.filename, upload.content_type)
 
 
@@ -107,8 +120,11 @@ Segments = Annotated[bool, Query(description="include each clip's label, confide
                                              "start/end time")]
 
 
+PREDICT_ERRORS = responses(400, 413, 415, 422, 503, 504)
+
+
 @router.post("/v1/predict", response_model=PredictionOut, response_model_exclude_none=True,
-             tags=["predict"])
+             tags=["predict"], responses=PREDICT_ERRORS)
 async def predict(request: Request, file: Annotated[UploadFile, File()],
                   segments: Segments = False) -> PredictionOut:
     """Classify one video file (mp4, webm, avi, mkv, mov, gif...) or raw uint8 ``.npy`` clip.
@@ -117,30 +133,32 @@ async def predict(request: Request, file: Annotated[UploadFile, File()],
 
 
 @router.post("/v1/predict/batch", response_model=BatchOut, response_model_exclude_none=True,
-             tags=["predict"])
+             tags=["predict"], responses=PREDICT_ERRORS)
 async def predict_batch(request: Request, files: Annotated[list[UploadFile], File()],
                         segments: Segments = False) -> BatchOut:
     """Classify several files in one request; one bad file rejects the request whole."""
     return BatchOut(predictions=await _predict(request, files, segments))
 
 
-@router.post("/v1/feedback", response_model=FeedbackOut, tags=["feedback"])
-def feedback(request: Request, body: FeedbackIn) -> FeedbackOut:
+@router.post("/v1/feedback", response_model=FeedbackOut, tags=["feedback"],
+             responses=responses(400, 413, 422, 503))
+async def feedback(request: Request, body: FeedbackIn) -> FeedbackOut:
     """Ground-truth labels for earlier predictions (a video id labels all its clips);
-    idempotent."""
+    idempotent. Answered once the labels are committed to the store or fsynced to the
+    spool."""
     service = _service(request)
     known_labels = set(service.runtime.label_names)
     valid = {item.prediction_id: item.label for item in body.labels if item.label in known_labels}
     unknown_labels = [item for item in body.labels if item.label not in known_labels]
     writer = request.app.state.writer
+    now = service.clock()
     if writer is not None:
-        writer.wait_flushed()  # a label may follow its prediction before the batch is written
-    try:
-        result = request.app.state.repository.apply_feedback(valid, now=service.clock())
-    except SQLAlchemyError:
-        raise NotReady("the store is unavailable; retry shortly") from None
-    return FeedbackOut(stored=result.stored, unknown_ids=result.unknown_ids,
-                       unknown_labels=unknown_labels)
+        result = await run_in_threadpool(writer.label_now, valid, now)
+    else:  # logging off (benchmarks): straight to the store
+        result = await run_in_threadpool(request.app.state.repository.apply_feedback, valid,
+                                         now)
+    return FeedbackOut(stored=result.stored, pending_ids=result.pending_ids,
+                       unknown_ids=result.unknown_ids, unknown_labels=unknown_labels)
 
 
 @router.get("/healthz", tags=["operations"])
@@ -149,16 +167,20 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["operations"])
-def readyz(request: Request) -> dict[str, str]:
-    """The model is loaded and the store answers."""
+@router.get("/readyz", response_model=ReadyOut, tags=["operations"], responses=responses(503))
+def readyz(request: Request) -> ReadyOut:
+    """The model is loaded. With the store away the service still answers and spools its
+    log: ``degraded``, with the reason, until a replay brings the store back into use."""
     service = _service(request)
-    try:
-        request.app.state.repository.ping()
-    except SQLAlchemyError:
-        raise NotReady("the store is unreachable") from None
-    return {"status": "ready", "model": service.runtime.name,
-            "version": service.runtime.version}
+    writer = request.app.state.writer
+    if writer is None:
+        store = "ok"
+    else:
+        store = "ok" if writer.store_available else f"unavailable ({writer.store_error}); " \
+            f"predictions and labels are spooled to {writer.spool.path}"
+    return ReadyOut(status="ready" if store == "ok" else "degraded",
+                    model=service.runtime.name, version=service.runtime.version, store=store,
+                    spooled=writer.spool_pending if writer is not None else 0)
 
 
 @router.get("/metrics", tags=["operations"])

@@ -4,8 +4,9 @@ Routes call :class:`PredictionService`; it knows nothing of HTTP. Decoding runs 
 pool (PyAV and numpy release the GIL) and cuts a video into the clips its model card asks
 for; the clips of one video go through the batcher together, and each is logged as its own
 prediction row, linked to the others by the video id, so monitoring sees clip-level
-embeddings. The answer for the video is the mean of its clips' probabilities. The store
-write goes to the background writer, never awaited by the request.
+embeddings. The answer for the video is the mean of its clips' probabilities. It is sent
+only once the video's records are durable: the writer group-commits them with the records
+of concurrent requests (:mod:`serving.writer`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from monitor.errors import Overloaded
 from monitor.features import feature_dict
 from monitor.profile import entropy
 from monitor.runtime import ModelRuntime
+from monitor.video import DecodeLimits
 from monitor.store.records import PredictionRecord, encode_embedding, new_prediction_id
 from serving.batcher import DynamicBatcher
 from serving.decode import DecodedUpload, decode_upload
 from serving.swap import ModelHolder
-from serving.writer import PredictionWriter
+from serving.writer import DurableWriter
 
 
 @dataclass(frozen=True)
@@ -82,13 +84,12 @@ class PredictionService:
         self,
         models: ModelHolder,
         batcher: DynamicBatcher,
-        writer: PredictionWriter | None,
+        writer: DurableWriter | None,
         clip_store: ClipStore,
         *,
         top_k: int = 3,
         clip_sample_rate: float = 0.0,
-        max_video_frames: int = 2000,
-        max_clips_per_video: int = 8,
+        limits: DecodeLimits = DecodeLimits(),
         decode_workers: int = 2,
         clock: Clock = system_clock,
     ) -> None:
@@ -98,8 +99,7 @@ class PredictionService:
         self.clip_store = clip_store
         self.top_k = top_k
         self.clip_sample_rate = clip_sample_rate
-        self.max_video_frames = max_video_frames
-        self.max_clips_per_video = max_clips_per_video
+        self.limits = limits
         self.clock = clock
         self._pool = ThreadPoolExecutor(max_workers=decode_workers,
                                         thread_name_prefix="vidmon-decode")
@@ -117,8 +117,7 @@ class PredictionService:
     def _prepare(self, upload: Upload) -> Prepared:
         started = time.perf_counter()
         decoded = decode_upload(upload.data, upload.filename, upload.content_type,
-                                self.runtime.card, self.max_video_frames,
-                                self.max_clips_per_video)
+                                self.runtime.card, self.limits)
         return Prepared(decoded, (time.perf_counter() - started) * 1000)
 
     def _check_capacity(self, n: int) -> None:
@@ -146,16 +145,19 @@ class PredictionService:
         labels = runtime.label_names
         video_id = new_prediction_id()
         single = len(video.clips) == 1
-        segments = []
+        segments, records = [], []
         for i, segment in enumerate(video.segments):
             record = self._record(runtime, prepared, probabilities[i], embeddings[i],
                                   pixels[i], video_id if single else new_prediction_id(),
                                   video_id, await self._maybe_keep_clip(video.clips[i]))
-            if self.writer is not None:
-                self.writer.submit(record)
+            records.append(record)
             segments.append(SegmentPrediction(record.id, record.predicted_label,
                                               record.confidence, round(segment.start_s, 3),
                                               round(segment.end_s, 3)))
+        if self.writer is not None:
+            logged = time.perf_counter()
+            await self.writer.write(records)
+            log_ms = (time.perf_counter() - logged) * 1000
         mean = probabilities.mean(axis=0)
         order = np.argsort(mean)[::-1]
         return Prediction(
@@ -167,7 +169,8 @@ class PredictionService:
             model_version=runtime.version,
             segments=segments,
             timings_ms={"decode": round(prepared.decode_ms, 3),
-                        "inference": round(inference_ms, 3)},
+                        "inference": round(inference_ms, 3),
+                        **({"log": round(log_ms, 3)} if self.writer is not None else {})},
         )
 
     def _record(self, runtime: ModelRuntime, prepared: Prepared, probabilities: np.ndarray,

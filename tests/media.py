@@ -27,10 +27,10 @@ def video_bytes(suffix: str, frames: int = 24, size: int = 64, fps: float = 12.0
     return path.read_bytes()
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
-    """An array in .npy format."""
+def npy_bytes(array: np.ndarray, fortran: bool = False) -> bytes:
+    """An array in .npy format (Fortran-ordered when asked, as numpy writes such arrays)."""
     buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
+    np.save(buffer, np.asfortranarray(array) if fortran else array, allow_pickle=False)
     return buffer.getvalue()
 
 

@@ -29,9 +29,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from monitor.card import ModelCard
-from monitor.errors import InvalidInput
+from monitor.errors import InvalidInput, PayloadTooLarge
 from monitor.features import VideoMeta
-from monitor.video import decode_video
+from monitor.video import DecodeLimits, decode_video
 
 log = logging.getLogger(__name__)
 
@@ -222,11 +222,12 @@ def load_clips(items: list[VideoItem], card: ModelCard, *, max_frames: int = 200
     clips, labels, metas, kept, skipped = [], [], [], [], []
     for item in tqdm(items, desc=description, unit="video", disable=None):
         try:
-            decoded = decode_video(item.path.read_bytes(), card, max_frames, max_clips=1)
+            decoded = decode_video(item.path.read_bytes(), card,
+                                   DecodeLimits.trusted(max_frames))
         except FileNotFoundError:
             skipped.append((item.path, "missing"))
             continue
-        except (InvalidInput, OSError) as exc:
+        except (InvalidInput, PayloadTooLarge, OSError) as exc:
             skipped.append((item.path, str(exc)))
             continue
         clips.append(decoded.clips[0])

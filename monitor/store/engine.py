@@ -16,10 +16,14 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_store_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get WAL mode, a busy timeout and foreign keys."""
+    """An engine for ``url``. A server fails fast when unreachable (the writer then spools);
+    SQLite files get WAL mode with a sync on every commit (a commit is what acknowledges a
+    prediction), a busy timeout and foreign keys."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        connect_args = {"connect_timeout": 5} if parsed.get_backend_name() == "postgresql" else {}
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                             connect_args=connect_args)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30})
@@ -28,7 +32,7 @@ def create_store_engine(url: str) -> Engine:
     def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

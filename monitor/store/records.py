@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
-import uuid
+import re
+import secrets
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -35,9 +37,26 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _id_check(body: str) -> str:
+    return hashlib.blake2b(body.encode("ascii"), digest_size=4,
+                           person=b"vidmon-id").hexdigest()
+
+
 def new_prediction_id() -> str:
-    """A fresh prediction id: 32 hex characters."""
-    return uuid.uuid4().hex
+    """A fresh prediction id: 24 random hex characters and an 8-character check, so an id
+    vidmon never issued (a typo, another system's id) is told apart from one whose row is
+    still on its way to the store (see :func:`is_issued_id`)."""
+    body = secrets.token_hex(12)
+    return body + _id_check(body)
+
+
+def is_issued_id(value: str) -> bool:
+    """Whether ``value`` has the form of an id vidmon issued (its check matches); a random
+    string passes with probability 2^-32."""
+    return bool(_ID.fullmatch(value)) and _id_check(value[:24]) == value[24:]
 
 
 def encode_embedding(vector: np.ndarray, dtype: str = "float32") -> bytes:
@@ -128,7 +147,9 @@ class Window:
 
 @dataclass(frozen=True)
 class FeedbackResult:
-    """What a batch of late labels did: which ids were stored, which were unknown."""
+    """What a batch of late labels did: stored on their rows, kept until their rows arrive
+    (issued ids not in the store yet), or unknown (never issued by vidmon)."""
 
     stored: list[str]
     unknown_ids: list[str]
+    pending_ids: list[str] = field(default_factory=list)

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from monitor.features import FEATURE_NAMES
 from monitor.store.records import (
@@ -21,8 +22,9 @@ from monitor.store.records import (
     Window,
     as_utc,
     decode_embedding,
+    is_issued_id,
 )
-from monitor.store.schema import predictions
+from monitor.store.schema import pending_labels, predictions, reference_profiles
 
 _CHUNK = 500
 WINDOW_COLUMNS: tuple[str, ...] = (
@@ -52,53 +54,127 @@ class PredictionRepository:
         with self.engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
 
-    def _insert_ignoring_duplicates(self) -> sa.Insert:
+    def _insert_ignoring_duplicates(self, table: sa.Table, key: list[str]) -> sa.Insert:
         dialect = self.engine.dialect.name
         if dialect == "postgresql":
-            return postgresql.insert(predictions).on_conflict_do_nothing(index_elements=["id"])
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=key)
         if dialect == "sqlite":
-            return sqlite.insert(predictions).on_conflict_do_nothing(index_elements=["id"])
+            return sqlite.insert(table).on_conflict_do_nothing(index_elements=key)
         raise ValueError(f"the store supports SQLite and PostgreSQL, not {dialect}")
 
     def add_predictions(self, records: Sequence[PredictionRecord]) -> int:
         """Insert records in one transaction; ids already stored are skipped, so replaying a
-        batch writes each record exactly once. Returns how many rows were new."""
+        batch writes each record exactly once. Labels that arrived before their rows are
+        applied in the same transaction. Returns how many rows were new."""
         if not records:
             return 0
-        statement = self._insert_ignoring_duplicates()
-        inserted = 0
         with self.engine.begin() as connection:
-            for start in range(0, len(records), _CHUNK):
-                rows = [r.to_row() for r in records[start : start + _CHUNK]]
-                ids = [row["id"] for row in rows]
-                before = connection.execute(
-                    sa.select(sa.func.count()).where(predictions.c.id.in_(ids))).scalar_one()
-                connection.execute(statement, rows)
-                inserted += len(rows) - before
+            return self._insert(connection, records)
+
+    def _insert(self, connection: Connection, records: Sequence[PredictionRecord]) -> int:
+        statement = self._insert_ignoring_duplicates(predictions, ["id"])
+        inserted = 0
+        for start in range(0, len(records), _CHUNK):
+            chunk = records[start : start + _CHUNK]
+            rows = [r.to_row() for r in chunk]
+            ids = [row["id"] for row in rows]
+            before = connection.execute(
+                sa.select(sa.func.count()).where(predictions.c.id.in_(ids))).scalar_one()
+            connection.execute(statement, rows)
+            inserted += len(rows) - before
+            keys = set(ids) | {r.video_id for r in chunk if r.video_id}
+            waiting = connection.execute(sa.select(pending_labels).where(
+                pending_labels.c.id.in_(keys))).mappings().all()
+            self._label(connection, {w["id"]: (w["label"], w["labeled_at"]) for w in waiting})
         return inserted
+
+    @staticmethod
+    def _label(connection: Connection, labels: Mapping[str, tuple[str, datetime]]) -> None:
+        """Set true labels on rows by prediction or video id; drop them from the waiting
+        list."""
+        for key, (label, labeled_at) in labels.items():
+            connection.execute(
+                predictions.update()
+                .where(sa.or_(predictions.c.id == key, predictions.c.video_id == key))
+                .values(true_label=label, labeled_at=labeled_at))
+        for start in range(0, len(labels), _CHUNK):
+            connection.execute(pending_labels.delete().where(
+                pending_labels.c.id.in_(list(labels)[start:start + _CHUNK])))
+
+    def _known(self, connection: Connection, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored, as a prediction's or a video's id."""
+        known: set[str] = set()
+        wanted = set(ids)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            rows = connection.execute(sa.select(predictions.c.id, predictions.c.video_id)
+                                      .where(sa.or_(predictions.c.id.in_(chunk),
+                                                    predictions.c.video_id.in_(chunk))))
+            known.update(i for row in rows for i in row if i in wanted)
+        return known
 
     def apply_feedback(self, labels: Mapping[str, str], now: datetime | None = None
                        ) -> FeedbackResult:
-        """Store true labels for known ids, labeled at ``now``; idempotent. An id is a
-        prediction's or a video's (labeling every clip of it). Unknown ids are reported."""
+        """Store true labels labeled at ``now``, idempotently, in one transaction. An id is a
+        prediction's or a video's (labeling every clip of it). A label for an id vidmon
+        issued whose row is not stored yet (still in a replica's spool) waits in
+        ``pending_labels`` and is applied when the row lands; ids vidmon never issued are
+        reported unknown."""
         ids = list(labels)
+        now = now or datetime.now(UTC)
         with self.engine.begin() as connection:
-            known: set[str] = set()
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start:start + _CHUNK]
-                rows = connection.execute(sa.select(predictions.c.id, predictions.c.video_id)
-                                          .where(sa.or_(predictions.c.id.in_(chunk),
-                                                        predictions.c.video_id.in_(chunk))))
-                known.update(i for row in rows for i in row if i in labels)
-            now = now or datetime.now(UTC)
-            for prediction_id in (i for i in ids if i in known):
-                connection.execute(
-                    predictions.update()
-                    .where(sa.or_(predictions.c.id == prediction_id,
-                                  predictions.c.video_id == prediction_id))
-                    .values(true_label=labels[prediction_id], labeled_at=now))
+            known = self._known(connection, ids)
+            self._label(connection, {i: (labels[i], now) for i in ids if i in known})
+            waiting = [i for i in ids if i not in known and is_issued_id(i)]
+            if waiting:
+                # A later label for the same id replaces the earlier one, as on a stored row.
+                connection.execute(pending_labels.delete().where(
+                    pending_labels.c.id.in_(waiting)))
+                connection.execute(pending_labels.insert(), [
+                    {"id": i, "label": labels[i], "labeled_at": now} for i in waiting])
         return FeedbackResult(stored=[i for i in ids if i in known],
-                              unknown_ids=[i for i in ids if i not in known])
+                              unknown_ids=[i for i in ids if i not in known
+                                           and not is_issued_id(i)],
+                              pending_ids=waiting)
+
+    def resolve_pending_labels(self) -> int:
+        """Apply waiting labels whose rows have landed since (a row and its label committed
+        at the same moment can miss each other); returns how many were applied."""
+        with self.engine.begin() as connection:
+            waiting = {row["id"]: (row["label"], row["labeled_at"]) for row in
+                       connection.execute(sa.select(pending_labels).limit(10_000)).mappings()}
+            if not waiting:
+                return 0
+            landed = self._known(connection, list(waiting))
+            self._label(connection, {i: waiting[i] for i in landed})
+        return len(landed)
+
+    def pending_label_count(self) -> int:
+        """Labels waiting for their prediction's row."""
+        with self.engine.connect() as connection:
+            return int(connection.execute(
+                sa.select(sa.func.count()).select_from(pending_labels)).scalar_one())
+
+    def add_reference(self, records: Sequence[PredictionRecord], model_name: str,
+                      model_version: str, now: datetime | None = None) -> int:
+        """Store a version's reference rows exactly once: the ``reference_profiles`` row is
+        the claim, in the same transaction, so a second writer (another monitor racing this
+        one) fails on the key and adds nothing. Returns the rows added (0: already there)."""
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(reference_profiles.insert(), {
+                    "model_name": model_name, "model_version": model_version,
+                    "rows": len(records), "stored_at": now or datetime.now(UTC)})
+                return self._insert(connection, records)
+        except IntegrityError:
+            return 0
+
+    def has_reference(self, model_name: str, model_version: str) -> bool:
+        """Whether the reference profile of this version is stored."""
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(reference_profiles.c.rows).where(
+                reference_profiles.c.model_name == model_name,
+                reference_profiles.c.model_version == model_version)).first() is not None
 
     def count(self, source: Source | None = None, model_version: str | None = None,
               model_name: str | None = None) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from monitor.retrain_policy import RetrainDecision
 from monitor.store.records import as_utc, json_safe
@@ -25,17 +26,33 @@ class RetrainRepository:
 
     def record(self, decision: RetrainDecision, model_name: str, model_version: str,
                now: datetime | None = None) -> str:
-        """Store a decision made at ``now``; a triggered one starts as ``pending``, due."""
+        """Store a decision made at ``now``; a triggered one starts as ``pending``, due. A
+        model has at most one pending decision (a unique index says so): triggering while
+        one is pending returns the pending one's id, whoever raced to insert it."""
         decision_id = uuid.uuid4().hex
         now = now or datetime.now(UTC)
-        with self.engine.begin() as connection:
-            connection.execute(decisions.insert(), {
-                "id": decision_id, "created_at": now, "model_name": model_name,
-                "model_version": model_version, "triggered": decision.triggered,
-                "reasons": decision.reasons, "report_ids": decision.report_ids,
-                "status": "pending" if decision.triggered else "not_triggered",
-                "attempts": 0, "next_attempt_at": now if decision.triggered else None})
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(decisions.insert(), {
+                    "id": decision_id, "created_at": now, "model_name": model_name,
+                    "model_version": model_version, "triggered": decision.triggered,
+                    "reasons": decision.reasons, "report_ids": decision.report_ids,
+                    "status": "pending" if decision.triggered else "not_triggered",
+                    "attempts": 0, "next_attempt_at": now if decision.triggered else None})
+        except IntegrityError:
+            pending = self.pending(model_name)
+            if pending is None:  # it started between our insert and this read
+                raise
+            return pending["id"]
         return decision_id
+
+    def pending(self, model_name: str) -> dict[str, Any] | None:
+        """The model's pending decision, if any."""
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(decisions).where(
+                decisions.c.model_name == model_name,
+                decisions.c.status == "pending")).mappings().first()
+        return None if row is None else _timestamps(row)
 
     def get(self, decision_id: str) -> dict[str, Any] | None:
         """One decision."""

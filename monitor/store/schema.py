@@ -92,4 +92,24 @@ retrain_decisions = sa.Table(
     sa.Column("challenger_version", sa.String(32), nullable=True),
     sa.Column("gate", sa.JSON, nullable=True),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("uq_retrain_pending", "model_name", unique=True,
+             sqlite_where=sa.text("status = 'pending'"),
+             postgresql_where=sa.text("status = 'pending'")),
+)
+
+pending_labels = sa.Table(
+    "pending_labels",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("labeled_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+reference_profiles = sa.Table(
+    "reference_profiles",
+    metadata,
+    sa.Column("model_name", sa.String(200), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("stored_at", sa.DateTime(timezone=True), nullable=False),
 )

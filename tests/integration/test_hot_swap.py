@@ -32,8 +32,7 @@ def two_versions(tmp_path: Path):
         "database_url": f"sqlite:///{tmp_path / 'vidmon.db'}",
         "clip_dir": tmp_path / "clips",
         "admin_key": SecretStr(KEY),
-        "serve": ServeSettings(spool_path=tmp_path / "spool.jsonl", model_poll_interval_s=0.3,
-                               writer_flush_interval_s=0.05),
+        "serve": ServeSettings(spool_path=tmp_path / "spool.jsonl", model_poll_interval_s=0.3),
     })
 
 

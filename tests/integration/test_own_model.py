@@ -24,7 +24,7 @@ from monitor.settings import MonitorSettings, RetrainSettings, ServeSettings, Se
 from monitor.store import PredictionRepository, create_store_engine
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
-from monitor.video import decode_video
+from monitor.video import DecodeLimits, decode_video
 from serving.app import create_app
 from serving.background import running_server
 from simulations.cli import main
@@ -101,7 +101,7 @@ def _settings(root: Path, name: str) -> Settings:
         mlflow_artifacts_dir=root / "mlartifacts", experiment_name=f"{name}-experiment",
         model_name=name, database_url=f"sqlite:///{root / 'vidmon.db'}",
         clip_dir=root / "clips", evidently_workspace=None,
-        serve=ServeSettings(spool_path=root / "spool.jsonl", writer_flush_interval_s=0.02,
+        serve=ServeSettings(spool_path=root / "spool.jsonl",
                             clip_sample_rate=1.0, max_clips_per_video=6),
         monitor=MonitorSettings(interval_s=3600, window_minutes=60, min_rows=20),
         retrain=RetrainSettings(windows=1, min_labeled=30, cooldown_minutes=0, epochs=3,
@@ -130,7 +130,7 @@ def _video(label: str, seed: int, frames: int, fps: float = 16.0) -> bytes:
 
 def _direct_probabilities(module: nn.Module, data: bytes, card: ModelCard) -> np.ndarray:
     """What the user's own module says on the service's preprocessing of ``data``."""
-    decoded = decode_video(data, card, max_frames=2000, max_clips=1)
+    decoded = decode_video(data, card, DecodeLimits(max_clips=1))
     with torch.no_grad():
         logits = module(to_model_input(torch.from_numpy(decoded.clips), card))
     return torch.softmax(logits, dim=1).numpy()[0]

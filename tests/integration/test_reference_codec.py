@@ -29,7 +29,7 @@ def _clean_window_verdict(root: Path) -> dict:
         train=TrainSettings(synthetic_dir=root / "data",
                             clips_per_class=6, test_clips_per_class=10, epochs=1,
                             width_multiplier=8),
-        serve=ServeSettings(spool_path=root / "spool.jsonl", writer_flush_interval_s=0.05))
+        serve=ServeSettings(spool_path=root / "spool.jsonl"))
     run_training(settings)
     with running_server(create_app(settings, RegistrySource(settings))) as url:
         traffic = TrafficSimulator(url, Scenario(), TrafficConfig(

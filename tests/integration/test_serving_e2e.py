@@ -24,7 +24,7 @@ def service_settings(model_store: Settings, database_url: str, tmp_path: Path) -
         "database_url": database_url,
         "clip_dir": tmp_path / "clips",
         "serve": ServeSettings(max_upload_bytes=200_000, max_wait_ms=20, clip_sample_rate=1.0,
-                               spool_path=tmp_path / "spool.jsonl", writer_flush_interval_s=0.05),
+                               spool_path=tmp_path / "spool.jsonl"),
     })
 
 
@@ -94,8 +94,8 @@ def test_batch_endpoint_answers_every_file(server) -> None:
     ("flat.npy", npy_bytes(np.zeros((16, 32, 32), np.uint8)), "application/x-npy", 422, "shape"),
     ("f32.npy", npy_bytes(np.zeros((16, 32, 32, 3), np.float32)), "application/x-npy", 422,
      "uint8"),
-    ("nan.npy", npy_bytes(np.full((4, 8, 8, 3), np.nan, np.float32)), "application/x-npy", 422,
-     "NaN"),
+    ("nan.npy", npy_bytes(np.full((4, 8, 8, 3), np.nan, np.float64)), "application/x-npy", 422,
+     "got dtype '<f8'"),
     ("empty.mp4", b"", "video/mp4", 422, "empty"),
 ])
 def test_bad_input_gets_a_clear_4xx_and_writes_nothing(

@@ -21,8 +21,7 @@ from training.registry import RegistrySource
 def service(model_store: Settings, tmp_path: Path):
     settings = model_store.model_copy(update={
         "database_url": f"sqlite:///{tmp_path / 'vidmon.db'}", "clip_dir": tmp_path / "clips",
-        "serve": ServeSettings(spool_path=tmp_path / "spool.jsonl", clip_sample_rate=1.0,
-                               writer_flush_interval_s=0.05)})
+        "serve": ServeSettings(spool_path=tmp_path / "spool.jsonl", clip_sample_rate=1.0)})
     with running_server(create_app(settings, RegistrySource(settings))) as url:
         yield url, settings
 

@@ -14,7 +14,7 @@ from monitor.errors import (
     UnsupportedMediaType,
     VidmonError,
 )
-from serving.app import _error_response
+from serving.http import _error_response
 
 
 @pytest.mark.parametrize(("error", "status"), [
