@@ -77,7 +77,8 @@ def measure(url: str, n: int, records: list[PredictionRecord], profile: Referenc
     predictions = PredictionRepository(engine)
     predictions.add_predictions(records[:n])
     started = time.perf_counter()
-    outcome = run_report_job(MonitorSettings(interval_s=3600, window_minutes=60), predictions,
+    outcome = run_report_job(MonitorSettings(interval_s=3600, lateness_s=0, window_minutes=60),
+                             predictions,
                              ReportRepository(engine), lambda *_: profile, now=END)
     seconds = time.perf_counter() - started
     assert outcome.status == "reported", outcome

@@ -1,7 +1,10 @@
 """The report job: load the serving model version's window and reference, report, store.
 
 The job is idempotent per window: windows end on multiples of the interval and a window
-already reported is skipped, so a restarted or coalesced scheduler never reports twice.
+already reported is skipped, so a restarted or coalesced scheduler never reports twice. A
+window is reported only ``lateness_s`` after it ends: a replica that lost the store spools
+its records and replays them when the store answers again, and those rows must be in the
+window before it is judged (a report is never rebuilt).
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ def run_report_job(
 ) -> JobOutcome:
     """Report on the window that ended at the last interval boundary; the Evidently runs
     are also added to ``workspace`` when one is given."""
-    end = window_end_for(now or datetime.now(UTC), settings.interval_s)
+    now = now or datetime.now(UTC)
+    end = window_end_for(now - timedelta(seconds=settings.lateness_s), settings.interval_s)
     serving = predictions.latest_model(until=end)
     if serving is None:
         log.info("no production predictions before %s; nothing to report", end.isoformat())

@@ -97,7 +97,12 @@ class Monitor:
     def _trigger(self):  # type: ignore[no-untyped-def]
         if self.settings.cron:
             return CronTrigger.from_crontab(self.settings.cron, timezone=UTC)
-        return IntervalTrigger(seconds=self.settings.interval_s, timezone=UTC)
+        # Fire lateness_s after each window's end, which is a multiple of the interval.
+        interval = self.settings.interval_s
+        epoch = datetime.now(UTC).timestamp()
+        start = datetime.fromtimestamp(epoch - epoch % interval + self.settings.lateness_s,
+                                       tz=UTC)
+        return IntervalTrigger(seconds=interval, start_date=start, timezone=UTC)
 
     def _start_scheduler(self) -> None:
         _context["run"] = self.run_once

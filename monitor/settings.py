@@ -123,6 +123,11 @@ class MonitorSettings(BaseModel):
     alpha: float = Field(default=0.05, gt=0, lt=1,
                          description="chance that a clean window is called drift")
     min_rows: PositiveInt = 30
+    lateness_s: float = Field(
+        default=15.0, ge=0,
+        description="a window is reported this long after it ends, so that records a replica "
+                    "spooled during a short store outage (replayed every replay_interval_s, "
+                    "5 s by default) are in it")
     lease_ttl_s: float = Field(default=60.0, gt=0,
                                description="a scheduler that stops renewing loses its lease")
 

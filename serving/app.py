@@ -3,8 +3,8 @@
 At start it migrates the store (or, with the store down, starts degraded: predictions are
 spooled and the migrations run when the store returns), loads the model from ``source``
 (injected, so this package never imports MLflow), starts the batcher, the writer and the
-poll for a new champion; uvicorn only accepts requests once that is done. At shutdown the batcher drains and the
-writer flushes.
+poll for a new champion; uvicorn only accepts requests once that is done. At shutdown the
+batcher drains and the writer makes everything queued durable.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from monitor.video import DecodeLimits
 from serving.admin import router as admin_router
 from serving.batcher import DynamicBatcher
 from serving.dashboard import router as dashboard_router
-from serving.http import BodyLimit, install_error_handlers
+from serving.http import BodyLimit, install_error_handlers, internal_error
 from serving.metrics import ServiceMetrics
 from serving.routes import router
 from serving.service import PredictionService
@@ -145,16 +145,15 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
     @app.middleware("http")
     async def _observe(request: Request, call_next):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
-        status = 500  # an exception escaping the app is answered 500: count it as such
         try:
             response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            # The route template, not the raw path: unknown paths must not grow the label set.
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            metrics.latency.labels(route=route).observe(time.perf_counter() - started)
-            metrics.requests.labels(route=route, status=str(status)).inc()
+        except Exception as exc:  # a bug: answered here, so the connection stays usable
+            response = internal_error(exc)
+        # The route template, not the raw path: unknown paths must not grow the label set.
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+        metrics.requests.labels(route=route, status=str(response.status_code)).inc()
+        return response
 
     app.include_router(router)
     app.include_router(monitoring_router)

@@ -33,7 +33,8 @@ from monitor.errors import (
     VidmonError,
 )
 
-__all__ = ["BodyLimit", "ErrorOut", "error_body", "install_error_handlers", "responses"]
+__all__ = ["BodyLimit", "ErrorOut", "error_body", "install_error_handlers", "internal_error",
+           "responses"]
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_body("StoreUnavailable", "the store is unavailable; retry shortly", 503,
                           {"Retry-After": str(STORE_RETRY_AFTER_S)})
 
-    @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error", exc_info=exc)
-        return error_body("InternalError", "internal error; the server log has the details",
-                          500)
+
+def internal_error(exc: BaseException) -> JSONResponse:
+    """The answer to a bug: logged with its traceback, answered without it."""
+    log.error("internal error", exc_info=exc)
+    return error_body("InternalError", "internal error; the server log has the details", 500)
 
 
 class BodyLimit:

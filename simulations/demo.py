@@ -110,8 +110,10 @@ def demo_settings(settings: Settings, config: DemoConfig) -> Settings:
     serve = settings.serve.model_copy(update={
         "clip_sample_rate": 1.0, "model_poll_interval_s": 0.5,
         "spool_path": root / "vidmon-spool.jsonl"})
+    # lateness 0: the demo's one server shares the store and answers only committed
+    # predictions, so no row of a simulated hour can arrive after it.
     monitor = MonitorSettings(interval_s=3600, window_minutes=60, window_predictions=None,
-                              alpha=settings.monitor.alpha, min_rows=30)
+                              alpha=settings.monitor.alpha, min_rows=30, lateness_s=0)
     retrain = RetrainSettings(
         windows=2, min_labeled=config.min_labeled, cooldown_minutes=180, accuracy_drop=0.05,
         epochs=config.retrain_epochs, learning_rate=3e-3, original_clips_per_class=30,

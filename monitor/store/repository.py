@@ -62,6 +62,17 @@ class PredictionRepository:
             return sqlite.insert(table).on_conflict_do_nothing(index_elements=key)
         raise ValueError(f"the store supports SQLite and PostgreSQL, not {dialect}")
 
+    def _upsert_pending(self) -> sa.Insert:
+        """Insert a waiting label; a later label for the same id replaces an earlier one (as
+        on a stored row), even when two requests race on it."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(pending_labels)
+        return statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={"label": statement.excluded.label,
+                  "labeled_at": statement.excluded.labeled_at},
+            where=pending_labels.c.labeled_at <= statement.excluded.labeled_at)
+
     def add_predictions(self, records: Sequence[PredictionRecord]) -> int:
         """Insert records in one transaction; ids already stored are skipped, so replaying a
         batch writes each record exactly once. Labels that arrived before their rows are
@@ -90,12 +101,15 @@ class PredictionRepository:
 
     @staticmethod
     def _label(connection: Connection, labels: Mapping[str, tuple[str, datetime]]) -> None:
-        """Set true labels on rows by prediction or video id; drop them from the waiting
-        list."""
+        """Set true labels on rows by prediction or video id, unless the row holds a label
+        given later (a label replayed from a spool must not undo a newer one); drop them
+        from the waiting list."""
         for key, (label, labeled_at) in labels.items():
             connection.execute(
                 predictions.update()
-                .where(sa.or_(predictions.c.id == key, predictions.c.video_id == key))
+                .where(sa.or_(predictions.c.id == key, predictions.c.video_id == key),
+                       sa.or_(predictions.c.labeled_at.is_(None),
+                              predictions.c.labeled_at <= labeled_at))
                 .values(true_label=label, labeled_at=labeled_at))
         for start in range(0, len(labels), _CHUNK):
             connection.execute(pending_labels.delete().where(
@@ -127,10 +141,7 @@ class PredictionRepository:
             self._label(connection, {i: (labels[i], now) for i in ids if i in known})
             waiting = [i for i in ids if i not in known and is_issued_id(i)]
             if waiting:
-                # A later label for the same id replaces the earlier one, as on a stored row.
-                connection.execute(pending_labels.delete().where(
-                    pending_labels.c.id.in_(waiting)))
-                connection.execute(pending_labels.insert(), [
+                connection.execute(self._upsert_pending(), [
                     {"id": i, "label": labels[i], "labeled_at": now} for i in waiting])
         return FeedbackResult(stored=[i for i in ids if i in known],
                               unknown_ids=[i for i in ids if i not in known

@@ -117,7 +117,6 @@ def test_two_apis_and_two_monitors_share_one_store_and_one_registry(
                                        "width": SPEC.width,
                                        "synthetic_dir": str(tmp_path / "data")}),
            "VIDMON_SERVE__MODEL_POLL_INTERVAL_S": "0.5",
-           "VIDMON_SERVE__WRITER_FLUSH_INTERVAL_S": "0.05",
            "VIDMON_MONITOR": json.dumps({"interval_s": 2, "window_minutes": 5, "min_rows": 5,
                                          "lease_ttl_s": 3}),
            "VIDMON_RETRAIN__AUTO_START": "false"}

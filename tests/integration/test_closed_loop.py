@@ -45,7 +45,7 @@ def _settings(root: Path, **retrain: object) -> Settings:
         train=TrainSettings(synthetic_dir=root / "data",
                             clips_per_class=8, test_clips_per_class=3, epochs=3,
                             width_multiplier=8, batch_size=16),
-        monitor=MonitorSettings(interval_s=3600, window_minutes=60, min_rows=20),
+        monitor=MonitorSettings(interval_s=3600, lateness_s=0, window_minutes=60, min_rows=20),
         retrain=RetrainSettings(windows=2, min_labeled=20, cooldown_minutes=90, epochs=1,
                                 original_clips_per_class=3, backoff_s=60, max_attempts=2,
                                 **retrain))

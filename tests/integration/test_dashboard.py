@@ -57,7 +57,7 @@ def _seed(settings: Settings) -> dict:
         records += [replace(r, model_name=settings.model_name) for r in batch]
     predictions.add_predictions(records)
     profile = reference_profile()
-    monitor = MonitorSettings(interval_s=3600, window_minutes=60, min_rows=20)
+    monitor = MonitorSettings(interval_s=3600, lateness_s=0, window_minutes=60, min_rows=20)
     report_ids = [run_report_job(monitor, predictions, reports, lambda *_: profile,
                                  now=end).report_id for end in WINDOWS]
     run_id = mlflow.MlflowClient().get_model_version(settings.model_name, "1").run_id

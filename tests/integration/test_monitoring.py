@@ -15,7 +15,7 @@ from tests.factories import LABELS, production_records, reference_profile
 from tests.waiting import wait_until
 
 HOUR = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
-SETTINGS = MonitorSettings(interval_s=3600, window_minutes=60)
+SETTINGS = MonitorSettings(interval_s=3600, lateness_s=0, window_minutes=60)
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_labels_arriving_later_change_the_performance_section(repository, report
     # Labels for the window come in (two thirds right); the next hour's window covers it.
     repository.apply_feedback({r.id: (r.predicted_label if i % 3 else LABELS[
         (LABELS.index(r.predicted_label) + 1) % 3]) for i, r in enumerate(records)})
-    later = MonitorSettings(interval_s=3600, window_minutes=120)
+    later = MonitorSettings(interval_s=3600, lateness_s=0, window_minutes=120)
     after = run_report_job(later, repository, reports, _profile_loader(),
                            now=HOUR + timedelta(hours=1))
     second = reports.get(after.report_id)
@@ -104,7 +104,7 @@ def test_no_traffic_means_no_report(repository, reports) -> None:
 def test_one_scheduler_acts_and_a_restart_does_not_repeat_a_window(repository, reports) -> None:
     now = datetime.now(UTC)
     repository.add_predictions(production_records(60, now - timedelta(seconds=90), seed=4))
-    settings = MonitorSettings(interval_s=1, window_minutes=5, lease_ttl_s=5.0)
+    settings = MonitorSettings(interval_s=1, lateness_s=0, window_minutes=5, lease_ttl_s=5.0)
     first, second = (Monitor(settings, repository, ReportRepository(repository.engine),
                              _profile_loader()) for _ in range(2))
     threads = [threading.Thread(target=m.serve_forever, daemon=True) for m in (first, second)]

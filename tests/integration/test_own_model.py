@@ -103,7 +103,7 @@ def _settings(root: Path, name: str) -> Settings:
         clip_dir=root / "clips", evidently_workspace=None,
         serve=ServeSettings(spool_path=root / "spool.jsonl",
                             clip_sample_rate=1.0, max_clips_per_video=6),
-        monitor=MonitorSettings(interval_s=3600, window_minutes=60, min_rows=20),
+        monitor=MonitorSettings(interval_s=3600, lateness_s=0, window_minutes=60, min_rows=20),
         retrain=RetrainSettings(windows=1, min_labeled=30, cooldown_minutes=0, epochs=3,
                                 learning_rate=5e-3, holdout_fraction=0.3, gate_margin=0.0,
                                 gate_tolerance=1.0))

@@ -38,7 +38,7 @@ def _clean_window_verdict(root: Path) -> dict:
     engine = create_store_engine(settings.database_url)
     reports = ReportRepository(engine)
     outcome = run_report_job(
-        MonitorSettings(interval_s=60, window_minutes=30, min_rows=20),
+        MonitorSettings(interval_s=60, lateness_s=0, window_minutes=30, min_rows=20),
         PredictionRepository(engine), reports, profile_loader(settings),
         now=datetime.now(UTC) + timedelta(seconds=60))
     summary = reports.get(outcome.report_id)["summary"]

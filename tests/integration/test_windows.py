@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -55,3 +56,62 @@ def test_a_reference_profile_is_stored_once_and_loads_like_a_window(repository) 
     assert sorted(map(tuple, reference.embeddings.tolist())) == sorted(
         map(tuple, profile.embeddings.tolist()))
     assert len(repository.load_window("m", "1")) == 0  # production untouched
+
+
+def _race(n: int, work) -> list:  # type: ignore[no-untyped-def]
+    """``work()`` in ``n`` threads released together; their results."""
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = work()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_monitors_racing_store_a_reference_profile_exactly_once(repository) -> None:
+    profile = _profile(40)
+    for trial in range(4):
+        version = f"race-{trial}"
+        added = _race(2, lambda: store_reference(repository, profile, "m", version))
+        assert sorted(added) == [0, 40], added
+        assert repository.count(source="reference", model_version=version) == 40
+
+
+def test_retrain_requests_racing_queue_one_pending_decision(repository) -> None:
+    from monitor.retrain_policy import RetrainDecision
+    from monitor.store.retrains import RetrainRepository
+
+    retrains = RetrainRepository(repository.engine)
+    request = RetrainDecision(True, ["requested"], [])
+    ids = _race(4, lambda: retrains.record(request, "m", "1"))
+    assert len(set(ids)) == 1
+    assert retrains.pending("m")["id"] == ids[0]
+    assert retrains.record(request, "m", "1") == ids[0]  # asked again: the same one
+    assert retrains.start(ids[0])
+    assert retrains.record(request, "m", "1") != ids[0]  # once it runs, a new one may queue
+
+
+def test_a_window_is_reported_only_after_its_lateness(repository) -> None:
+    from monitor.job import run_report_job
+    from monitor.settings import MonitorSettings
+    from monitor.store.reports import ReportRepository
+
+    from tests.factories import production_records, reference_profile
+
+    hour = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    repository.add_predictions(production_records(60, hour - timedelta(minutes=30), seed=1))
+    settings = MonitorSettings(interval_s=3600, window_minutes=60, lateness_s=15, min_rows=5)
+    reports = ReportRepository(repository.engine)
+    profile = reference_profile()
+    early = run_report_job(settings, repository, reports, lambda *_: profile,
+                           now=hour + timedelta(seconds=10))
+    assert early.window_end == hour - timedelta(hours=1)  # the last hour may still be spooled
+    late = run_report_job(settings, repository, reports, lambda *_: profile,
+                          now=hour + timedelta(seconds=20))
+    assert late.window_end == hour and late.status == "reported"

@@ -48,7 +48,8 @@ def test_raw_clips_are_resized_in_space_and_sampled_in_time() -> None:
     decoded = decode_upload(npy_bytes(clip), "clip.npy", "application/x-npy", SIZE, LIMITS)
     assert decoded.video.clips[0].shape == (16, 32, 32, 3)
     assert decoded.video.meta is None and decoded.video.codec is None
-    same = decode_upload(npy_bytes(clip[:16, :32, :32]), "c.npy", "application/octet-stream", SIZE, LIMITS)
+    same = decode_upload(npy_bytes(clip[:16, :32, :32]), "c.npy", "application/octet-stream",
+                         SIZE, LIMITS)
     np.testing.assert_array_equal(same.video.clips[0], clip[:16, :32, :32])
 
 
