@@ -27,6 +27,7 @@ class ErrorOut(BaseModel):
 
 _DESCRIBED = {400: "malformed request", 401: "no admin key sent",
               403: "admin key refused or admin endpoints off", 404: "no such resource",
+              409: "not possible in the current state",
               413: "over a size limit (the message names it)", 415: "unsupported content type",
               422: "invalid input", 503: "overloaded, or the store or model is not ready; "
                                          "see Retry-After",
@@ -35,7 +36,9 @@ _DESCRIBED = {400: "malformed request", 401: "no admin key sent",
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route can answer with."""
-    return {status: {"model": ErrorOut, "description": _DESCRIBED[status]}
+    schema = {"$ref": "#/components/schemas/ErrorOut"}
+    return {status: {"model": ErrorOut, "description": _DESCRIBED[status],
+                     "content": {"application/json": {"schema": schema}}}
             for status in statuses}
 
 
@@ -75,7 +78,8 @@ def get_report(request: Request, report_id: ReportId) -> dict[str, Any]:
 
 
 @router.get("/v1/reports/{report_id}/html", response_class=HTMLResponse,
-            responses={**READ_ERRORS, **responses(404)})
+            responses={**READ_ERRORS, **responses(404),
+                       200: {"content": {"text/html": {}}, "description": "the page"}})
 def report_page(request: Request, report_id: ReportId) -> HTMLResponse:
     """The report page: vidmon's summary with the Evidently reports embedded."""
     page = _reports(request).html(report_id)

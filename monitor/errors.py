@@ -46,6 +46,10 @@ class NotFound(VidmonError):
     """No such resource (HTTP 404)."""
 
 
+class Conflict(VidmonError):
+    """The request is valid but the current state does not allow it (HTTP 409)."""
+
+
 class Unauthorized(VidmonError):
     """No or malformed credentials (HTTP 401)."""
 

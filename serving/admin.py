@@ -12,7 +12,8 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from monitor.errors import Forbidden, InvalidInput, NotReady, Unauthorized
+from monitor.api import responses
+from monitor.errors import Conflict, Forbidden, NotFound, NotReady, Unauthorized
 from monitor.retrain_policy import RetrainDecision
 from serving.swap import ModelHolder
 
@@ -39,7 +40,8 @@ def require_admin(request: Request) -> None:
         raise Forbidden("the admin key is not valid")
 
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)],
+                   responses=responses(400, 401, 403, 404, 409, 413, 422, 503))
 
 
 class PromoteIn(BaseModel):
@@ -77,7 +79,7 @@ async def promote(request: Request, body: PromoteIn) -> dict[str, Any]:
         previous = await asyncio.get_running_loop().run_in_executor(
             None, registry.promote, body.version)
     except Exception as exc:  # unknown version, registry refusing: say so, change nothing
-        raise InvalidInput(f"cannot promote version {body.version}: {exc}") from None
+        raise NotFound(f"cannot promote version {body.version}: {exc}") from None
     return {"previous_champion": previous, **await _reload(request, before)}
 
 
@@ -89,8 +91,8 @@ async def rollback(request: Request) -> dict[str, Any]:
     try:
         moved_from, moved_to = await asyncio.get_running_loop().run_in_executor(
             None, registry.rollback)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
+    except ValueError as exc:  # no earlier champion: valid request, state does not allow it
+        raise Conflict(str(exc)) from None
     return {"rolled_back_from": moved_from, "rolled_back_to": moved_to,
             **await _reload(request, before)}
 

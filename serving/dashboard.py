@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Protocol, runtime_checkable
 
+from monitor.api import responses
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
@@ -37,7 +38,7 @@ def dashboard_page() -> HTMLResponse:
     return HTMLResponse(page)
 
 
-@router.get("/v1/dashboard")
+@router.get("/v1/dashboard", responses=responses(400, 413, 422, 503))
 def dashboard_data(request: Request, hours: int = 168) -> dict[str, Any]:
     """Model versions and aliases, hourly prediction volume, drift and accuracy per report
     window, recent reports and retrain decisions, with links to their pages."""

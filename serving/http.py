@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitor.api import ErrorOut, responses
 from monitor.errors import (
+    Conflict,
     DeadlineExceeded,
     Forbidden,
     InvalidInput,
@@ -45,6 +46,7 @@ STATUS: dict[type[VidmonError], int] = {
     NotFound: 404,
     Unauthorized: 401,
     Forbidden: 403,
+    Conflict: 409,
     DeadlineExceeded: 504,
     Overloaded: 503,
     NotReady: 503,

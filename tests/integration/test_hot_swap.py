@@ -110,8 +110,8 @@ def test_admin_routes_need_the_key_and_refuse_bad_requests(two_versions) -> None
                            headers={"Authorization": "Bearer wrong"}).status_code == 403
         auth = {"Authorization": f"Bearer {KEY}"}
         unknown = client.post("/v1/admin/promote", json={"version": "99"}, headers=auth)
-        assert unknown.status_code == 422 and "cannot promote version 99" in unknown.text
-        assert client.post("/v1/admin/rollback", headers=auth).status_code == 422  # no history
+        assert unknown.status_code == 404 and "cannot promote version 99" in unknown.text
+        assert client.post("/v1/admin/rollback", headers=auth).status_code == 409  # no history
         assert client.get("/readyz").json()["version"] == "1"
 
 
