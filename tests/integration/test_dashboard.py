@@ -60,7 +60,8 @@ def _seed(settings: Settings) -> dict:
     monitor = MonitorSettings(interval_s=3600, lateness_s=0, window_minutes=60, min_rows=20)
     report_ids = [run_report_job(monitor, predictions, reports, lambda *_: profile,
                                  now=end).report_id for end in WINDOWS]
-    run_id = mlflow.MlflowClient().get_model_version(settings.model_name, "1").run_id
+    run_id = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_model_version(
+        settings.model_name, "1").run_id
     retrains = RetrainRepository(engine)
     decision = retrains.record(RetrainDecision(True, ["window x: drift verdict"], report_ids[1:2]),
                                settings.model_name, "1", WINDOWS[1])
