@@ -15,7 +15,7 @@ from training.registry import RegistrySource
 
 
 def main() -> None:
-    mode, port = sys.argv[1], int(sys.argv[2])
+    mode, port = sys.argv[1], int(sys.argv[sys.argv.index("--port") + 1])
     settings = Settings()
     app = create_app(settings, RegistrySource(settings))
     if mode == "queued":

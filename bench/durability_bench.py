@@ -16,8 +16,6 @@ import asyncio
 import io
 import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,8 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import free_port, register_model  # noqa: E402
+import serve_bench  # noqa: E402
+from serve_bench import register_model  # noqa: E402
 
 from monitor.settings import Settings  # noqa: E402
 from training.synthetic import ClipSpec, generate_clip  # noqa: E402
@@ -35,36 +34,18 @@ from training.synthetic import ClipSpec, generate_clip  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Server:
+class Server(serve_bench.Server):
     """``_ack_server.py MODE`` as a subprocess on 127.0.0.1."""
 
     def __init__(self, mode: str, env: dict[str, str], workdir: Path) -> None:
         self.mode = mode
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "_ack_server.py"), mode,
-             self.url.rsplit(":", 1)[1]],
-            cwd=workdir, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL, stderr=open(workdir / f"{mode}.log", "ab"))
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start; see {workdir / f'{mode}.log'}")
-            time.sleep(0.2)
+        super().__init__(env, workdir, [sys.executable, str(ROOT / "bench" / "_ack_server.py"),
+                                        mode], log=f"{mode}.log")
 
     def flushes(self) -> float:
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
         match = re.search(r"^vidmon_log_records_flushes (\S+)$", text, re.M)
         return float(match.group(1)) if match else float("nan")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=120)
 
 
 async def load(url: str, payload: bytes, requests: int, concurrency: int

@@ -85,13 +85,16 @@ def free_port() -> int:
 class Server:
     """``vidmon serve`` as a subprocess on 127.0.0.1."""
 
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+    def __init__(self, env: dict[str, str], workdir: Path, command: list[str] | None = None,
+                 log: str = "server.log") -> None:
+        """``command`` (default ``vidmon serve``) gets ``--port N`` appended."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        command = command or [sys.executable, "-m", "simulations.cli", "serve"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "simulations.cli", "serve", "--port", str(self.port)],
+            [*command, "--port", str(self.port)],
             cwd=workdir, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "ab"))
+            stdout=subprocess.DEVNULL, stderr=open(workdir / log, "ab"))
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -100,7 +103,7 @@ class Server:
             except httpx.HTTPError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start; see {workdir / 'server.log'}")
+                raise RuntimeError(f"server did not start; see {workdir / log}")
             time.sleep(0.2)
 
     def stop(self) -> None:
