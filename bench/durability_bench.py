@@ -18,7 +18,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -46,28 +45,6 @@ class Server(serve_bench.Server):
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
         match = re.search(r"^vidmon_log_records_flushes (\S+)$", text, re.M)
         return float(match.group(1)) if match else float("nan")
-
-
-async def load(url: str, payload: bytes, requests: int, concurrency: int
-               ) -> tuple[float, list[float], int]:
-    """``requests`` predictions with ``concurrency`` in flight: clips/s, latencies, failures."""
-    remaining = iter(range(requests))
-    latencies: list[float] = []
-    failures = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        async def worker() -> None:
-            nonlocal failures
-            for _ in remaining:
-                started = time.perf_counter()
-                response = await client.post(
-                    "/v1/predict", files={"file": ("c.npy", payload, "application/x-npy")})
-                latencies.append(time.perf_counter() - started)
-                failures += response.status_code != 200
-        await client.post("/v1/predict", files={"file": ("c.npy", payload, "application/x-npy")})
-        started = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
-        return requests / (time.perf_counter() - started), latencies, failures
 
 
 def main() -> None:
@@ -104,12 +81,12 @@ def main() -> None:
             for concurrency in (1, 32):
                 for mode, server in servers.items():
                     before = server.flushes()
-                    rate, times, failures = asyncio.run(load(server.url, payload,
-                                                             args.requests, concurrency))
+                    times = latencies.setdefault((mode, concurrency), [])
+                    rate, failures = asyncio.run(serve_bench.load(
+                        server.url, payload, args.requests, concurrency, times))
                     if failures:
                         print(f"  {mode}: {failures} requests failed at {concurrency}")
                     rates.setdefault((mode, concurrency), []).append(rate)
-                    latencies.setdefault((mode, concurrency), []).extend(times)
                     if mode == "durable":
                         flushes.setdefault(concurrency, []).append(
                             (server.flushes() - before) / args.requests)

@@ -112,8 +112,10 @@ class Server:
         self.process.wait(timeout=120)
 
 
-async def load(url: str, payload: bytes, requests: int, concurrency: int) -> tuple[float, int]:
-    """Send ``requests`` predictions with ``concurrency`` in flight; clips/s and failures."""
+async def load(url: str, payload: bytes, requests: int, concurrency: int,
+               latencies: list[float] | None = None) -> tuple[float, int]:
+    """Send ``requests`` predictions with ``concurrency`` in flight; clips/s and failures
+    (each request's seconds appended to ``latencies`` when given)."""
     remaining = iter(range(requests))
     failures = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -121,8 +123,11 @@ async def load(url: str, payload: bytes, requests: int, concurrency: int) -> tup
         async def worker() -> None:
             nonlocal failures
             for _ in remaining:
+                sent = time.perf_counter()
                 response = await client.post(
                     "/v1/predict", files={"file": ("c.npy", payload, "application/x-npy")})
+                if latencies is not None:
+                    latencies.append(time.perf_counter() - sent)
                 failures += response.status_code != 200
         for _ in range(2):  # warm-up
             await client.post("/v1/predict", files={"file": ("c.npy", payload,

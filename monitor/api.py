@@ -17,7 +17,6 @@ from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
 
 
-
 class ErrorOut(BaseModel):
     """The body of every error answer."""
 

@@ -38,6 +38,10 @@ class NotReady(Unavailable):
         super().__init__(message, retry_after_s)
 
 
+class StoreUnavailable(NotReady):
+    """The store did not answer (HTTP 503 with Retry-After)."""
+
+
 class DeadlineExceeded(Unavailable):
     """The request waited past its deadline for the model (HTTP 504 with Retry-After)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import av
@@ -68,14 +69,17 @@ def ffmpeg_message(exc: Exception) -> str:
     return str(getattr(exc, "strerror", None) or type(exc).__name__)
 
 
-def clips_from_frames(frames: np.ndarray, fps: float, card: ModelCard, max_clips: int
-                      ) -> tuple[np.ndarray, list[Segment]]:
-    """Cut already resized and cropped frames (n, H, W, 3) into the card's clips."""
+def cut_clips(count: int, fps: float, card: ModelCard, max_clips: int,
+              frame: Callable[[int], np.ndarray]) -> tuple[np.ndarray, list[Segment]]:
+    """The card's clips over ``count`` frames at ``fps``, built from ``frame(i)`` (a model-size
+    frame): each frame a clip needs is fetched once, the others never."""
     try:
-        segments = plan_clips(len(frames), fps, card, max_clips)
+        segments = plan_clips(count, fps, card, max_clips)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    return np.stack([frames[s.indices] for s in segments]), segments
+    needed = {int(i): frame(int(i)) for i in np.unique(np.concatenate(
+        [s.indices for s in segments]))}
+    return np.stack([np.stack([needed[int(i)] for i in s.indices]) for s in segments]), segments
 
 
 def decode_video(data: bytes, card: ModelCard, limits: DecodeLimits) -> DecodedVideo:
@@ -114,5 +118,6 @@ def decode_video(data: bytes, card: ModelCard, limits: DecodeLimits) -> DecodedV
         meta = VideoMeta(frame_count=len(frames), fps=float(rate) if rate else 0.0,
                          width=source_w, height=source_h)
         codec = stream.codec_context.name
-    clips, segments = clips_from_frames(np.stack(frames), meta.fps, card, limits.max_clips)
-    return DecodedVideo(np.ascontiguousarray(clips), segments, meta, codec)
+    clips, segments = cut_clips(len(frames), meta.fps, card, limits.max_clips,
+                                frames.__getitem__)
+    return DecodedVideo(clips, segments, meta, codec)

@@ -36,7 +36,7 @@ from serving.routes import router
 from serving.service import PredictionService
 from serving.spool import Spool
 from serving.swap import ModelHolder, ModelSource
-from serving.writer import DurableWriter
+from serving.writer import DurableWriter, store_failure
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _migrate(engine: Engine) -> str | None:
     try:
         upgrade_database(engine)
     except Exception as exc:  # noqa: BLE001 - any failure to reach or migrate the store
-        reason = f"{type(exc).__name__}: {str(getattr(exc, 'orig', exc)).splitlines()[0][:200]}"
+        reason = store_failure(exc)
         log.warning("starting without the store (%s); predictions will be spooled", reason)
         return reason
     return None

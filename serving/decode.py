@@ -17,8 +17,8 @@ import numpy as np
 
 from monitor.card import ModelCard
 from monitor.errors import InvalidInput, UnsupportedMediaType
-from monitor.preprocess import plan_clips, resize_frames
-from monitor.video import DecodedVideo, DecodeLimits, decode_video
+from monitor.preprocess import resize_frames
+from monitor.video import DecodedVideo, DecodeLimits, cut_clips, decode_video
 
 NPY_MAGIC = b"\x93NUMPY"
 NPY_TYPES = {"application/x-npy", "application/npy", "application/octet-stream"}
@@ -94,14 +94,9 @@ def decode_npy(data: bytes, card: ModelCard, limits: DecodeLimits) -> DecodedVid
                            f"{shape}, the file holds {held}")
     array = np.frombuffer(data, dtype=np.uint8, count=expected, offset=header.offset)
     array = array.reshape(shape, order="F" if header.fortran_order else "C")
-    try:
-        segments = plan_clips(frames, 0.0, card, limits.max_clips)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
-    needed = np.unique(np.concatenate([s.indices for s in segments]))
-    # A copy of one frame at a time: the view of the upload is read-only.
-    resized = {int(i): resize_frames(array[i:i + 1].copy(), card)[0] for i in needed}
-    clips = np.stack([np.stack([resized[int(i)] for i in s.indices]) for s in segments])
+    # One frame copied at a time (the view of the upload is read-only), resized alone.
+    clips, segments = cut_clips(frames, 0.0, card, limits.max_clips,
+                                lambda i: resize_frames(array[i:i + 1].copy(), card)[0])
     return DecodedVideo(clips, segments, None, None)
 
 

@@ -18,7 +18,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from monitor.api import ErrorOut, responses
 from monitor.errors import (
     Conflict,
     DeadlineExceeded,
@@ -28,14 +27,12 @@ from monitor.errors import (
     NotReady,
     Overloaded,
     PayloadTooLarge,
+    StoreUnavailable,
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
     VidmonError,
 )
-
-__all__ = ["BodyLimit", "ErrorOut", "error_body", "install_error_handlers", "internal_error",
-           "responses"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +50,6 @@ STATUS: dict[type[VidmonError], int] = {
 }
 _KIND = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge",
          422: "InvalidInput"}
-STORE_RETRY_AFTER_S = 5
 MAX_DETAIL = 1000
 
 
@@ -103,8 +99,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SQLAlchemyError)
     async def _store(_: Request, exc: SQLAlchemyError) -> JSONResponse:
         log.warning("store error answering a request: %s", type(exc).__name__)
-        return error_body("StoreUnavailable", "the store is unavailable; retry shortly", 503,
-                          {"Retry-After": str(STORE_RETRY_AFTER_S)})
+        return _error_response(StoreUnavailable("the store is unavailable; retry shortly"))
 
 
 def internal_error(exc: BaseException) -> JSONResponse:

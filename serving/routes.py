@@ -10,8 +10,8 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from monitor.api import responses
 from monitor.errors import InvalidInput, NotReady, PayloadTooLarge
-from serving.http import responses
 from serving.metrics import CONTENT_TYPE_LATEST
 from serving.service import Prediction, PredictionService, Upload
 

@@ -25,8 +25,8 @@ from monitor.errors import Overloaded
 from monitor.features import feature_dict
 from monitor.profile import entropy
 from monitor.runtime import ModelRuntime
-from monitor.video import DecodeLimits
 from monitor.store.records import PredictionRecord, encode_embedding, new_prediction_id
+from monitor.video import DecodeLimits
 from serving.batcher import DynamicBatcher
 from serving.decode import DecodedUpload, decode_upload
 from serving.swap import ModelHolder

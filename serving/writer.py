@@ -64,7 +64,7 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_exception(error)
 
 
-def _reason(exc: BaseException) -> str:
+def store_failure(exc: BaseException) -> str:
     """A short cause for logs and readiness, without the statement or parameters."""
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return f"{type(exc).__name__}: {detail[0][:200] if detail else ''}"
@@ -132,8 +132,9 @@ class DurableWriter:
 
     def _mark_down(self, exc: BaseException) -> None:
         if self._store_ok.is_set():
-            log.warning("store unavailable (%s); spooling to %s", _reason(exc), self.spool.path)
-        self.store_error = _reason(exc)
+            log.warning("store unavailable (%s); spooling to %s", store_failure(exc),
+                        self.spool.path)
+        self.store_error = store_failure(exc)
         self._store_ok.clear()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -262,7 +263,7 @@ class DurableWriter:
             try:
                 self.ensure_store()
             except Exception as exc:  # noqa: BLE001 - any failure means: still down
-                self.store_error = _reason(exc)
+                self.store_error = store_failure(exc)
                 return 0
             log.info("the store answers again; writing to it")
             self.store_error = None

@@ -153,10 +153,9 @@ def test_kill_9_under_load_loses_no_acknowledged_prediction_or_label(
 
 @pytest.fixture
 def own_postgres() -> Iterator[pgcluster.Cluster]:
-    if not pgcluster.available():
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but initdb/pg_ctl are missing")
-        pytest.skip("initdb/pg_ctl are not installed")
+    # initdb and pg_ctl ship with the PostgreSQL server the suite already requires: a
+    # machine without them cannot run this fault test, and it says so instead of passing.
+    assert pgcluster.available(), "initdb/pg_ctl not found (pg_config --bindir)"
     cluster = pgcluster.Cluster()
     try:
         yield cluster
