@@ -17,6 +17,9 @@ class Acknowledged:
     predictions: set[str] = field(default_factory=set)
     labels: dict[str, str] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)
+    # Labels sent after an id's last acknowledged one whose answer never came (the server
+    # was killed): the server may have made them durable, and a later label wins.
+    unanswered: dict[str, list[str]] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)  # acknowledged ids reported unknown
     statuses: dict[int, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -63,8 +66,13 @@ class Load:
     def _one(self, client: httpx.Client, rng: random.Random, mine: list[str]) -> None:
         if mine and rng.random() < 1 / self.label_every:
             target, label = rng.choice(mine), rng.choice(self.label_names)
-            response = client.post("/v1/feedback", json={
-                "labels": [{"prediction_id": target, "label": label}]})
+            try:
+                response = client.post("/v1/feedback", json={
+                    "labels": [{"prediction_id": target, "label": label}]})
+            except httpx.HTTPError:
+                with self.seen.lock:
+                    self.seen.unanswered.setdefault(target, []).append(label)
+                raise
             self._count(response.status_code)
             if response.status_code == 200:
                 body = response.json()
@@ -73,6 +81,7 @@ class Load:
                         self.seen.unknown.append(target)
                     else:
                         self.seen.labels[target] = label
+                        self.seen.unanswered.pop(target, None)
                         if target in body["pending_ids"]:
                             self.seen.pending.add(target)
             return
