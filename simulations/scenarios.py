@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from training.corruptions import add_noise, box_blur, occlude, shake, shift_brightness
 from training.synthetic import CLASS_NAMES, NOVEL_CLASSES
 
 SCENARIOS: dict[str, type["Scenario"]] = {}
@@ -96,10 +97,6 @@ class Composite(Scenario):
         return Composite(parts=(*self.parts, other))
 
 
-def _clip_uint8(frames: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
-
-
 @scenario("lighting")
 @dataclass(frozen=True)
 class Lighting(Scenario):
@@ -108,9 +105,8 @@ class Lighting(Scenario):
     shift: float = 70.0
 
     def transform(self, clip: SimClip, rng: np.random.Generator, hour: float) -> SimClip:
-        strength = self.strength(hour)
-        frames = clip.frames.astype(np.float32) + self.shift * strength
-        return replace(clip, frames=_clip_uint8(frames))
+        return replace(clip, frames=shift_brightness(clip.frames,
+                                                     self.shift * self.strength(hour)))
 
 
 @scenario("sensor_noise")
@@ -121,9 +117,8 @@ class SensorNoise(Scenario):
     sigma: float = 20.0
 
     def transform(self, clip: SimClip, rng: np.random.Generator, hour: float) -> SimClip:
-        strength = self.strength(hour)
-        noise = rng.normal(0.0, self.sigma * strength, clip.frames.shape)
-        return replace(clip, frames=_clip_uint8(clip.frames.astype(np.float32) + noise))
+        return replace(clip, frames=add_noise(clip.frames, self.sigma * self.strength(hour),
+                                              rng))
 
 
 @scenario("blur")
@@ -134,16 +129,8 @@ class Blur(Scenario):
     radius: int = 2
 
     def transform(self, clip: SimClip, rng: np.random.Generator, hour: float) -> SimClip:
-        strength = self.strength(hour)
-        r = int(round(self.radius * strength))
-        if r == 0:
-            return clip
-        h, w = clip.frames.shape[1:3]
-        padded = np.pad(clip.frames.astype(np.float32), ((0, 0), (r, r), (r, r), (0, 0)),
-                        mode="edge")
-        total = sum(padded[:, dy:dy + h, dx:dx + w]
-                    for dy in range(2 * r + 1) for dx in range(2 * r + 1))
-        return replace(clip, frames=_clip_uint8(total / (2 * r + 1) ** 2))
+        r = int(round(self.radius * self.strength(hour)))
+        return clip if r == 0 else replace(clip, frames=box_blur(clip.frames, r))
 
 
 @scenario("frame_rate_drop")
@@ -168,14 +155,8 @@ class CameraShake(Scenario):
     pixels: int = 3
 
     def transform(self, clip: SimClip, rng: np.random.Generator, hour: float) -> SimClip:
-        strength = self.strength(hour)
-        reach = int(round(self.pixels * strength))
-        if reach == 0:
-            return clip
-        shifts = rng.integers(-reach, reach + 1, size=(len(clip.frames), 2))
-        frames = np.stack([np.roll(f, tuple(s), axis=(0, 1))
-                           for f, s in zip(clip.frames, shifts)])
-        return replace(clip, frames=frames)
+        reach = int(round(self.pixels * self.strength(hour)))
+        return clip if reach == 0 else replace(clip, frames=shake(clip.frames, reach, rng))
 
 
 @scenario("occlusion")
@@ -186,16 +167,8 @@ class Occlusion(Scenario):
     fraction: float = 0.3
 
     def transform(self, clip: SimClip, rng: np.random.Generator, hour: float) -> SimClip:
-        strength = self.strength(hour)
-        h, w = clip.frames.shape[1:3]
-        side = np.sqrt(self.fraction * strength)
-        bh, bw = int(round(h * side)), int(round(w * side))
-        if bh == 0 or bw == 0:
-            return clip
-        y, x = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
-        frames = clip.frames.copy()
-        frames[:, y:y + bh, x:x + bw] = 16
-        return replace(clip, frames=frames)
+        return replace(clip, frames=occlude(clip.frames, self.fraction * self.strength(hour),
+                                            rng))
 
 
 @scenario("class_prior_shift")

@@ -74,6 +74,20 @@ class HourResult:
         return sum(s.status != 200 for s in self.sent)
 
 
+def draw_event(scenario: Scenario, rng: np.random.Generator, hour: float, spec: ClipSpec,
+               fps: float) -> SimClip:
+    """One event (class mix and novel classes from ``scenario``), as the scenario's camera
+    records it at ``hour``."""
+    if scenario.draws_novel(rng, hour):
+        label = NOVEL_CLASSES[0]
+    else:
+        weights = scenario.label_weights(CLASS_NAMES, hour)
+        p = None if weights is None else weights / weights.sum()
+        label = CLASS_NAMES[int(rng.choice(len(CLASS_NAMES), p=p))]
+    frames = generate_named_clip(label, rng, spec)
+    return scenario.transform(SimClip(frames, fps, label), rng, hour)
+
+
 class TrafficSimulator:
     """Sends one simulated hour of traffic at a time to ``base_url``."""
 
@@ -89,15 +103,7 @@ class TrafficSimulator:
         self._workdir = Path(tempfile.mkdtemp(prefix="vidmon-traffic-"))
 
     def _draw(self, hour: float) -> SimClip:
-        """One event, as the scenario's camera records it at ``hour``."""
-        if self.scenario.draws_novel(self.rng, hour):
-            label = NOVEL_CLASSES[0]
-        else:
-            weights = self.scenario.label_weights(CLASS_NAMES, hour)
-            p = None if weights is None else weights / weights.sum()
-            label = CLASS_NAMES[int(self.rng.choice(len(CLASS_NAMES), p=p))]
-        frames = generate_named_clip(label, self.rng, self.config.spec)
-        return self.scenario.transform(SimClip(frames, self.config.fps, label), self.rng, hour)
+        return draw_event(self.scenario, self.rng, hour, self.config.spec, self.config.fps)
 
     def _encode(self, clip: SimClip, index: int) -> bytes:
         path = self._workdir / f"event-{index}{self.config.video_format}"
