@@ -100,14 +100,19 @@ def _check_clips(clips: np.ndarray) -> None:
         raise ValueError(f"frames of {clips.shape[2]}x{clips.shape[3]} are too small to measure")
 
 
+def pixel_feature_matrix(clips: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Pixel features (N, 6) of many uint8 clips (N, T, H, W, 3), computed in batches."""
+    _check_clips(clips)
+    rows = [pixel_features(torch.from_numpy(np.ascontiguousarray(clips[i : i + batch_size])))
+            for i in range(0, len(clips), batch_size)]
+    return torch.cat(rows).numpy()
+
+
 def quality_features_batch(
     clips: np.ndarray, meta: VideoMeta | None = None, batch_size: int = 256
 ) -> list[dict[str, float]]:
     """Quality features of many uint8 clips (N, T, H, W, 3) that share ``meta``."""
-    _check_clips(clips)
-    rows = [pixel_features(torch.from_numpy(np.ascontiguousarray(clips[i : i + batch_size])))
-            for i in range(0, len(clips), batch_size)]
-    return [feature_dict(row, meta) for row in torch.cat(rows).numpy()]
+    return [feature_dict(row, meta) for row in pixel_feature_matrix(clips, batch_size)]
 
 
 def quality_features(clip: np.ndarray, meta: VideoMeta | None = None) -> dict[str, float]:

@@ -82,7 +82,8 @@ def run_report_job(
     report = build_report(
         reference, current, profile.label_names, model_name=model_name,
         model_version=model_version, window_start=since or _first_time(current.frame, end),
-        window_end=end, policy=ReportPolicy(alpha=settings.alpha, min_rows=settings.min_rows))
+        window_end=end, policy=ReportPolicy(alpha=settings.alpha, min_rows=settings.min_rows),
+        estimator=profile.estimator)
     report_id = reports.save(report)
     if report_id is None:
         return JobOutcome("already_reported", window_end=end, model_name=model_name,

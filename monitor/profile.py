@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from monitor.estimation import AccuracyEstimator
 
 TABLE_FILE = "profile.parquet"
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -31,11 +35,13 @@ def probability_column(label: str) -> str:
 
 @dataclass(frozen=True)
 class ReferenceProfile:
-    """Table of per-clip outputs and features, plus the matching embeddings."""
+    """Table of per-clip outputs and features, plus the matching embeddings, and the
+    accuracy estimators fitted on these clips (None for a profile made before them)."""
 
     table: pd.DataFrame
     embeddings: np.ndarray
     label_names: tuple[str, ...]
+    estimator: "AccuracyEstimator | None" = None
 
     def __post_init__(self) -> None:
         if len(self.table) != len(self.embeddings):
@@ -80,6 +86,8 @@ class ReferenceProfile:
         meta = {"label_names": list(self.label_names), "rows": len(self.table),
                 "embedding_dim": int(self.embeddings.shape[1])}
         (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+        if self.estimator is not None:
+            self.estimator.save(folder)
         return folder
 
     @classmethod
@@ -89,4 +97,7 @@ class ReferenceProfile:
         meta = json.loads((folder / META_FILE).read_text())
         table = pd.read_parquet(folder / TABLE_FILE)
         embeddings = np.load(folder / EMBEDDINGS_FILE, allow_pickle=False)
-        return cls(table, embeddings, tuple(meta["label_names"]))
+        from monitor.estimation import AccuracyEstimator  # it measures with this module
+
+        return cls(table, embeddings, tuple(meta["label_names"]),
+                   AccuracyEstimator.load(folder))

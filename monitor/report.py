@@ -28,6 +28,9 @@ from monitor.drift import (
     label_shift,
     per_class_embedding_drift,
 )
+from monitor.estimation import AccuracyEstimator, Estimate, with_interval
+from monitor.estimation.base import window_outputs
+from monitor.estimation.labeled import importance_weighted_accuracy, uniform_accuracy
 from monitor.features import FEATURE_NAMES
 from monitor.store.records import Window
 
@@ -74,6 +77,18 @@ class ReportSummary:
     realized_accuracy: float | None = None
     macro_f1: float | None = None
     reference_accuracy: float | None = None
+    # Every label-free estimator's estimate with its interval; the headline one is
+    # ``estimate_method``'s (``combined`` when the version has fitted estimators).
+    accuracy_estimates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    estimate_method: str | None = None
+    estimated_accuracy_low: float | None = None
+    estimated_accuracy_high: float | None = None
+    # Accuracy from labels: importance-weighted over the predictions the labeling queue
+    # considered, else the labeled rows taken as a uniform sample.
+    realized_method: str | None = None
+    realized_accuracy_low: float | None = None
+    realized_accuracy_high: float | None = None
+    queue_considered: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -164,6 +179,39 @@ def _result(result: DriftResult | None) -> dict[str, Any] | None:
     return None if result is None else asdict(result)
 
 
+def label_free_estimates(reference: Window, current: Window, label_names: tuple[str, ...],
+                         estimator: AccuracyEstimator | None) -> tuple[str, dict[str, Estimate]]:
+    """Every label-free estimate of the window and the headline method: the fitted
+    estimators when the version has them, else CBPE calibrated on the stored reference
+    (its interval then holds only the window's sampling error)."""
+    if estimator is not None:
+        return "combined", estimator.estimate(
+            window_outputs(current.frame, current.embeddings, label_names))
+    ref = reference.frame
+    calibration = fit_confidence_calibration(
+        ref["confidence"].to_numpy(), (ref["true_label"] == ref["predicted_label"]).to_numpy())
+    value = estimated_accuracy(calibration, current.frame["confidence"].to_numpy())
+    return "cbpe", {"cbpe": with_interval("cbpe", value, 0.0, len(current))}
+
+
+def labeled_estimate(frame: pd.DataFrame) -> tuple[Estimate | None, int]:
+    """Accuracy from the window's labels, and how many predictions the queue considered."""
+    considered = frame[frame["queue_inclusion"].notna()] if "queue_inclusion" in frame \
+        else frame.iloc[:0]
+    if len(considered):
+        labeled = considered["true_label"].notna().to_numpy()
+        wrong = (considered["true_label"] != considered["predicted_label"]).to_numpy()
+        estimate = importance_weighted_accuracy(
+            considered["queue_p_wrong"].to_numpy(dtype=float),
+            considered["queue_inclusion"].to_numpy(dtype=float),
+            considered["queue_selected"].fillna(False).to_numpy(dtype=bool), labeled, wrong)
+        if estimate is not None:
+            return estimate, len(considered)
+    labeled = frame[frame["true_label"].notna()]
+    return uniform_accuracy((labeled["true_label"] == labeled["predicted_label"]).to_numpy()), \
+        len(considered)
+
+
 def build_report(
     reference: Window,
     current: Window,
@@ -174,8 +222,10 @@ def build_report(
     window_start: datetime,
     window_end: datetime,
     policy: ReportPolicy = ReportPolicy(),
+    estimator: AccuracyEstimator | None = None,
 ) -> MonitoringReport:
-    """Compare ``current`` with ``reference`` and decide drift / no drift."""
+    """Compare ``current`` with ``reference``, decide drift / no drift, and estimate the
+    window's accuracy (with ``estimator``, the version's fitted estimators, when given)."""
     ref, cur = reference.frame, current.frame
     labeled = cur[cur["true_label"].notna()]
     summary = ReportSummary(model_name, model_version, window_start, window_end, rows=len(cur),
@@ -204,14 +254,21 @@ def build_report(
         "reference": class_frequencies(ref["predicted_label"], label_names),
         "current": class_frequencies(cur["predicted_label"], label_names)}
 
-    ref_correct = (ref["true_label"] == ref["predicted_label"]).to_numpy()
-    summary.reference_accuracy = float(ref_correct.mean())
-    calibration = fit_confidence_calibration(ref["confidence"].to_numpy(), ref_correct)
-    summary.estimated_accuracy = estimated_accuracy(calibration, cur["confidence"].to_numpy())
+    summary.reference_accuracy = float((ref["true_label"] == ref["predicted_label"]).mean())
+    method, estimates = label_free_estimates(reference, current, label_names, estimator)
+    summary.accuracy_estimates = {m: e.to_dict() for m, e in estimates.items()}
+    headline = estimates[method]
+    summary.estimate_method = method
+    summary.estimated_accuracy = headline.value
+    summary.estimated_accuracy_low, summary.estimated_accuracy_high = headline.low, headline.high
+    realized, summary.queue_considered = labeled_estimate(cur)
+    if realized is not None:
+        summary.realized_method = realized.method
+        summary.realized_accuracy = realized.value
+        summary.realized_accuracy_low, summary.realized_accuracy_high = realized.low, realized.high
     snapshots = {"data_drift": drift_snapshot}
     if len(labeled):
         true, predicted = labeled["true_label"].to_numpy(), labeled["predicted_label"].to_numpy()
-        summary.realized_accuracy = float((true == predicted).mean())
         summary.macro_f1 = macro_f1(true, predicted)
         snapshots["classification"] = _evidently_classification(ref, labeled)
 
@@ -234,6 +291,14 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _interval(value: float | None, low: float | None, high: float | None,
+              method: str | None) -> str | None:
+    """``0.912 [0.88, 0.94] (combined)``, or None without a value."""
+    if value is None:
+        return None
+    return f"{value:.3f} [{low:.3f}, {high:.3f}] ({method})"
+
+
 def render_html(summary: ReportSummary, evidently_frames: list[tuple[str, str]]) -> str:
     """vidmon's summary page with the Evidently reports embedded below it."""
     s = summary
@@ -246,8 +311,11 @@ def render_html(summary: ReportSummary, evidently_frames: list[tuple[str, str]])
             ("share of drifted columns", s.drift_share),
             ("embedding drift p-value", (s.embedding_drift or {}).get("p_value")),
             ("prior shift p-value", (s.label_shift or {}).get("p_value")),
-            ("estimated accuracy", s.estimated_accuracy),
-            ("realized accuracy", s.realized_accuracy), ("macro F1", s.macro_f1),
+            ("estimated accuracy", _interval(s.estimated_accuracy, s.estimated_accuracy_low,
+                                             s.estimated_accuracy_high, s.estimate_method)),
+            ("realized accuracy", _interval(s.realized_accuracy, s.realized_accuracy_low,
+                                            s.realized_accuracy_high, s.realized_method)),
+            ("macro F1", s.macro_f1),
             ("reference accuracy", s.reference_accuracy)])
     classes = "".join(
         f"<tr><td>{_fmt(c)}</td><td>{_fmt(s.class_frequencies.get('reference', {}).get(c))}</td>"
@@ -255,12 +323,18 @@ def render_html(summary: ReportSummary, evidently_frames: list[tuple[str, str]])
         f"<td>{_fmt(s.per_class_drift.get(c, {}).get('p_value'))}</td>"
         f"<td>{'yes' if s.per_class_drift.get(c, {}).get('drifted') else ''}</td></tr>"
         for c in s.class_frequencies.get("reference", {}))
-    sections = "".join(f"<h2>Evidently: {_fmt(name)}</h2>{frame}" for name, frame in evidently_frames)
+    estimates = "".join(
+        f"<tr><td>{_fmt(m)}</td><td>{_fmt(e['value'])}</td><td>{_fmt(e['low'])} – "
+        f"{_fmt(e['high'])}</td></tr>" for m, e in s.accuracy_estimates.items())
+    sections = "".join(f"<h2>Evidently: {_fmt(name)}</h2>{frame}"
+                       for name, frame in evidently_frames)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>vidmon report</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>"
         f"<h1>vidmon monitoring report</h1><table>{rows}</table>"
+        "<h2>Accuracy without labels: every estimator, 95 % interval</h2>"
+        f"<table><tr><th>method</th><th>estimate</th><th>interval</th></tr>{estimates}</table>"
         "<h2>Classes: share of predictions and embedding drift within each</h2>"
         "<table><tr><th>class</th><th>reference</th><th>window</th><th>p-value</th>"
         f"<th>drifted</th></tr>{classes}</table>{sections}</body></html>")

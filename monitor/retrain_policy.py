@@ -40,9 +40,16 @@ def drift_signals(report: dict[str, Any], reference_accuracy: float | None,
         signals.append(f"embedding p={p_value:.3g}")
     if reference_accuracy is not None:
         for key in ("realized_accuracy", "estimated_accuracy"):
-            value = report.get(key)
+            # The interval's upper end must fall below the bar: an estimate that only might
+            # be low (a few labels, an estimator unsure of this shift) does not trigger.
+            high = report.get(f"{key}_high")
+            value = report.get(key) if high is None else high
             if value is not None and value < reference_accuracy - policy.accuracy_drop:
-                signals.append(f"{key.split('_')[0]} accuracy {value:.3f} < reference "
+                what = "upper bound of " if high is not None else ""
+                method = report.get("realized_method" if key.startswith("realized")
+                                    else "estimate_method")
+                signals.append(f"{what}{key.split('_')[0]} accuracy {value:.3f}"
+                               f"{f' ({method})' if method else ''} < reference "
                                f"{reference_accuracy:.3f} - {policy.accuracy_drop}")
     return signals
 

@@ -130,6 +130,16 @@ class MonitorSettings(BaseModel):
                     "5 s by default) are in it")
     lease_ttl_s: float = Field(default=60.0, gt=0,
                                description="a scheduler that stops renewing loses its lease")
+    queue_floor: float = Field(
+        default=0.3, gt=0, le=1,
+        description="share of the labeling queue's sampling spread evenly over predictions, "
+                    "so every one can be chosen (the rest goes where errors are likely)")
+    queue_prior_strength: float = Field(
+        default=10.0, gt=0,
+        description="labels' weight against the error model: a class's labeled error rate "
+                    "counts as much as the model once this many labels are back")
+    queue_max_candidates: PositiveInt = Field(
+        default=20_000, description="predictions one labeling-queue call considers at most")
 
 
 class RetrainSettings(BaseModel):

@@ -21,9 +21,11 @@ from sqlalchemy import Engine
 from monitor.api import router as monitoring_router
 from monitor.clips import ClipStore
 from monitor.clock import Clock, system_clock
+from monitor.labeling import LabelingQueue
 from monitor.runtime import resolve_device
 from monitor.settings import ServeSettings, Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
+from monitor.store.labeling import LabelingRepository
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
 from monitor.video import DecodeLimits
@@ -120,6 +122,8 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
                           lambda: writer.spool_pending)
             metrics.gauge("vidmon_store_available", "1 while writes go to the store",
                           lambda: float(writer.store_available))
+        app.state.labeling = LabelingQueue(
+            LabelingRepository(engine), settings.monitor, source.profile, clock)
         app.state.service, app.state.repository = service, repository
         app.state.writer, app.state.ready = writer, True
         log.info("serving %s version %s on %s", runtime.name, runtime.version, device)

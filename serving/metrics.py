@@ -25,6 +25,11 @@ class ServiceMetrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.model_version = Gauge("vidmon_model_info", "served model", ["name", "version"],
                                    registry=r)
+        self.accuracy = Gauge(
+            "vidmon_report_accuracy",
+            "the latest report's accuracy: estimated without labels or realized from them "
+            "(kind), its value and 95 % interval (bound), and the method behind it",
+            ["kind", "bound", "method"], registry=r)
 
     def gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
         """A gauge whose value is read at scrape time."""
@@ -34,6 +39,19 @@ class ServiceMetrics:
         """Mark the served model version."""
         self.model_version.clear()
         self.model_version.labels(name=name, version=version).set(1)
+
+    def set_accuracy(self, report: dict | None) -> None:
+        """Show the accuracies of ``report`` (a stored report row; None: none yet)."""
+        self.accuracy.clear()
+        for kind, method_key in (("estimated", "estimate_method"),
+                                 ("realized", "realized_method")):
+            if report is None or report.get(f"{kind}_accuracy") is None:
+                continue
+            method = report.get(method_key) or "unknown"
+            for bound, suffix in (("value", ""), ("low", "_low"), ("high", "_high")):
+                value = report.get(f"{kind}_accuracy{suffix}")
+                if value is not None:
+                    self.accuracy.labels(kind=kind, bound=bound, method=method).set(value)
 
     def render(self) -> bytes:
         """Prometheus text exposition."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.api import responses
 from monitor.errors import InvalidInput, NotReady, PayloadTooLarge
@@ -187,5 +189,48 @@ def readyz(request: Request) -> ReadyOut:
             responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}},
                              "description": "Prometheus text exposition"}})
 def metrics(request: Request) -> Response:
-    """Prometheus metrics."""
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics, with the accuracies of the serving version's latest report."""
+    state = request.app.state
+    if getattr(state, "ready", False):
+        runtime = state.service.runtime
+        try:
+            latest, _ = state.reports.list(model_name=runtime.name,
+                                           model_version=runtime.version, limit=1)
+            state.metrics.set_accuracy(latest[0] if latest else None)
+        except SQLAlchemyError:  # the store is away: the service's own metrics still count
+            pass
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+class QueueItemOut(BaseModel):
+    prediction_id: str = Field(description="label it with POST /v1/feedback")
+    video_id: str | None = Field(description="the video the clip came from")
+    created_at: datetime
+    predicted_label: str
+    clip_path: str | None = Field(description="the kept clip, when clips are kept")
+    estimated_error: float = Field(description="its estimated chance of being wrong")
+    inclusion_probability: float = Field(
+        description="the chance it had of being chosen; the report weighs its label by the "
+                    "inverse")
+
+
+class QueueOut(BaseModel):
+    model: ModelRef
+    items: list[QueueItemOut]
+
+
+@router.get("/v1/labeling/queue", response_model=QueueOut, tags=["feedback"],
+            responses=responses(422, 503))
+async def labeling_queue(request: Request,
+                         limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> QueueOut:
+    """Up to ``limit`` predictions of the window now filling to label next, chosen by
+    importance sampling on their estimated error with a uniform floor (active testing);
+    none is handed out twice. Their labels go to POST /v1/feedback as any others."""
+    runtime = _service(request).runtime
+    rows = await run_in_threadpool(request.app.state.labeling.next, runtime.name,
+                                   runtime.version, limit)
+    return QueueOut(model=ModelRef(name=runtime.name, version=runtime.version), items=[
+        QueueItemOut(prediction_id=r.prediction_id, video_id=r.video_id,
+                     created_at=r.created_at, predicted_label=r.predicted_label,
+                     clip_path=r.clip_path, estimated_error=r.p_wrong,
+                     inclusion_probability=r.inclusion) for r in rows])

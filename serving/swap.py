@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from monitor.errors import InvalidInput
+from monitor.profile import ReferenceProfile
 from monitor.runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ class ModelSource(Protocol):
 
     def version_of(self, model_uri: str) -> str:
         """The version a URI (e.g. ``models:/name@champion``) points at now."""
+
+    def profile(self, model_name: str, model_version: str) -> ReferenceProfile:
+        """The version's reference profile, with its fitted accuracy estimators."""
 
 
 @dataclass(frozen=True)

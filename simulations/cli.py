@@ -106,7 +106,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
             clean_hours=args.clean_hours, recovery_hours=args.recovery_hours,
             max_phase_hours=args.max_phase_hours, requests_per_hour=args.requests_per_hour,
             label_fraction=args.label_fraction, min_labeled=args.min_labeled,
-            train_clips_per_class=args.train_clips_per_class, train_epochs=args.train_epochs,
+            label_budget=args.label_budget, train_clips_per_class=args.train_clips_per_class, train_epochs=args.train_epochs,
             retrain_epochs=args.retrain_epochs, output=args.output, seed=args.seed)
     except ValueError as exc:
         print(f"vidmon demo: {exc}", file=sys.stderr)
@@ -222,6 +222,10 @@ def _add_simulations(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label-fraction", type=float, default=c.label_fraction)
     p.add_argument("--min-labeled", type=int, default=c.min_labeled,
                    help="labeled clips since the drift began before a retrain")
+    p.add_argument("--label-budget", type=float, default=None,
+                   help="label this share of each hour's traffic through the labeling queue "
+                        "(importance sampling) instead of --label-fraction uniformly; "
+                        "--min-labeled then defaults to 80%% of two hours' budget")
     p.add_argument("--train-clips-per-class", type=int, default=c.train_clips_per_class)
     p.add_argument("--train-epochs", type=int, default=c.train_epochs)
     p.add_argument("--retrain-epochs", type=int, default=c.retrain_epochs)

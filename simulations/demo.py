@@ -64,6 +64,9 @@ class DemoConfig:
     label_fraction: float = 0.8
     label_delay_hours: float = 0.25
     min_labeled: int = 450
+    # Label this share of each hour's traffic through the labeling queue instead of
+    # ``label_fraction`` uniformly (None: uniform).
+    label_budget: float | None = None
     train_clips_per_class: int = 120
     train_epochs: int = 8
     retrain_epochs: int = 10
@@ -77,6 +80,21 @@ class DemoConfig:
         if min(self.clean_hours, self.recovery_hours, self.max_phase_hours,
                self.requests_per_hour) < 1:
             raise ValueError("hours and requests per hour must be at least 1")
+        if self.label_budget is not None and not 0 < self.label_budget <= 1:
+            raise ValueError("the label budget is a share of traffic in (0, 1]")
+
+    @property
+    def queue_labels_per_hour(self) -> int:
+        """Labels the queue hands out each hour in label-budget mode."""
+        return max(1, round((self.label_budget or 0) * self.requests_per_hour))
+
+    @property
+    def labeled_needed(self) -> int:
+        """Labeled clips a retrain waits for: ``min_labeled`` uniformly, 80 % of two hours'
+        queue labels on a budget (unless ``min_labeled`` was changed)."""
+        if self.label_budget is None or self.min_labeled != DemoConfig.min_labeled:
+            return self.min_labeled
+        return max(20, int(0.8 * 2 * self.queue_labels_per_hour))
 
 
 @dataclass
@@ -115,7 +133,7 @@ def demo_settings(settings: Settings, config: DemoConfig) -> Settings:
     monitor = MonitorSettings(interval_s=3600, window_minutes=60, window_predictions=None,
                               alpha=settings.monitor.alpha, min_rows=30, lateness_s=0)
     retrain = RetrainSettings(
-        windows=2, min_labeled=config.min_labeled, cooldown_minutes=180, accuracy_drop=0.05,
+        windows=2, min_labeled=config.labeled_needed, cooldown_minutes=180, accuracy_drop=0.05,
         epochs=config.retrain_epochs, learning_rate=3e-3, original_clips_per_class=30,
         holdout_fraction=0.3, backoff_s=5.0, max_attempts=2)
     return settings.model_copy(update={**paths, "train": train, "serve": serve,
@@ -171,7 +189,8 @@ class Demo:
         self.traffic = TrafficSimulator(url, Scenario(), TrafficConfig(
             requests_per_hour=config.requests_per_hour, concurrency=config.concurrency,
             spec=ClipSpec(spec.frames, spec.height, spec.width), fps=spec.fps,
-            label_fraction=config.label_fraction, label_delay_hours=config.label_delay_hours,
+            label_fraction=0.0 if config.label_budget else config.label_fraction,
+            label_delay_hours=config.label_delay_hours,
             seed=config.seed))
         self.rows: list[WindowRow] = []
 
@@ -201,6 +220,8 @@ class Demo:
 
     def _hour(self, hour: int, phase: str, kind: str) -> WindowRow:
         sent = asyncio.run(self.traffic.run_hour(float(hour)))
+        if self.config.label_budget:
+            sent.labels_sent += self._label_from_queue(sent)
         self.clock.set_hour(hour + 1)  # the window [hour, hour + 1) is over
         outcome = self.monitor.run_once()
         row = _row(hour, phase, kind, sent)
@@ -218,6 +239,24 @@ class Demo:
         self.rows.append(row)
         self.say(_progress(row))
         return row
+
+    def _label_from_queue(self, sent: HourResult) -> int:
+        """The labeling team's hour on a budget: it asks the queue which predictions to
+        label and answers them (the simulator knows each event's truth)."""
+        truth = {s.prediction_id: s.true_label for s in sent.sent if s.prediction_id}
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            response = client.get("/v1/labeling/queue",
+                                  params={"limit": self.config.queue_labels_per_hour})
+            response.raise_for_status()
+            labels = [{"prediction_id": item["prediction_id"],
+                       "label": truth[item["video_id"] or item["prediction_id"]]}
+                      for item in response.json()["items"]
+                      if (item["video_id"] or item["prediction_id"]) in truth]
+            if not labels:
+                return 0
+            stored = client.post("/v1/feedback", json={"labels": labels})
+            stored.raise_for_status()
+            return len(stored.json()["stored"])
 
     def _await_retrain(self, decision_id: str, timeout_s: float = 900.0) -> str:
         """Wait (the clock standing still) for the retrain and, if it was promoted, for
@@ -272,13 +311,21 @@ def _add_report(row: WindowRow, report: dict) -> None:
     row.estimated_accuracy = report.get("estimated_accuracy")
     row.realized_accuracy = report.get("realized_accuracy")
     row.labeled_rows = report.get("labeled_rows") or 0
+    estimates = (report.get("summary") or {}).get("accuracy_estimates") or {}
+    row.estimates = {m: e["value"] for m, e in estimates.items()}
+    if report.get("estimated_accuracy_low") is not None:
+        row.estimated_interval = (report["estimated_accuracy_low"],
+                                  report["estimated_accuracy_high"])
 
 
 def _progress(row: WindowRow) -> str:
     return (f"hour {row.hour:>2} {row.phase:<16} {row.served_by:<6} "
             f"{row.requests - row.failures:>4} answered, accuracy {fmt_number(row.accuracy)} | "
             f"{row.verdict or 'no report':<8} emb p {fmt_number(row.embedding_p, 3)} "
-            f"realized {fmt_number(row.realized_accuracy)} | {row.event or row.decision}")
+            f"estimated {fmt_number(row.estimated_accuracy)}"
+            f"{' [%.2f, %.2f]' % row.estimated_interval if row.estimated_interval else ''} "
+            f"realized {fmt_number(row.realized_accuracy)} ({row.labeled_rows} labels) | "
+            f"{row.event or row.decision}")
 
 
 def run_demo(settings: Settings, config: DemoConfig,

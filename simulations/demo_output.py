@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from simulations.demo import DemoResult
 
 _COLUMNS = ("hour", "phase", "model", "rows", "verdict", "drift share", "emb p", "est acc",
-            "real acc", "true acc", "labeled", "retrain")
+            "real acc", "true acc", "cbpe/atc/doc/agr/err", "labeled", "retrain")
+_ESTIMATORS = ("cbpe", "atc", "doc", "agreement", "error_model")
 
 
 def fmt_number(value: float | None, digits: int = 2) -> str:
@@ -37,8 +38,10 @@ def window_table(rows: Sequence[WindowRow]) -> str:
     """The per-window table as aligned text."""
     lines = [[str(r.hour), r.phase, r.served_by, str(r.requests - r.failures),
               r.verdict or "-", fmt_number(r.drift_share), fmt_number(r.embedding_p, 3),
-              fmt_number(r.estimated_accuracy), fmt_number(r.realized_accuracy), fmt_number(r.accuracy),
-              str(r.labeled_rows), r.event or r.decision] for r in rows]
+              fmt_number(r.estimated_accuracy), fmt_number(r.realized_accuracy),
+              fmt_number(r.accuracy),
+              "/".join(fmt_number(r.estimates.get(m)) for m in _ESTIMATORS) if r.estimates
+              else "-", str(r.labeled_rows), r.event or r.decision] for r in rows]
     widths = [max(len(c), *(len(line[i]) for line in lines)) if lines else len(c)
               for i, c in enumerate(_COLUMNS[:-1])]
     def fmt(cells: Sequence[str]) -> str:

@@ -29,6 +29,9 @@ class WindowRow:
     estimated_accuracy: float | None = None
     realized_accuracy: float | None = None
     labeled_rows: int = 0
+    # Every label-free estimator's estimate, and the headline interval
+    estimates: dict[str, float] = field(default_factory=dict)
+    estimated_interval: tuple[float, float] | None = None
     decision: str = ""
     decision_triggered: bool = False
     decision_reasons: list[str] = field(default_factory=list)

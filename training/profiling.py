@@ -1,9 +1,13 @@
-"""Reference profiles: a model's outputs, embeddings and quality features on labeled clips.
+"""Reference profiles: a model's outputs, embeddings and quality features on labeled clips,
+with the accuracy estimators fitted on those clips.
 
 Training, registration and retraining all build them here, from clips decoded by the
 service's own decoder, so production windows are compared with like."""
 
 from __future__ import annotations
+
+import logging
+from dataclasses import replace
 
 import numpy as np
 from torch import nn
@@ -12,20 +16,36 @@ from monitor.card import ModelCard
 from monitor.features import quality_features
 from monitor.profile import ReferenceProfile
 from training.datasets import LoadedClips
+from training.estimation import fit_for_model
 from training.train import Predictions, predict
 
+log = logging.getLogger(__name__)
 
-def profile_of(card: ModelCard, labels: np.ndarray, outputs: Predictions,
-               features: list[dict[str, float]]) -> ReferenceProfile:
-    """A profile from model outputs on labeled clips and their quality features."""
-    return ReferenceProfile.build(label_names=card.labels, true_labels=labels,
-                                  probabilities=outputs.probabilities,
-                                  embeddings=outputs.embeddings, features=features)
+
+def profile_of(network: nn.Module, card: ModelCard, clips: np.ndarray, labels: np.ndarray,
+               outputs: Predictions, features: list[dict[str, float]],
+               head_clips: tuple[np.ndarray, np.ndarray] | None = None) -> ReferenceProfile:
+    """A profile from model outputs on labeled clips and their quality features, with
+    accuracy estimators fitted on the clips (agreement heads trained on ``head_clips``,
+    the model's training clips and classes, when given)."""
+    profile = ReferenceProfile.build(label_names=card.labels, true_labels=labels,
+                                     probabilities=outputs.probabilities,
+                                     embeddings=outputs.embeddings, features=features)
+    head_data = None if head_clips is None else (
+        predict(network, card, head_clips[0]).embeddings, head_clips[1])
+    try:
+        estimator = fit_for_model(network, card, clips, labels, reference=outputs,
+                                  head_data=head_data)
+    except ValueError as exc:  # too few clips or classes: the report falls back to CBPE
+        log.warning("accuracy estimators not fitted: %s", exc)
+        return profile
+    return replace(profile, estimator=estimator)
 
 
 def profile_clips(network: nn.Module, card: ModelCard, part: LoadedClips,
-                  outputs: Predictions | None = None) -> ReferenceProfile:
+                  outputs: Predictions | None = None,
+                  head_clips: tuple[np.ndarray, np.ndarray] | None = None) -> ReferenceProfile:
     """The profile of decoded dataset clips (``outputs`` when already computed)."""
     outputs = outputs or predict(network, card, part.clips)
     features = [quality_features(clip, meta) for clip, meta in zip(part.clips, part.metas)]
-    return profile_of(card, part.labels, outputs, features)
+    return profile_of(network, card, part.clips, part.labels, outputs, features, head_clips)

@@ -156,6 +156,7 @@ class RegistrySource:
         self.model_name = settings.model_name
         self.ui_url = settings.mlflow_ui
         self._experiments: dict[str, str] = {}
+        self._profiles = profile_loader(settings)
 
     def version_of(self, model_uri: str) -> str:
         """The version the URI resolves to now."""
@@ -166,6 +167,10 @@ class RegistrySource:
         name = _parse(model_uri)[0]
         version = version or resolve(model_uri)[1]
         return runtime_for(load_version(name, version), torch.device(device))
+
+    def profile(self, model_name: str, model_version: str) -> ReferenceProfile:
+        """The version's reference profile (cached)."""
+        return self._profiles(model_name, model_version)
 
     def promote(self, version: str) -> str | None:
         """Make ``version`` the champion (see :func:`promote`)."""

@@ -219,11 +219,11 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
                            len(held_idx), "original_clips": len(original.train[1]),
                            "original_test_clips": len(original.test[1]),
                            "original_data": original.source})
+        trained_on = (np.concatenate([original.train[0], data.clips[train_idx]]),
+                      np.concatenate([original.train[1], data.labels[train_idx]]))
         result = train_model(
-            challenger.network, card,
-            (np.concatenate([original.train[0], data.clips[train_idx]]),
-             np.concatenate([original.train[1], data.labels[train_idx]])),
-            (held, held_labels), epochs=policy.epochs, learning_rate=policy.learning_rate,
+            challenger.network, card, trained_on, (held, held_labels), epochs=policy.epochs,
+            learning_rate=policy.learning_rate,
             seed=settings.train.seed,
             on_epoch=lambda m: mlflow.log_metrics(
                 {"train_loss": m.train_loss, "val_accuracy_recent": m.val_accuracy},
@@ -244,7 +244,7 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
         mlflow.set_tags({"vidmon.gate.promote": str(verdict.promote),
                          "vidmon.gate.reason": verdict.reason})
         profile = _production_profile(result.model, card, held, held_labels,
-                                      [data.rows[i] for i in held_idx])
+                                      [data.rows[i] for i in held_idx], trained_on)
         info = tracking.log_version(challenger, card, profile, settings.model_name)
     version = str(info.registered_model_version)
     client = MlflowClient()
@@ -261,14 +261,16 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
 
 
 def _production_profile(model, card: ModelCard, clips: np.ndarray,  # type: ignore[no-untyped-def]
-                        labels: np.ndarray, rows: list[LabeledClip]) -> ReferenceProfile:
+                        labels: np.ndarray, rows: list[LabeledClip],
+                        trained_on: tuple[np.ndarray, np.ndarray]) -> ReferenceProfile:
     """The challenger's reference: its outputs on the held-out recent clips, with the
     quality features stored when they were served (file size, fps and length included). A
     promoted challenger is then judged against the traffic it was trained for, not against
     the world before the drift."""
     features = [{k: (np.nan if v is None else float(v)) for k, v in row.features.items()}
                 for row in rows]
-    return profile_of(card, labels, predict(model, card, clips), features)
+    return profile_of(model, card, clips, labels, predict(model, card, clips), features,
+                      trained_on)
 
 
 def retrain_command(settings: Settings, decision_id: str | None) -> int:

@@ -53,7 +53,11 @@ class ReportRepository:
             drift_share=s.drift_share, embedding_statistic=embedding.get("statistic"),
             embedding_p_value=embedding.get("p_value"),
             estimated_accuracy=s.estimated_accuracy, realized_accuracy=s.realized_accuracy,
-            macro_f1=s.macro_f1, summary=json_safe(s.to_dict()), snapshot=report.snapshot_json)
+            macro_f1=s.macro_f1, summary=json_safe(s.to_dict()), snapshot=report.snapshot_json,
+            estimated_accuracy_low=s.estimated_accuracy_low,
+            estimated_accuracy_high=s.estimated_accuracy_high, estimate_method=s.estimate_method,
+            realized_accuracy_low=s.realized_accuracy_low,
+            realized_accuracy_high=s.realized_accuracy_high, realized_method=s.realized_method)
         try:
             with self.engine.begin() as connection:
                 connection.execute(reports.insert(), row)
@@ -104,8 +108,9 @@ class ReportRepository:
         """Drift scores and accuracies in window order, for charts."""
         columns = [reports.c[n] for n in (
             "id", "model_name", "model_version", "window_end", "rows", "labeled_rows", "verdict",
-            "drift_share", "embedding_p_value", "estimated_accuracy", "realized_accuracy",
-            "macro_f1")]
+            "drift_share", "embedding_p_value", "estimated_accuracy", "estimated_accuracy_low",
+            "estimated_accuracy_high", "estimate_method", "realized_accuracy",
+            "realized_accuracy_low", "realized_accuracy_high", "realized_method", "macro_f1")]
         query = sa.select(*columns)
         if model_name is not None:
             query = query.where(reports.c.model_name == model_name)

@@ -28,8 +28,9 @@ from monitor.store.schema import pending_labels, predictions, reference_profiles
 
 _CHUNK = 500
 WINDOW_COLUMNS: tuple[str, ...] = (
-    "id", "created_at", "predicted_label", "confidence", "entropy", *FEATURE_NAMES,
-    "true_label", "labeled_at", "clip_path",
+    "id", "created_at", "predicted_label", "confidence", "entropy", "probabilities",
+    *FEATURE_NAMES, "true_label", "labeled_at", "clip_path", "queue_p_wrong",
+    "queue_inclusion", "queue_selected",
 )
 
 
@@ -248,9 +249,11 @@ class PredictionRepository:
         since: datetime | None = None,
         until: datetime | None = None,
         last: int | None = None,
+        where: list[sa.ColumnElement[bool]] | None = None,
     ) -> Window:
-        """Rows of one model version and source in time order: those in [since, until), and
-        of those only the newest ``last`` when given. References load the same way."""
+        """Rows of one model version and source in time order: those in [since, until)
+        (and matching ``where``), of those only the newest ``last`` when given. References
+        load the same way."""
         columns = [predictions.c[name] for name in WINDOW_COLUMNS]
         query = sa.select(*columns, predictions.c.embedding, predictions.c.embedding_dtype).where(
             predictions.c.model_name == model_name,
@@ -260,6 +263,8 @@ class PredictionRepository:
             query = query.where(predictions.c.created_at >= since)
         if until is not None:
             query = query.where(predictions.c.created_at < until)
+        if where:
+            query = query.where(*where)
         query = query.order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
         if last is not None:
             query = query.limit(last)

@@ -34,6 +34,12 @@ predictions = sa.Table(
     sa.Column("true_label", sa.String(100), nullable=True),
     sa.Column("labeled_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("video_id", sa.String(32), nullable=True, index=True),
+    sa.Column("queue_p_wrong", sa.Float, nullable=True),
+    sa.Column("queue_inclusion", sa.Float, nullable=True),
+    sa.Column("queue_selected", sa.Boolean, nullable=True),
+    sa.Column("queue_served_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_predictions_queue", "model_name", "model_version", "queue_selected",
+             "queue_served_at"),
 )
 
 reports = sa.Table(
@@ -55,6 +61,12 @@ reports = sa.Table(
     sa.Column("realized_accuracy", sa.Float, nullable=True),
     sa.Column("macro_f1", sa.Float, nullable=True),
     sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("estimated_accuracy_low", sa.Float, nullable=True),
+    sa.Column("estimated_accuracy_high", sa.Float, nullable=True),
+    sa.Column("realized_accuracy_low", sa.Float, nullable=True),
+    sa.Column("realized_accuracy_high", sa.Float, nullable=True),
+    sa.Column("estimate_method", sa.String(32), nullable=True),
+    sa.Column("realized_method", sa.String(32), nullable=True),
     sa.Column("snapshot", sa.Text, nullable=False),
 )
 

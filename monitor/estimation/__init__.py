@@ -1,0 +1,14 @@
+"""Accuracy without labels (estimators fitted on corruptions, with intervals) and with few
+labels (importance-weighted, from the labeling queue)."""
+
+from monitor.estimation.base import Estimate, Outputs, with_interval
+from monitor.estimation.estimator import (
+    COMBINED,
+    METHODS,
+    AccuracyEstimator,
+    ShiftedSet,
+    fit_estimator,
+)
+
+__all__ = ["COMBINED", "METHODS", "AccuracyEstimator", "Estimate", "Outputs", "ShiftedSet",
+           "fit_estimator", "with_interval"]
