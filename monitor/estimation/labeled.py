@@ -9,7 +9,9 @@ under concept drift). Over any set of considered predictions,
     errors ≈ Σ_i e_i + Σ_{i labeled} (wrong_i − e_i) / π_i
 
 is unbiased whatever e is (a Horvitz-Thompson difference estimator): e only moves the
-variance. A chosen prediction whose label has not come back is taken as missing at random:
+variance. The variance is the larger of the observed one and the one the design expects
+were e right, so a handful of labels that all came back right cannot claim certainty. A
+chosen prediction whose label has not come back is taken as missing at random:
 the labeled ones stand for all chosen ones (π_i scaled by the share that came back).
 Uniform sampling is the special case e = 0, π constant.
 """
@@ -68,7 +70,12 @@ def importance_weighted_accuracy(p_wrong: np.ndarray, inclusion: np.ndarray,
     pi_have = pi[have] * response
     residual = np.asarray(wrong, dtype=float)[have] - e[have]
     errors = e.sum() + (residual / pi_have).sum()
-    variance = ((1 - pi_have) * residual ** 2 / pi_have ** 2).sum() / n ** 2
+    observed = ((1 - pi_have) * residual ** 2 / pi_have ** 2).sum() / n ** 2
+    # What the design expects if e were right, over every considered prediction: a floor
+    # that keeps a few labels that all came back right from claiming certainty.
+    pi_all = np.clip(pi * response, 1e-9, 1.0)
+    expected = ((1 - pi_all) * e * (1 - e) / pi_all).sum() / n ** 2
+    variance = max(observed, expected)
     value = min(max(1.0 - errors / n, 0.0), 1.0)
     half = Z95 * math.sqrt(max(variance, 0.0))
     return Estimate(METHOD, value, max(0.0, value - half), min(1.0, value + half))
