@@ -132,7 +132,7 @@ def estimation_table(network, card, reference: Outputs, shifted, head_data, size
         estimator = full if len(held_out) == len(shifted) else fit_estimator(
             reference, held_out, len(card.labels), head_data=head_data)
         assert family not in estimator.families
-        errors[family] = {m: [] for m in (*METHODS, COMBINED)}
+        errors[family] = {m: [] for m in (*METHODS, COMBINED, "covered", "width")}
         windows[family] = []
         for level in family_levels(family):
             for r in range(repeats):
@@ -142,6 +142,9 @@ def estimation_table(network, card, reference: Outputs, shifted, head_data, size
                 truth = outputs.accuracy
                 for method, estimate in estimator.estimate(outputs).items():
                     errors[family][method].append(100 * abs(estimate.value - truth))
+                combined = estimator.estimate(outputs)[COMBINED]
+                errors[family]["covered"].append(float(combined.low <= truth <= combined.high))
+                errors[family]["width"].append(100 * (combined.high - combined.low))
         print(f"  {family}: {len(windows[family])} windows, true accuracy "
               + ", ".join(f"{w.accuracy:.2f}" for w in windows[family])
               + f" ({time.perf_counter() - started:.0f}s)", flush=True)
@@ -150,15 +153,15 @@ def estimation_table(network, card, reference: Outputs, shifted, head_data, size
 
 def print_estimation(errors: dict[str, dict[str, list[float]]]) -> None:
     methods = (*METHODS, COMBINED)
-    print("\nabsolute error in accuracy points, mean / worst, each family held out of fitting")
-    print(f"{'family':<18}" + "".join(f"{m:>14}" for m in methods))
-    for family, by_method in errors.items():
-        print(f"{family:<18}" + "".join(
-            f"{np.mean(by_method[m]):>7.1f} /{np.max(by_method[m]):>5.1f}" for m in methods))
+    print("\nabsolute error in accuracy points, mean / worst, each family held out of fitting;"
+          "\nlast columns: share of windows inside the combined 95 % interval, its mean width")
+    print(f"{'family':<18}" + "".join(f"{m:>14}" for m in methods) + f"{'covered':>9}{'width':>7}")
     covariate = [f for f in errors if f in CORRUPTIONS]
-    print(f"{'covariate (all)':<18}" + "".join(
-        f"{np.mean([e for f in covariate for e in errors[f][m]]):>7.1f} /"
-        f"{np.max([e for f in covariate for e in errors[f][m]]):>5.1f}" for m in methods))
+    for family, by_method in [*errors.items(), ("covariate (all)", {
+            k: [e for f in covariate for e in errors[f][k]] for k in errors[covariate[0]]})]:
+        print(f"{family:<18}" + "".join(
+            f"{np.mean(by_method[m]):>7.1f} /{np.max(by_method[m]):>5.1f}" for m in methods)
+            + f"{np.mean(by_method['covered']):>9.2f}{np.mean(by_method['width']):>7.1f}")
 
 
 def labels_needed(outputs: Outputs, p_wrong: np.ndarray, queue: bool, draws: int,

@@ -68,7 +68,7 @@ def fit_for_model(network: nn.Module, card: ModelCard, clips: np.ndarray, labels
     estimator = fit_estimator(outputs_of(outputs, clips, labels), shifted, len(card.labels),
                               head_data=head_data, seed=seed)
     log.info("accuracy estimators fitted on %d reference clips under %d corrupted windows "
-             "(%.0fs); held-out-family RMS error: %s", len(clips), len(shifted),
-             time.perf_counter() - started,
-             ", ".join(f"{m} {v:.3f}" for m, v in estimator.spreads.items()))
+             "(%.0fs); error on held-out families, RMS (near the reference): %s",
+             len(clips), len(shifted), time.perf_counter() - started,
+             ", ".join(f"{m} {s.rms:.3f} ({s(0.0):.3f})" for m, s in estimator.spreads.items()))
     return estimator

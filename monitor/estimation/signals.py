@@ -106,3 +106,4 @@ def fit_error_model(signals: np.ndarray, correct: np.ndarray,
         if np.abs(step).max() < 1e-8:
             break
     return ErrorModel(mean, scale, beta[1:], float(beta[0]))
+

@@ -11,7 +11,7 @@ import pytest
 
 from monitor.estimation import COMBINED, METHODS, AccuracyEstimator, Outputs, ShiftedSet
 from monitor.estimation import fit_estimator
-from monitor.estimation.estimator import atc_score, atc_threshold
+from monitor.estimation.estimator import atc_score, atc_threshold, fit_spread
 from monitor.estimation.labeled import (
     importance_weighted_accuracy,
     inclusion_probabilities,
@@ -71,11 +71,27 @@ def test_an_estimator_that_missed_on_held_out_families_says_so_in_its_width(esti
     for method, e in estimator.estimate(window).items():
         # The interval holds the method's error on families it was not fitted on.
         if 0 < e.low and e.high < 1:
-            assert e.high - e.low >= 2 * 1.95 * estimator.spreads[method]
+            assert e.high - e.low >= 2 * 1.95 * estimator.spreads[method](0.0)
     assert set(estimator.spreads) == {*METHODS, COMBINED}
-    worst = max(METHODS, key=estimator.spreads.get)
+    worst = max(METHODS, key=lambda m: estimator.spreads[m].rms)
     assert estimator.weights[worst] == min(estimator.weights.values())
     assert abs(sum(estimator.weights.values()) - 1) < 1e-9
+
+
+def test_the_interval_widens_with_how_far_the_window_lies_from_the_reference() -> None:
+    clean = np.array([0.02, -0.02])
+    spread = fit_spread(clean, np.array([0.1, 1.0, 2.0]), np.array([-0.02, 0.2, -0.3]))
+    assert spread(0.0) == pytest.approx(0.02) and spread(-1.0) == spread(0.0)
+    assert spread.slope > 0 and 0.2 < spread(2.0)
+    # Shifts no worse than clean traffic add nothing.
+    flat = fit_spread(clean, np.array([0.5, 1.0]), np.array([0.01, 0.0]))
+    assert (flat.base, flat.slope, flat.rms) == pytest.approx((0.0004, 0.0, 0.015))
+
+
+def test_a_window_like_the_reference_gets_a_narrower_interval(estimator) -> None:
+    near, far = (estimator.estimate(world(2000, seed=s, noise=n))[COMBINED]
+                 for s, n in ((11, 0.0), (12, 2.5)))
+    assert near.high - near.low < far.high - far.low
 
 
 def test_atc_reproduces_the_reference_accuracy_on_the_reference() -> None:
@@ -171,6 +187,21 @@ def test_labels_that_never_came_back_are_missing_at_random() -> None:
         labeled = chosen & (rng.random(len(e)) < 0.6)
         values.append(importance_weighted_accuracy(e, pi, chosen, labeled, wrong).value)
     assert abs(np.mean(values) - (1 - wrong.mean())) < 0.01
+
+
+def test_a_few_labels_that_all_came_back_right_do_not_claim_certainty() -> None:
+    n, budget = 2000, 40
+    e = np.full(n, 0.002)
+    pi = inclusion_probabilities(e, budget, floor=0.3)
+    chosen = np.zeros(n, bool)
+    chosen[::n // budget] = True
+    estimate = importance_weighted_accuracy(e, pi, chosen, chosen, np.zeros(n))
+    # Residuals are all -0.002: taken alone they would give a half-width of ~0.0002.
+    observed = np.sqrt(((1 - pi[chosen]) * 0.002 ** 2 / pi[chosen] ** 2).sum()) / n
+    expected = np.sqrt(((1 - pi) * 0.002 * 0.998 / pi).sum()) / n
+    assert estimate.value == pytest.approx(1.0)
+    assert estimate.low == pytest.approx(1.0 - 1.959964 * expected, abs=1e-6)
+    assert 1.0 - estimate.low > 10 * 1.959964 * observed
 
 
 def test_inclusion_probabilities_spend_the_budget_and_leave_none_out() -> None:
