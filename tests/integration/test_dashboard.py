@@ -89,7 +89,7 @@ def dashboard(model_store: Settings, tmp_path: Path):
 def _values(browser, chart: str, series: str) -> list[float]:
     from selenium.webdriver.common.by import By
 
-    shapes = browser.find_elements(By.CSS_SELECTOR, f"#{chart} [data-series='{series}']")
+    shapes = browser.find_elements(By.CSS_SELECTOR, f"#{chart} [data-series='{series}'][data-value]")
     return [float(s.get_attribute("data-value")) for s in shapes]
 
 
@@ -114,12 +114,25 @@ def test_the_dashboard_shows_the_seeded_store_and_links_to_reports(dashboard) ->
         [p["drift_share"] for p in timeline])
     assert _values(browser, "accuracy-chart", "estimated") == pytest.approx(
         [p["estimated_accuracy"] for p in timeline])
+    band = browser.find_element(By.CSS_SELECTOR, "#accuracy-chart polygon.band[data-series='estimated']")
+    assert [float(v) for v in band.get_attribute("data-low").split()] == pytest.approx(
+        [p["estimated_accuracy_low"] for p in timeline])
+    assert [float(v) for v in band.get_attribute("data-high").split()] == pytest.approx(
+        [p["estimated_accuracy_high"] for p in timeline])
+    assert all(p["estimated_accuracy_low"] < p["estimated_accuracy_high"] for p in timeline)
+    assert "95 % band" in browser.find_element(By.ID, "accuracy-legend").text
     assert sum(_values(browser, "volume-chart", "predictions")) == seeded["records"]
 
     rows = browser.find_elements(By.CSS_SELECTOR, "#reports tbody tr")
     assert len(rows) == 3
     verdicts = [r.find_elements(By.TAG_NAME, "td")[3].text for r in rows]
     assert verdicts == [p["verdict"] for p in timeline[::-1]] and "drift" in verdicts
+    newest = timeline[-1]
+    assert rows[0].find_elements(By.TAG_NAME, "td")[6].text == (
+        f"{newest['estimated_accuracy']:.2f} [{newest['estimated_accuracy_low']:.2f}–"
+        f"{newest['estimated_accuracy_high']:.2f}] {newest['estimate_method']}")
+    if os.environ.get("VIDMON_SCREENSHOTS"):
+        browser.save_screenshot(str(Path(os.environ["VIDMON_SCREENSHOTS"]) / "dashboard.png"))
 
     run_link = browser.find_element(By.CSS_SELECTOR, "#retrains tbody a")
     assert run_link.get_attribute("href").startswith("http://mlflow.example:5000/#/experiments/")
