@@ -22,11 +22,13 @@ from monitor.store.retrains import RetrainRepository
 log = logging.getLogger(__name__)
 
 
-def policy_from(settings: RetrainSettings, alpha: float) -> RetrainPolicy:
+def policy_from(settings: Settings) -> RetrainPolicy:
     """The pure policy's parameters from settings."""
-    return RetrainPolicy(windows=settings.windows, min_labeled=settings.min_labeled,
-                         cooldown=timedelta(minutes=settings.cooldown_minutes),
-                         accuracy_drop=settings.accuracy_drop, alpha=alpha)
+    retrain = settings.retrain
+    return RetrainPolicy(windows=retrain.windows,
+                         min_labeled=retrain.labeled_needed(settings.monitor.min_rows),
+                         cooldown=timedelta(minutes=retrain.cooldown_minutes),
+                         accuracy_drop=retrain.accuracy_drop, alpha=settings.monitor.alpha)
 
 
 HISTORY = 200  # reports looked at to find where the current drift run began
@@ -102,7 +104,7 @@ def closed_loop_step(
 ) -> Callable[[JobOutcome], None]:
     """What the monitor does after each report job: decide on a retrain when a report was
     written, then start a due retrain when the settings allow."""
-    policy = policy_from(settings.retrain, settings.monitor.alpha)
+    policy = policy_from(settings)
 
     def step(outcome: JobOutcome) -> None:
         now = clock()

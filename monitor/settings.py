@@ -172,6 +172,12 @@ class RetrainSettings(BaseModel):
     backoff_s: float = Field(default=60.0, gt=0, description="first retry delay; doubles")
     auto_start: bool = Field(default=True, description="the monitor starts due retrains")
 
+    def labeled_needed(self, min_rows: int) -> int:
+        """Labeled clips a retrain waits for: ``min_labeled``, and at least twice the
+        monitor's ``min_rows``, since the clips held out of fine-tuning become the
+        challenger's reference profile and a smaller one would leave it unmonitored."""
+        return max(self.min_labeled, 2 * min_rows)
+
 
 class Settings(BaseSettings):
     """Settings shared by every vidmon job."""

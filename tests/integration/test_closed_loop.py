@@ -103,7 +103,7 @@ def _run_windows(settings: Settings, ends: list[datetime]) -> list[str]:
     predictions, reports = PredictionRepository(engine), ReportRepository(engine)
     retrains = RetrainRepository(engine)
     load_profile = registry.profile_loader(settings)
-    policy = policy_from(settings.retrain, settings.monitor.alpha)
+    policy = policy_from(settings)
     decisions = []
     for end in ends:
         outcome = run_report_job(settings.monitor, predictions, reports, load_profile, now=end)

@@ -230,7 +230,7 @@ def test_torchscript_model_is_monitored_and_retrained_through_the_closed_loop(
     outcome = run_report_job(settings.monitor, predictions, reports, load_profile, now=end)
     report = reports.get(outcome.report_id)
     assert report["rows"] == 45 and report["embedding_p_value"] < 0.05, report["summary"]
-    decision_id = evaluate_retrain(policy_from(settings.retrain, settings.monitor.alpha),
+    decision_id = evaluate_retrain(policy_from(settings),
                                    "loop-own", "1", end, predictions, reports, retrains,
                                    load_profile)
     assert retrains.get(decision_id)["triggered"], retrains.get(decision_id)["reasons"]
