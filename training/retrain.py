@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,6 +67,17 @@ def _drift_began(decision: dict[str, Any], reports: ReportRepository) -> datetim
     return min(starts) if starts else None
 
 
+def representative_weights(rows: list[LabeledClip]) -> np.ndarray | None:
+    """1/π for clips the labeling queue chose with chance π (it favours likely mistakes),
+    the median of those for clips labeled without it; None when the queue chose none.
+    Held-out clips drawn by these weights look like the traffic, not like its mistakes:
+    they become the challenger's reference profile. The rest, rich in mistakes, train."""
+    inverse = np.array([1.0 / r.inclusion if r.inclusion else np.nan for r in rows])
+    if np.isnan(inverse).all():
+        return None
+    return np.where(np.isnan(inverse), np.nanmedian(inverse), inverse)
+
+
 def _production_data(settings: Settings, predictions: PredictionRepository,
                      label_names: tuple[str, ...], since: datetime | None) -> ProductionData:
     """Labeled production clips of the model since ``since``, with known labels."""
@@ -82,19 +93,35 @@ def _production_data(settings: Settings, predictions: PredictionRepository,
                                    dtype=np.int64), known)
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, fraction: float, seed: int, min_held: int = 0,
+                     weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Train and held-out indices, holding out ``fraction`` of every class (at least one
     clip of each class that has two), so the gate and the new reference profile see the
-    classes in the proportions production sent them."""
+    classes in the proportions production sent them; then topped up at random to
+    ``min_held`` clips while at least half stay for training. With ``weights`` (see
+    :func:`representative_weights`), a class's share of the held-out part is its share of
+    the weight, and a clip is held out with a chance that grows with its weight."""
     rng = np.random.default_rng(seed)
-    held = []
+
+    def pick(candidates: np.ndarray, k: int) -> np.ndarray:
+        if weights is None:
+            return rng.permutation(candidates)[:k]
+        w = weights[candidates]
+        return rng.choice(candidates, size=k, replace=False, p=w / w.sum())
+
+    held: list[int] = []
     for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        cut = int(round(len(members) * fraction))
-        held.extend(members[: max(cut, 1 if len(members) > 1 else 0)])
+        members = np.flatnonzero(labels == c)
+        share = len(members) / len(labels) if weights is None else \
+            weights[members].sum() / weights.sum()
+        cut = int(round(len(labels) * fraction * share))
+        cut = min(max(cut, 1 if len(members) > 1 else 0), max(len(members) - 1, 1))
+        held.extend(pick(members, cut))
     if not held:  # a single clip: it can only be held out
         held = [0]
+    missing = min(min_held, len(labels) // 2) - len(held)
+    if missing > 0:
+        held.extend(pick(np.setdiff1d(np.arange(len(labels)), held), missing))
     held_idx = np.sort(np.asarray(held, dtype=np.int64))
     return np.setdiff1d(np.arange(len(labels)), held_idx), held_idx
 
@@ -199,7 +226,9 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
     card = champion.card
     data = _production_data(settings, predictions, card.labels, _drift_began(decision, reports))
     train_idx, held_idx = stratified_split(data.labels, policy.holdout_fraction,
-                                           seed=len(data.clips))
+                                           seed=len(data.clips),
+                                           min_held=settings.monitor.min_rows,
+                                           weights=representative_weights(data.rows))
     champion_on_recent = predict(champion.loaded.network, card, data.clips).labels
     relabeled = [card.labels[c] for c in relabeled_classes(
         data.labels, champion_on_recent, len(card.labels),
@@ -239,6 +268,13 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
             score(champion.loaded.network, *original.test),
             score(result.model, *original.test),
             policy.gate_margin, policy.gate_tolerance, relabeled=relabeled)
+        if verdict.promote and len(held_idx) < settings.monitor.min_rows:
+            # The held-out clips become its reference profile: too few, and no report
+            # could ever be made on the promoted model.
+            verdict = replace(verdict, promote=False, reason=(
+                f"{verdict.reason}; but only {len(held_idx)} recent clips were held out for "
+                f"its reference profile, the monitor needs {settings.monitor.min_rows} "
+                f"(label more, or lower VIDMON_MONITOR__MIN_ROWS)"))
         mlflow.log_metrics({k: v for k, v in asdict(verdict).items()
                             if isinstance(v, float) and not np.isnan(v)})
         mlflow.set_tags({"vidmon.gate.promote": str(verdict.promote),

@@ -132,6 +132,9 @@ class LabeledClip:
     true_label: str
     created_at: datetime
     features: dict[str, float | None]
+    # The labeling queue's chance of choosing it, when the queue chose it; None for a label
+    # that came without the queue.
+    inclusion: float | None = None
 
 
 @dataclass(frozen=True)

@@ -278,8 +278,10 @@ class PredictionRepository:
                       ) -> list[LabeledClip]:
         """Labeled production predictions in [since, until) whose clip was kept, oldest
         first; the newest ``limit`` when given."""
+        chosen = sa.case((predictions.c.queue_selected.is_(True), predictions.c.queue_inclusion),
+                         else_=None)
         query = sa.select(predictions.c.id, predictions.c.clip_path, predictions.c.true_label,
-                          predictions.c.created_at,
+                          predictions.c.created_at, chosen,
                           *[predictions.c[name] for name in FEATURE_NAMES]).where(
             predictions.c.model_name == model_name, predictions.c.source == "production",
             predictions.c.true_label.is_not(None), predictions.c.clip_path.is_not(None))
@@ -293,7 +295,7 @@ class PredictionRepository:
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()[::-1]
         return [LabeledClip(row[0], row[1], row[2], as_utc(row[3]),
-                            dict(zip(FEATURE_NAMES, row[4:]))) for row in rows]
+                            dict(zip(FEATURE_NAMES, row[5:])), row[4]) for row in rows]
 
     def get(self, prediction_ids: Iterable[str]) -> dict[str, dict]:
         """Rows by id, as dicts of column values."""

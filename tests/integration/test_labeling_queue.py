@@ -3,7 +3,10 @@ importance-weighted accuracy from the labels it asked for."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from monitor.labeling import LabelingQueue
 from monitor.report import labeled_estimate
@@ -62,3 +65,18 @@ def test_the_report_weighs_the_queue_labels(repository) -> None:
     uniform, none_considered = labeled_estimate(
         repository.load_window("m", "2").frame)
     assert uniform.method == "uniform" and uniform.value == 1.0 and none_considered == 0
+
+
+def test_a_retrain_knows_which_labels_the_queue_chose_and_how_likely(repository) -> None:
+    records = [replace(r, clip_path=f"clips/{r.id}.npy")
+               for r in production_records(120, START, seed=5, spacing_s=5)]
+    repository.add_predictions(records)
+    rows = queue_on(repository, START + timedelta(minutes=20)).next("m", "1", 15)
+    chosen = {r.prediction_id: r.inclusion for r in rows}
+    by_hand = [r.id for r in records if r.id not in chosen][:5]
+    repository.apply_feedback({**{i: LABELS[0] for i in chosen}, **{i: LABELS[1] for i in by_hand}},
+                              START + timedelta(minutes=21))
+    clips = {c.id: c for c in repository.labeled_clips("m", since=START)}
+    assert set(clips) == set(chosen) | set(by_hand)
+    assert all(clips[i].inclusion == pytest.approx(pi) for i, pi in chosen.items())
+    assert all(clips[i].inclusion is None for i in by_hand)

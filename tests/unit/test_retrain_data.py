@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from training.retrain import relabeled_classes, stratified_split
 
@@ -31,3 +32,52 @@ def test_a_class_with_two_clips_still_holds_one_out() -> None:
     labels = np.array([0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
     _, held = stratified_split(labels, 0.1, seed=0)
     assert set(labels[held]) == {0, 1}
+
+
+def test_a_small_label_set_holds_out_enough_for_a_reference_profile() -> None:
+    labels = np.repeat(np.arange(4), 12)  # 48 labels: 30 % would hold out 12
+    train, held = stratified_split(labels, 0.3, seed=1, min_held=20)
+    assert len(held) == 20 and len(train) == 28 and not np.intersect1d(train, held).size
+    assert set(labels[held]) == {0, 1, 2, 3}
+    # Never more than half: the challenger still needs clips to learn from.
+    _, held = stratified_split(labels, 0.3, seed=1, min_held=40)
+    assert len(held) == 24
+
+
+def test_a_retrain_waits_for_labels_enough_for_its_reference_profile() -> None:
+    from monitor.settings import RetrainSettings
+
+    assert RetrainSettings(min_labeled=50).labeled_needed(min_rows=30) == 60
+    assert RetrainSettings(min_labeled=450).labeled_needed(min_rows=30) == 450
+
+
+def test_held_out_clips_are_drawn_to_look_like_the_traffic_not_its_mistakes() -> None:
+    from datetime import UTC, datetime
+
+    from monitor.store.records import LabeledClip
+    from training.retrain import representative_weights
+
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    rows = [LabeledClip(str(i), "p", "a", at, {}, inclusion)
+            for i, inclusion in enumerate([0.05] * 50 + [0.9] * 50 + [None] * 4)]
+    weights = representative_weights(rows)
+    assert weights[:50].tolist() == [20.0] * 50 and weights[50] == pytest.approx(1 / 0.9)
+    assert weights[-1] == pytest.approx(np.median(weights[:100]))
+    assert representative_weights(rows[-4:]) is None  # no queue: plain stratified split
+    labels = np.zeros(104, dtype=np.int64)
+    rare = 0
+    for seed in range(20):
+        _, held = stratified_split(labels, 0.3, seed=seed, weights=weights)
+        assert len(held) == 31
+        rare += np.sum(held < 50)  # clips the queue seldom picks stand for many others
+    assert rare / (20 * 31) > 0.75
+
+
+def test_held_out_classes_come_in_the_traffic_s_proportions_not_the_queue_s() -> None:
+    # The queue asked for 40 labels of class 1 (error-prone: chosen with chance 0.8) and
+    # 40 of class 0 (chosen with chance 0.1): traffic had about 400 of class 0 and 50 of 1.
+    labels = np.repeat([0, 1], 40)
+    weights = np.repeat([10.0, 1.25], 40)
+    _, held = stratified_split(labels, 0.3, seed=0, weights=weights)
+    counts = np.bincount(labels[held], minlength=2)
+    assert counts.tolist() == [21, 3]  # 24 held out, 400:50 of them, not 40:40
