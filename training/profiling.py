@@ -24,15 +24,24 @@ log = logging.getLogger(__name__)
 
 def profile_of(network: nn.Module, card: ModelCard, clips: np.ndarray, labels: np.ndarray,
                outputs: Predictions, features: list[dict[str, float]],
-               head_clips: tuple[np.ndarray, np.ndarray] | None = None) -> ReferenceProfile:
+               head_clips: tuple[np.ndarray, np.ndarray] | None = None,
+               more_clips: tuple[np.ndarray, np.ndarray] | None = None) -> ReferenceProfile:
     """A profile from model outputs on labeled clips and their quality features, with
     accuracy estimators fitted on the clips (agreement heads trained on ``head_clips``,
-    the model's training clips and classes, when given)."""
+    the model's training clips and classes, when given) and on ``more_clips``, labeled
+    clips that are not part of the profile (a retrain's original test set, when the
+    recent clips of the profile are few)."""
     profile = ReferenceProfile.build(label_names=card.labels, true_labels=labels,
                                      probabilities=outputs.probabilities,
                                      embeddings=outputs.embeddings, features=features)
     head_data = None if head_clips is None else (
         predict(network, card, head_clips[0]).embeddings, head_clips[1])
+    if more_clips is not None and len(more_clips[1]):
+        extra = predict(network, card, more_clips[0])
+        clips, labels = np.concatenate([clips, more_clips[0]]), np.concatenate(
+            [labels, more_clips[1]])
+        outputs = Predictions(np.concatenate([outputs.logits, extra.logits]),
+                              np.concatenate([outputs.embeddings, extra.embeddings]))
     try:
         estimator = fit_for_model(network, card, clips, labels, reference=outputs,
                                   head_data=head_data)

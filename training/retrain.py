@@ -280,7 +280,8 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
         mlflow.set_tags({"vidmon.gate.promote": str(verdict.promote),
                          "vidmon.gate.reason": verdict.reason})
         profile = _production_profile(result.model, card, held, held_labels,
-                                      [data.rows[i] for i in held_idx], trained_on)
+                                      [data.rows[i] for i in held_idx], trained_on,
+                                      original.test)
         info = tracking.log_version(challenger, card, profile, settings.model_name)
     version = str(info.registered_model_version)
     client = MlflowClient()
@@ -298,15 +299,17 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
 
 def _production_profile(model, card: ModelCard, clips: np.ndarray,  # type: ignore[no-untyped-def]
                         labels: np.ndarray, rows: list[LabeledClip],
-                        trained_on: tuple[np.ndarray, np.ndarray]) -> ReferenceProfile:
+                        trained_on: tuple[np.ndarray, np.ndarray],
+                        original_test: tuple[np.ndarray, np.ndarray]) -> ReferenceProfile:
     """The challenger's reference: its outputs on the held-out recent clips, with the
     quality features stored when they were served (file size, fps and length included). A
     promoted challenger is then judged against the traffic it was trained for, not against
-    the world before the drift."""
+    the world before the drift. Its accuracy estimators are fitted on the original test
+    clips too (relabeled classes left out): a few dozen recent clips alone fit them badly."""
     features = [{k: (np.nan if v is None else float(v)) for k, v in row.features.items()}
                 for row in rows]
     return profile_of(model, card, clips, labels, predict(model, card, clips), features,
-                      trained_on)
+                      trained_on, original_test)
 
 
 def retrain_command(settings: Settings, decision_id: str | None) -> int:
