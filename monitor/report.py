@@ -109,10 +109,28 @@ class MonitoringReport:
     snapshots: dict[str, Any] = field(default_factory=dict)
 
 
-def _drift_columns(reference: pd.DataFrame, current: pd.DataFrame, min_rows: int) -> list[str]:
-    """Columns with enough values on both sides (file metadata is missing for raw clips)."""
-    return [c for c in DRIFT_COLUMNS
-            if reference[c].notna().sum() >= min_rows and current[c].notna().sum() >= min_rows]
+# A class-mix test needs this many reference rows per class: with fewer, a class the
+# reference saw once or never makes any window look drifted (chi-square's rule of thumb
+# of five expected per cell).
+ROWS_PER_CLASS = 5
+
+
+def _drift_columns(reference: pd.DataFrame, current: pd.DataFrame, min_rows: int,
+                   n_classes: int) -> tuple[list[str], list[str]]:
+    """Columns with enough values on both sides (file metadata is missing for raw clips),
+    and why a column with values was left untested."""
+    columns, untested = [], []
+    for c in DRIFT_COLUMNS:
+        ref_rows, cur_rows = reference[c].notna().sum(), current[c].notna().sum()
+        if ref_rows < min_rows or cur_rows < min_rows:
+            continue
+        if c == "predicted_label" and ref_rows < ROWS_PER_CLASS * n_classes:
+            untested.append(f"predicted_label not tested: {ref_rows} reference rows for "
+                            f"{n_classes} classes, a class-mix test needs "
+                            f"{ROWS_PER_CLASS * n_classes}")
+            continue
+        columns.append(c)
+    return columns, untested
 
 
 def _column_drift(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -236,7 +254,7 @@ def build_report(
                                f"in the window and {len(ref)} in the reference")
         return MonitoringReport(summary, json.dumps({}), render_html(summary, []))
 
-    columns = _drift_columns(ref, cur, policy.min_rows)
+    columns, untested = _drift_columns(ref, cur, policy.min_rows, len(label_names))
     column_level = policy.alpha / 2 / max(len(columns), 1)
     drift_snapshot = _evidently_drift(ref, cur, columns, column_level)
     summary.column_drift = _column_drift(drift_snapshot.dict())
@@ -278,6 +296,7 @@ def build_report(
         summary.reasons.append(f"{len(drifted)}/{len(summary.column_drift)} columns drifted at "
                                f"p < {column_level:.2g} ({', '.join(drifted)})")
     summary.verdict = "drift" if summary.reasons else "no_drift"
+    summary.reasons.extend(untested)  # said, but not a reason for the verdict
     snapshot_json = json.dumps({name: s.dict() for name, s in snapshots.items()}, default=str)
     frames = [(name, s.get_html_str(as_iframe=True)) for name, s in snapshots.items()]
     return MonitoringReport(summary, snapshot_json, render_html(summary, frames), snapshots)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from monitor.features import FEATURE_NAMES
-from monitor.report import build_report, macro_f1
+from monitor.report import ReportPolicy, build_report, macro_f1
 from monitor.store.records import Window
 
 CLASSES = ("a", "b", "c")
@@ -97,3 +97,16 @@ def test_macro_f1() -> None:
     true = np.array(["a", "a", "b", "b"])
     assert macro_f1(true, true) == 1.0
     assert macro_f1(true, np.array(["a", "b", "b", "b"])) == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_a_reference_too_small_for_a_class_mix_test_says_so_instead_of_flagging() -> None:
+    # 12 reference rows for 3 classes: one class seen twice would make any window "drift".
+    small = window(12, seed=8, labeled=1.0)
+    result = build_report(small, window(400, seed=9), CLASSES, model_name="m",
+                          model_version="1", window_start=START, window_end=END,
+                          policy=ReportPolicy(min_rows=10)).summary
+    assert "predicted_label" not in result.column_drift
+    assert "brightness" in result.column_drift
+    assert ("predicted_label not tested: 12 reference rows for 3 classes, a class-mix test "
+            "needs 15") in result.reasons
+    assert result.verdict == "no_drift"
