@@ -10,7 +10,8 @@
    worst absolute error per family, CBPE beside the others.
 3. Labels needed for a +-3-point 95 % interval of a window's accuracy, uniform sampling vs
    the labeling queue's importance sampling (Horvitz-Thompson difference estimator), on
-   clean, blur and mirror windows.
+   clean, blur and mirror windows; the queue with no labels yet, and with the error
+   estimates sharpened by the labels of the window before (what the service does).
 
 Usage: python bench/estimation_bench.py [--windows 2] [--window-size 200] [--workdir DIR]
 """
@@ -32,7 +33,8 @@ from monitor.estimation.labeled import (
     importance_weighted_accuracy,
     inclusion_probabilities,
 )
-from monitor.settings import TrainSettings
+from monitor.labeling import sharpened_p_wrong
+from monitor.settings import MonitorSettings, TrainSettings
 from monitor.video import DecodeLimits, decode_video
 from simulations.scenarios import SCENARIOS, Scenario, build
 from simulations.traffic import draw_event
@@ -56,6 +58,9 @@ SCENARIO_LEVELS: dict[str, tuple[str, tuple[float, ...]]] = {
     "occlusion": ("fraction", (0.15, 0.3, 0.4)),
 }
 OTHER_FAMILIES = ("class_prior_shift", "novel_class", "mirror")
+HISTORY_LABELS = 60  # labels back from the window before, for the queue+history column
+QUEUE_FLOOR = MonitorSettings().queue_floor
+PRIOR_STRENGTH = MonitorSettings().queue_prior_strength
 SPEC = ClipSpec(16, 32, 32)
 
 
@@ -164,8 +169,19 @@ def print_estimation(errors: dict[str, dict[str, list[float]]]) -> None:
             + f"{np.mean(by_method['covered']):>9.2f}{np.mean(by_method['width']):>7.1f}")
 
 
+def class_history(before: Outputs, p_wrong: np.ndarray, seed: int = 1
+                  ) -> dict[str, tuple[int, int]]:
+    """(labeled, wrong) per predicted class from the queue's picks in the window before."""
+    pi = inclusion_probabilities(p_wrong, HISTORY_LABELS, QUEUE_FLOOR)
+    chosen = np.random.default_rng(seed).random(len(before)) < pi
+    wrong = before.correct == 0
+    return {str(c): (int(np.sum(chosen & (before.predicted == c))),
+                     int(np.sum(chosen & wrong & (before.predicted == c))))
+            for c in np.unique(before.predicted)}
+
+
 def labels_needed(outputs: Outputs, p_wrong: np.ndarray, queue: bool, draws: int,
-                  target: float = 0.03, floor: float = 0.2) -> tuple[int, float]:
+                  target: float = 0.03, floor: float = QUEUE_FLOOR) -> tuple[int, float]:
     """Fewest expected labels whose estimate lands within ``target`` of the truth in 95 %
     of ``draws`` seeded samples, and the coverage of the method's own interval there."""
     truth = outputs.accuracy
@@ -219,16 +235,24 @@ def main() -> None:
 
     print(f"\nlabels for a +-3-point 95 % interval on a window of {args.budget_window} "
           f"predictions ({args.draws} seeded draws each)")
+    print("(queue+history: the queue's error estimates sharpened by the labels its "
+          f"{HISTORY_LABELS} picks in the window before came back with, as the service does)")
     print(f"{'window':<10}{'accuracy':>9}{'uniform':>9}{'queue':>7}{'ratio':>7}"
-          f"{'coverage u/q':>14}")
+          f"{'queue+history':>15}{'ratio':>7}{'coverage u/q/q+h':>18}")
     estimator = fit_estimator(reference, shifted, len(card.labels), head_data=head_data)
     for family, level in (("none", None), ("blur", 2), ("mirror", None)):
         outputs = window(network, card, family, level, args.budget_window, seed=77)
         p_wrong = 1.0 - estimator.p_correct(outputs)
+        before = window(network, card, family, level, args.budget_window, seed=78)
+        sharpened = sharpened_p_wrong(
+            p_wrong, [str(c) for c in outputs.predicted],
+            class_history(before, 1.0 - estimator.p_correct(before)), PRIOR_STRENGTH)
         uniform, cov_u = labels_needed(outputs, p_wrong, False, args.draws)
         queue, cov_q = labels_needed(outputs, p_wrong, True, args.draws)
+        history, cov_h = labels_needed(outputs, sharpened, True, args.draws)
         print(f"{family:<10}{outputs.accuracy:>9.3f}{uniform:>9}{queue:>7}"
-              f"{queue / uniform:>7.2f}{cov_u:>8.2f}/{cov_q:.2f}")
+              f"{queue / uniform:>7.2f}{history:>15}{history / uniform:>7.2f}"
+              f"{cov_u:>8.2f}/{cov_q:.2f}/{cov_h:.2f}")
     print(f"\n{time.perf_counter() - started:.0f}s in all")
 
 
