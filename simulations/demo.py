@@ -89,10 +89,11 @@ class DemoConfig:
         return max(1, round((self.label_budget or 0) * self.requests_per_hour))
 
     @property
-    def labeled_needed(self) -> int:
-        """Labeled clips a retrain waits for: ``min_labeled`` uniformly, 80 % of four hours'
-        queue labels on a budget (unless ``min_labeled`` was changed). Fewer (two hours')
-        were measured to give challengers too few clips to learn blur or relearn mirror."""
+    def retrain_min_labeled(self) -> int:
+        """``RetrainSettings.min_labeled`` for the demo: ``min_labeled`` uniformly, 80 % of
+        four hours' queue labels on a budget (unless ``min_labeled`` was changed). Fewer
+        (two hours') were measured to give challengers too few clips to learn blur or
+        relearn mirror."""
         if self.label_budget is None or self.min_labeled != DemoConfig.min_labeled:
             return self.min_labeled
         return max(20, int(0.8 * 4 * self.queue_labels_per_hour))
@@ -134,7 +135,7 @@ def demo_settings(settings: Settings, config: DemoConfig) -> Settings:
     monitor = MonitorSettings(interval_s=3600, window_minutes=60, window_predictions=None,
                               alpha=settings.monitor.alpha, min_rows=30, lateness_s=0)
     retrain = RetrainSettings(
-        windows=2, min_labeled=config.labeled_needed, cooldown_minutes=180, accuracy_drop=0.05,
+        windows=2, min_labeled=config.retrain_min_labeled, cooldown_minutes=180, accuracy_drop=0.05,
         epochs=config.retrain_epochs, learning_rate=3e-3, original_clips_per_class=30,
         holdout_fraction=0.3, backoff_s=5.0, max_attempts=2)
     return settings.model_copy(update={**paths, "train": train, "serve": serve,

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from monitor.estimation import METHODS  # noqa: E402
 from monitor.store import create_store_engine  # noqa: E402
 from monitor.store.reports import ReportRepository  # noqa: E402
 from simulations.timeline import WindowRow  # noqa: E402
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 _COLUMNS = ("hour", "phase", "model", "rows", "verdict", "drift share", "emb p", "est acc",
             "real acc", "true acc", "cbpe/atc/doc/agr/err", "labeled", "retrain")
-_ESTIMATORS = ("cbpe", "atc", "doc", "agreement", "error_model")
+
 
 
 def fmt_number(value: float | None, digits: int = 2) -> str:
@@ -40,7 +41,7 @@ def window_table(rows: Sequence[WindowRow]) -> str:
               r.verdict or "-", fmt_number(r.drift_share), fmt_number(r.embedding_p, 3),
               fmt_number(r.estimated_accuracy), fmt_number(r.realized_accuracy),
               fmt_number(r.accuracy),
-              "/".join(fmt_number(r.estimates.get(m)) for m in _ESTIMATORS) if r.estimates
+              "/".join(fmt_number(r.estimates.get(m)) for m in METHODS) if r.estimates
               else "-", str(r.labeled_rows), r.event or r.decision] for r in rows]
     widths = [max(len(c), *(len(line[i]) for line in lines)) if lines else len(c)
               for i, c in enumerate(_COLUMNS[:-1])]

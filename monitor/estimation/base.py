@@ -86,15 +86,6 @@ class Outputs:
         return Outputs(self.probabilities[index], self.embeddings[index], self.features[index],
                        None if self.labels is None else self.labels[index])
 
-    @classmethod
-    def concat(cls, parts: list["Outputs"]) -> "Outputs":
-        """Rows of several sets in order (labels kept only if every part has them)."""
-        labels = None if any(p.labels is None for p in parts) else np.concatenate(
-            [p.labels for p in parts])
-        return cls(np.concatenate([p.probabilities for p in parts]),
-                   np.concatenate([p.embeddings for p in parts]),
-                   np.concatenate([p.features for p in parts]), labels)
-
 
 
 def window_outputs(frame: pd.DataFrame, embeddings: np.ndarray, label_names: tuple[str, ...]

@@ -36,8 +36,12 @@ class AgreementHeads:
 
     def agreement(self, embeddings: np.ndarray, predicted: np.ndarray) -> np.ndarray:
         """Per clip, the share of heads whose class is the model's."""
-        votes = self.probabilities(embeddings).argmax(axis=2)
-        return (votes == np.asarray(predicted)[None, :]).mean(axis=0)
+        return share_agreeing(self.probabilities(embeddings), predicted)
+
+
+def share_agreeing(head_probabilities: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Per clip, the share of heads (probabilities (K, n, C)) whose class is ``predicted``."""
+    return (head_probabilities.argmax(axis=2) == np.asarray(predicted)[None, :]).mean(axis=0)
 
 
 def _softmax_regression(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float

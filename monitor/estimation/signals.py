@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from monitor.estimation.base import Outputs
-from monitor.estimation.heads import AgreementHeads
+from monitor.estimation.heads import AgreementHeads, share_agreeing
 from monitor.profile import entropy
 
 SIGNAL_NAMES: tuple[str, ...] = (
@@ -61,7 +61,7 @@ def clip_signals(outputs: Outputs, basis: Basis, heads: AgreementHeads) -> np.nd
         top2[:, 1],
         top2[:, 1] - top2[:, 0],
         entropy(p) / np.log(max(p.shape[1], 2)),
-        (head_p.argmax(axis=2) == predicted[None]).mean(axis=0),
+        share_agreeing(head_p, predicted),
         head_p[:, rows, predicted].mean(axis=0),
         # The floor keeps a clip that sits on its centroid (a class seen once) finite.
         np.log(distances[rows, predicted] / basis.class_scale[predicted] + 1e-3),
