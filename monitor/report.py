@@ -25,6 +25,7 @@ from monitor.drift import (
     embedding_drift,
     estimated_accuracy,
     fit_confidence_calibration,
+    homogeneity,
     label_shift,
     per_class_embedding_drift,
 )
@@ -36,7 +37,12 @@ from monitor.store.records import Window
 
 DRIFT_COLUMNS: tuple[str, ...] = (*FEATURE_NAMES, "confidence", "predicted_label")
 # Methods whose score is a p-value (drift below the threshold); others are distances.
-P_VALUE_METHODS = frozenset({"ks", "chisquare", "z", "fisher_exact", "mannw", "t_test"})
+P_VALUE_METHODS = frozenset({"ks", "chisquare", "z", "fisher_exact", "mannw", "t_test",
+                             "chi2_two_sample"})
+# The class-mix test of the predicted label: Evidently's "chisquare" takes the reference's
+# shares as exact, so a reference of a few hundred rows or fewer flags same-distribution
+# windows (see monitor.drift.classes.homogeneity); this one is registered with Evidently.
+CLASS_MIX_TEST = "chi2_two_sample"
 
 
 @dataclass(frozen=True)
@@ -148,16 +154,42 @@ def _column_drift(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return columns
 
 
+def _class_mix_test(reference: pd.Series, current: pd.Series, feature_type: Any,
+                    threshold: float) -> tuple[float, bool]:
+    """Evidently's stattest signature over :func:`homogeneity`; undefined (NaN, stored as
+    null and not a drift) when one class is all there is, as Evidently's own test is."""
+    keys = sorted(set(reference.dropna()) | set(current.dropna()))
+    if len(keys) < 2:
+        return float("nan"), False
+    counts = np.array([[int((reference == k).sum()) for k in keys],
+                       [int((current == k).sum()) for k in keys]])
+    p_value = homogeneity(counts)[1]
+    return p_value, p_value < threshold
+
+
+def _register_class_mix_test() -> None:
+    """Make :data:`CLASS_MIX_TEST` a method name Evidently resolves (registering again
+    replaces the entry with the same one)."""
+    from evidently.legacy.calculations.stattests import registry
+    from evidently.legacy.core import ColumnType
+
+    registry.register_stattest(
+        registry.StatTest(name=CLASS_MIX_TEST, display_name="two-sample chi-square p_value",
+                          allowed_feature_types=[ColumnType.Categorical]),
+        default_impl=_class_mix_test)
+
+
 def _evidently_drift(
     reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], threshold: float
 ):
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
+    _register_class_mix_test()
     definition = DataDefinition(
         numerical_columns=[c for c in columns if c != "predicted_label"],
         categorical_columns=[c for c in columns if c == "predicted_label"])
-    preset = DataDriftPreset(columns=columns, num_method="ks", cat_method="chisquare",
+    preset = DataDriftPreset(columns=columns, num_method="ks", cat_method=CLASS_MIX_TEST,
                              threshold=threshold)
     # Constant columns (a fixed fps or frame size) are kept: a jump from one constant to
     # another is drift. Evidently's summary statistics divide by their zero spread.

@@ -1,6 +1,11 @@
 """Drift statistics: pure functions over arrays that return small result objects."""
 
-from monitor.drift.classes import class_frequencies, label_shift, per_class_embedding_drift
+from monitor.drift.classes import (
+    class_frequencies,
+    homogeneity,
+    label_shift,
+    per_class_embedding_drift,
+)
 from monitor.drift.embedding import DriftResult, embedding_drift
 from monitor.drift.performance import (
     ConfidenceCalibration,
@@ -15,6 +20,7 @@ __all__ = [
     "embedding_drift",
     "estimated_accuracy",
     "fit_confidence_calibration",
+    "homogeneity",
     "label_shift",
     "per_class_embedding_drift",
 ]

@@ -25,12 +25,23 @@ def label_shift(
     unknown = (len(ref) + len(cur)) - counts.sum()
     if unknown:
         raise ValueError(f"{unknown} labels are not among the {len(labels)} known classes")
+    statistic, p_value = homogeneity(counts)
+    return DriftResult("chi_square", statistic, p_value, alpha, bool(p_value < alpha),
+                       len(ref), len(cur))
+
+
+def homogeneity(counts: np.ndarray) -> tuple[float, float]:
+    """Pearson's chi-square test that two samples share one class mix, from their counts
+    (2, classes): both samples' noise is in the test. (A goodness-of-fit test that takes
+    the reference's shares as exact flagged 37 of 40 same-distribution windows of 200 rows
+    against a 60-row reference at p < 0.01.) Classes absent from both are dropped; with
+    fewer than two left, there is nothing to compare: statistic 0, p-value 1."""
+    counts = np.asarray(counts)
     counts = counts[:, counts.sum(axis=0) > 0]
-    if counts.shape[1] < 2:
-        return DriftResult("chi_square", 0.0, 1.0, alpha, False, len(ref), len(cur))
+    if counts.shape[1] < 2 or (counts.sum(axis=1) == 0).any():
+        return 0.0, 1.0
     statistic, p_value, _, _ = chi2_contingency(counts, correction=False)
-    return DriftResult("chi_square", float(statistic), float(p_value), alpha,
-                       bool(p_value < alpha), len(ref), len(cur))
+    return float(statistic), float(p_value)
 
 
 def class_frequencies(labels: Sequence[str], classes: Sequence[str]) -> dict[str, float]:

@@ -9,6 +9,7 @@ from monitor.drift import (
     class_frequencies,
     estimated_accuracy,
     fit_confidence_calibration,
+    homogeneity,
     label_shift,
     per_class_embedding_drift,
 )
@@ -90,3 +91,15 @@ def test_one_early_mistake_in_a_small_reference_does_not_zero_low_confidences() 
     bare = fit_confidence_calibration(confidence, correct, min_block=1)
     assert bare(np.array([0.3]))[0] == 0.0
     assert np.all(np.diff(floor(np.linspace(0, 1, 50))) >= 0)
+
+
+def test_homogeneity_is_a_two_sample_test() -> None:
+    # the same shares: no evidence, however the sizes differ
+    assert homogeneity(np.array([[10, 10, 10], [100, 100, 100]]))[1] == pytest.approx(1.0)
+    # a 60-row reference 8/4 off the even split is weak evidence against 600 even rows...
+    assert homogeneity(np.array([[24, 16, 20], [200, 200, 200]]))[1] > 0.3
+    # ...and strong evidence when both samples are ten times larger
+    assert homogeneity(np.array([[240, 160, 200], [2000, 2000, 2000]]))[1] < 1e-3
+    # nothing to compare: one class, or an empty sample
+    assert homogeneity(np.array([[5, 0], [7, 0]])) == (0.0, 1.0)
+    assert homogeneity(np.array([[0, 0], [3, 4]])) == (0.0, 1.0)

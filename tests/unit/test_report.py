@@ -110,3 +110,30 @@ def test_a_reference_too_small_for_a_class_mix_test_says_so_instead_of_flagging(
     assert ("predicted_label not tested: 12 reference rows for 3 classes, a class-mix test "
             "needs 15") in result.reasons
     assert result.verdict == "no_drift"
+
+
+def test_the_class_mix_test_counts_the_reference_s_own_noise() -> None:
+    # 60 reference rows over 10 classes against 200-row windows of the same mix: a test
+    # that took the reference's shares as exact (Evidently's "chisquare") flagged 37 of 40.
+    classes = tuple(f"c{i}" for i in range(10))
+    rng = np.random.default_rng(0)
+
+    def labelled(n: int, p: np.ndarray | None = None) -> Window:
+        base = window(n, seed=int(rng.integers(1 << 30)))
+        base.frame["predicted_label"] = rng.choice(classes, size=n, p=p)
+        return base
+
+    flagged = 0
+    for _ in range(20):
+        result = build_report(labelled(60), labelled(200), classes, model_name="m",
+                              model_version="1", window_start=START, window_end=END,
+                              policy=ReportPolicy(min_rows=10)).summary
+        assert result.column_drift["predicted_label"]["method"] == "chi2_two_sample"
+        flagged += result.column_drift["predicted_label"]["drifted"]
+    assert flagged <= 1
+    # while a class mix that really moved is still flagged
+    skewed = np.array([0.37] + [0.07] * 9)
+    moved = build_report(labelled(60), labelled(200, skewed), classes, model_name="m",
+                         model_version="1", window_start=START, window_end=END,
+                         policy=ReportPolicy(min_rows=10)).summary
+    assert moved.column_drift["predicted_label"]["drifted"]
