@@ -161,6 +161,11 @@ class RetrainSettings(BaseModel):
     relabeled_min_clips: PositiveInt = Field(
         default=5, description="recent labeled clips a class needs before it can be relabeled")
     max_production_clips: PositiveInt = 2000
+    recent_share: float = Field(
+        default=0.5, ge=0, lt=1,
+        description="recent clips are repeated (up to 4 times) until they make at least this "
+                    "share of each fine-tuning epoch: a label budget's hundred-odd clips "
+                    "otherwise drown in the original sample")
     holdout_fraction: float = Field(default=0.3, gt=0, lt=1,
                                     description="recent labeled clips kept for the gate")
     gate_margin: float = Field(default=0.02, ge=0,

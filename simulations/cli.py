@@ -225,7 +225,7 @@ def _add_simulations(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label-budget", type=float, default=None,
                    help="label this share of each hour's traffic through the labeling queue "
                         "(importance sampling) instead of --label-fraction uniformly; "
-                        "--min-labeled then defaults to 80%% of four hours' budget")
+                        "--min-labeled then defaults to 80%% of ten hours' budget")
     p.add_argument("--train-clips-per-class", type=int, default=c.train_clips_per_class)
     p.add_argument("--train-epochs", type=int, default=c.train_epochs)
     p.add_argument("--retrain-epochs", type=int, default=c.retrain_epochs)

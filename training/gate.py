@@ -49,13 +49,21 @@ def gate(champion_recent: float, challenger_recent: float, champion_original: fl
 
 
 def relabeled_classes(true: np.ndarray, predicted: np.ndarray, n_classes: int, *,
-                      below: float, min_clips: int) -> list[int]:
+                      below: float, min_clips: int,
+                      weights: np.ndarray | None = None) -> list[int]:
     """Classes the champion now gets right less often than ``below`` on recent labels (with
     at least ``min_clips`` of them): what they look like now means something else (concept
-    drift), so the original data no longer describes them."""
+    drift), so the original data no longer describes them. With ``weights`` (1/π of the
+    labeling queue, which favours likely mistakes) a class's accuracy is the weighted one,
+    as on the traffic; unweighted, a budget's mistake-rich labels would make a class whose
+    blurred clips fail now and then look relabeled."""
+    weights = np.ones(len(true)) if weights is None else np.asarray(weights, dtype=float)
     changed = []
     for c in range(n_classes):
         mask = true == c
-        if mask.sum() >= min_clips and (predicted[mask] == c).mean() < below:
+        if mask.sum() < min_clips:
+            continue
+        right = np.average(predicted[mask] == c, weights=weights[mask])
+        if right < below:
             changed.append(c)
     return changed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.retrain import relabeled_classes, stratified_split
+from training.retrain import recent_repeats, relabeled_classes, stratified_split
 
 
 def test_relabeled_classes_are_those_the_champion_now_mostly_gets_wrong() -> None:
@@ -14,6 +14,25 @@ def test_relabeled_classes_are_those_the_champion_now_mostly_gets_wrong() -> Non
     # Class 0 is mostly called 1 (relabeled); class 1 is still 70% right; class 2 has too
     # few labels to judge.
     assert relabeled_classes(true, predicted, 3, below=0.5, min_clips=5) == [0]
+
+
+def test_relabeled_classes_weigh_queue_labels_as_the_traffic() -> None:
+    # The queue chose class 0's four mistakes with chance 0.8 and its six right clips with
+    # chance 0.1: 40 % wrong among the labels, about 8 % on the traffic.
+    true = np.zeros(10, dtype=np.int64)
+    predicted = np.array([1] * 4 + [0] * 6)
+    weights = 1 / np.array([0.8] * 4 + [0.1] * 6)
+    assert relabeled_classes(true, predicted, 2, below=0.7, min_clips=5) == [0]
+    assert relabeled_classes(true, predicted, 2, below=0.7, min_clips=5,
+                             weights=weights) == []
+
+
+def test_recent_clips_repeat_to_their_share_of_an_epoch() -> None:
+    assert recent_repeats(84, 180, 0.5) == 3      # 252 of 432 clips recent
+    assert recent_repeats(315, 300, 0.5) == 1     # already half
+    assert recent_repeats(10, 300, 0.5) == 4      # capped: no learning ten clips by heart
+    assert recent_repeats(84, 180, 0.0) == 1 and recent_repeats(0, 180, 0.5) == 1
+    assert recent_repeats(60, 180, 0.5) == 3      # exactly half needs no extra repeat
 
 
 def test_the_held_out_part_keeps_every_class_in_proportion() -> None:
