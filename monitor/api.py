@@ -9,10 +9,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel
 
 from monitor.errors import NotFound
+from monitor.report_page import evidently_assets
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
 
@@ -85,6 +86,24 @@ def report_page(request: Request, report_id: ReportId) -> HTMLResponse:
     if page is None:
         raise NotFound(f"no report {report_id!r}")
     return HTMLResponse(page)
+
+
+_ASSET_TYPES = {".js": "text/javascript", ".woff2": "font/woff2"}
+
+
+@router.get("/v1/reports/{report_id}/assets/{name}", response_class=FileResponse,
+            responses={**READ_ERRORS, **responses(404),
+                       200: {"content": {"text/javascript": {}, "font/woff2": {}},
+                             "description": "the file"}})
+def report_asset(report_id: ReportId, name: Annotated[str, Path(max_length=64)]) -> FileResponse:
+    """Evidently's script and font, which every report page loads from ``assets/`` beside
+    it (the same files for every report; the script's name carries Evidently's version,
+    so browsers keep it)."""
+    source = evidently_assets().get(name)
+    if source is None:
+        raise NotFound(f"no report asset {name!r}")
+    return FileResponse(source, media_type=_ASSET_TYPES.get(source.suffix),
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
 @router.get("/v1/monitoring/timeline", responses=READ_ERRORS)

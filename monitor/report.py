@@ -9,9 +9,7 @@ The HTML page shows vidmon's summary with the Evidently reports embedded below i
 
 from __future__ import annotations
 
-import html
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +31,7 @@ from monitor.estimation import AccuracyEstimator, Estimate, with_interval
 from monitor.estimation.base import window_outputs
 from monitor.estimation.labeled import importance_weighted_accuracy, uniform_accuracy
 from monitor.features import FEATURE_NAMES
+from monitor.report_page import render_html
 from monitor.store.records import Window
 
 DRIFT_COLUMNS: tuple[str, ...] = (*FEATURE_NAMES, "confidence", "predicted_label")
@@ -284,7 +283,7 @@ def build_report(
     if len(cur) < policy.min_rows or len(ref) < policy.min_rows:
         summary.reasons.append(f"needs {policy.min_rows} rows on each side, has {len(cur)} "
                                f"in the window and {len(ref)} in the reference")
-        return MonitoringReport(summary, json.dumps({}), render_html(summary, []))
+        return MonitoringReport(summary, json.dumps({}), render_html(summary, {}))
 
     columns, untested = _drift_columns(ref, cur, policy.min_rows, len(label_names))
     column_level = policy.alpha / 2 / max(len(columns), 1)
@@ -330,62 +329,4 @@ def build_report(
     summary.verdict = "drift" if summary.reasons else "no_drift"
     summary.reasons.extend(untested)  # said, but not a reason for the verdict
     snapshot_json = json.dumps({name: s.dict() for name, s in snapshots.items()}, default=str)
-    frames = [(name, s.get_html_str(as_iframe=True)) for name, s in snapshots.items()]
-    return MonitoringReport(summary, snapshot_json, render_html(summary, frames), snapshots)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.4g}"
-    return html.escape(str(value))
-
-
-def _interval(value: float | None, low: float | None, high: float | None,
-              method: str | None) -> str | None:
-    """``0.912 [0.88, 0.94] (combined)``, or None without a value."""
-    if value is None:
-        return None
-    return f"{value:.3f} [{low:.3f}, {high:.3f}] ({method})"
-
-
-def render_html(summary: ReportSummary, evidently_frames: list[tuple[str, str]]) -> str:
-    """vidmon's summary page with the Evidently reports embedded below it."""
-    s = summary
-    rows = "".join(
-        f"<tr><th>{_fmt(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in [
-            ("model", f"{s.model_name} v{s.model_version}"),
-            ("window", f"{s.window_start.isoformat()} – {s.window_end.isoformat()}"),
-            ("rows / labeled / reference", f"{s.rows} / {s.labeled_rows} / {s.reference_rows}"),
-            ("verdict", s.verdict), ("reasons", "; ".join(s.reasons) or "none"),
-            ("share of drifted columns", s.drift_share),
-            ("embedding drift p-value", (s.embedding_drift or {}).get("p_value")),
-            ("prior shift p-value", (s.label_shift or {}).get("p_value")),
-            ("estimated accuracy", _interval(s.estimated_accuracy, s.estimated_accuracy_low,
-                                             s.estimated_accuracy_high, s.estimate_method)),
-            ("realized accuracy", _interval(s.realized_accuracy, s.realized_accuracy_low,
-                                            s.realized_accuracy_high, s.realized_method)),
-            ("macro F1", s.macro_f1),
-            ("reference accuracy", s.reference_accuracy)])
-    classes = "".join(
-        f"<tr><td>{_fmt(c)}</td><td>{_fmt(s.class_frequencies.get('reference', {}).get(c))}</td>"
-        f"<td>{_fmt(s.class_frequencies.get('current', {}).get(c))}</td>"
-        f"<td>{_fmt(s.per_class_drift.get(c, {}).get('p_value'))}</td>"
-        f"<td>{'yes' if s.per_class_drift.get(c, {}).get('drifted') else ''}</td></tr>"
-        for c in s.class_frequencies.get("reference", {}))
-    estimates = "".join(
-        f"<tr><td>{_fmt(m)}</td><td>{_fmt(e['value'])}</td><td>{_fmt(e['low'])} – "
-        f"{_fmt(e['high'])}</td></tr>" for m, e in s.accuracy_estimates.items())
-    sections = "".join(f"<h2>Evidently: {_fmt(name)}</h2>{frame}"
-                       for name, frame in evidently_frames)
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>vidmon report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>"
-        f"<h1>vidmon monitoring report</h1><table>{rows}</table>"
-        "<h2>Accuracy without labels: every estimator, 95 % interval</h2>"
-        f"<table><tr><th>method</th><th>estimate</th><th>interval</th></tr>{estimates}</table>"
-        "<h2>Classes: share of predictions and embedding drift within each</h2>"
-        "<table><tr><th>class</th><th>reference</th><th>window</th><th>p-value</th>"
-        f"<th>drifted</th></tr>{classes}</table>{sections}</body></html>")
+    return MonitoringReport(summary, snapshot_json, render_html(summary, snapshots), snapshots)

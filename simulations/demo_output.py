@@ -4,6 +4,7 @@ HTML reports, a JSON record, and where to look next."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from monitor.estimation import METHODS  # noqa: E402
+from monitor.report_page import ASSETS, evidently_assets  # noqa: E402
 from monitor.store import create_store_engine  # noqa: E402
 from monitor.store.reports import ReportRepository  # noqa: E402
 from simulations.timeline import WindowRow  # noqa: E402
@@ -95,8 +97,12 @@ def plot_timeline(rows: Sequence[WindowRow], alpha: float, path: Path) -> Path:
 
 
 def export_reports(rows: Sequence[WindowRow], database_url: str, folder: Path) -> list[Path]:
-    """Each window's Evidently HTML page, named by hour and verdict."""
+    """Each window's report page, named by hour and verdict, with the Evidently script and
+    font the pages load from ``assets/`` (one copy for every page)."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / ASSETS).mkdir(exist_ok=True)
+    for name, source in evidently_assets().items():
+        shutil.copyfile(source, folder / ASSETS / name)
     engine = create_store_engine(database_url)
     reports = ReportRepository(engine)
     written = []

@@ -95,6 +95,12 @@ def test_it_writes_the_plot_the_reports_and_says_where_to_look(demo: DemoResult)
     pages = sorted((out / "reports").glob("*.html"))
     assert len(pages) == len(demo.rows)
     assert "evidently" in pages[0].read_text().lower()
+    # Evidently's script and font once, in reports/assets, and pages that load them there
+    assets = {p.name for p in (out / "reports" / "assets").iterdir()}
+    script = next(name for name in assets if name.endswith(".js"))
+    assert "material-ui-icons.woff2" in assets
+    assert all(f"assets/{script}" in page.read_text() and page.stat().st_size < 1_000_000
+               for page in pages)
     record = json.loads((out / "timeline.json").read_text())
     assert record["passed"] and len(record["windows"]) == len(demo.rows)
     printed = (out / "printed.txt").read_text()
