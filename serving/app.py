@@ -32,6 +32,7 @@ from monitor.video import DecodeLimits
 from serving.admin import router as admin_router
 from serving.batcher import DynamicBatcher
 from serving.dashboard import router as dashboard_router
+from serving.docs import router as docs_router
 from serving.http import BodyLimit, install_error_handlers, internal_error
 from serving.metrics import ServiceMetrics
 from serving.routes import router
@@ -138,8 +139,10 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
                 writer.stop()
             engine.dispose()
 
+    # The documentation routes are vidmon's own (serving.docs): offline, and named in metrics.
     app = FastAPI(title="vidmon", version="0.1.0", lifespan=lifespan,
-                  description="Video classification with monitoring built in.")
+                  description="Video classification with monitoring built in.",
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.metrics, app.state.ready = settings, metrics, False
     app.state.source = source
 
@@ -163,6 +166,7 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
     app.include_router(monitoring_router)
     app.include_router(admin_router)
     app.include_router(dashboard_router)
+    app.include_router(docs_router)
     return app
 
 

@@ -54,7 +54,10 @@ def _seed(settings: Settings) -> dict:
     for i, end in enumerate(WINDOWS):
         batch = production_records(120, end - timedelta(minutes=50), seed=i,
                                    brightness=160.0 if i == 1 else 100.0, spacing_s=20)
-        records += [replace(r, model_name=settings.model_name) for r in batch]
+        # the newest window comes with labels, so its page has a classification section
+        records += [replace(r, model_name=settings.model_name,
+                            true_label=r.predicted_label if i == 2 and k % 2 else None)
+                    for k, r in enumerate(batch)]
     predictions.add_predictions(records)
     profile = reference_profile()
     monitor = MonitorSettings(interval_s=3600, lateness_s=0, window_minutes=60, min_rows=20)
@@ -144,3 +147,67 @@ def test_the_dashboard_shows_the_seeded_store_and_links_to_reports(dashboard) ->
     report_link.click()
     WebDriverWait(browser, 30).until(ready.url_to_be(url + expected))
     assert "drift" in browser.page_source and "evidently" in browser.page_source.lower()
+
+
+def test_a_report_page_draws_every_evidently_section_in_full(dashboard) -> None:
+    """No frames: each Evidently section is drawn into the page at its full height, from
+    Evidently's script loaded once from the page's assets/ (served by vidmon)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, url, seeded = dashboard
+    newest = seeded["timeline"][-1]
+    page = f"{url}/v1/reports/{newest['id']}/html"
+    browser.set_window_size(1400, 1000)
+    browser.get(page)
+    sections = {}
+    for name, expected in [("data_drift", "Dataset Drift"),
+                           ("classification", "Classification Model Performance")]:
+        root = browser.find_element(By.ID, f"root_vidmon_{name}")
+        WebDriverWait(browser, 30).until(lambda _: expected in root.text)
+        sections[name] = root.size["height"]
+    # drawn in full: the drift table and the confusion matrices, not a 150-px box
+    assert sections["data_drift"] > 800 and sections["classification"] > 800
+    assert not browser.find_elements(By.TAG_NAME, "iframe")
+    assert "two-sample chi-square" in browser.find_element(By.ID, "root_vidmon_data_drift").text
+    if os.environ.get("VIDMON_SCREENSHOTS"):
+        height = browser.execute_script("return document.body.scrollHeight")
+        browser.set_window_size(1400, height)
+        browser.save_screenshot(str(Path(os.environ["VIDMON_SCREENSHOTS"]) / "report.png"))
+
+    import httpx
+
+    html = httpx.get(page).text
+    assert len(html.encode()) < 1_000_000  # Evidently's 3.5 MB script is not in it
+    script = next(s for s in browser.find_elements(By.TAG_NAME, "script")
+                  if (s.get_attribute("src") or "").endswith(".js"))
+    served = httpx.get(script.get_attribute("src"))
+    assert served.status_code == 200 and served.headers["content-type"].startswith(
+        "text/javascript") and "immutable" in served.headers["cache-control"]
+    missing = httpx.get(f"{url}/v1/reports/{newest['id']}/assets/..%2Fsettings.py")
+    assert missing.status_code == 404
+
+
+def test_the_api_docs_render_offline_and_are_named_in_metrics(dashboard) -> None:
+    """Swagger UI and ReDoc come from files installed with vidmon (Chromium here reaches
+    nothing but 127.0.0.1), and request metrics name the documentation routes."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, url, _ = dashboard
+    browser.get(url + "/docs")
+    WebDriverWait(browser, 30).until(
+        lambda b: "/v1/predict" in b.find_element(By.TAG_NAME, "body").text)
+    assert "vidmon" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui .title").text
+    if os.environ.get("VIDMON_SCREENSHOTS"):
+        browser.save_screenshot(str(Path(os.environ["VIDMON_SCREENSHOTS"]) / "docs.png"))
+    browser.get(url + "/redoc")
+    WebDriverWait(browser, 30).until(
+        lambda b: "/v1/predict" in b.find_element(By.TAG_NAME, "body").text)
+    assert httpx.get(url + "/openapi.json").json()["info"]["title"] == "vidmon"
+    assert httpx.get(url + "/docs/assets/app.py").status_code == 404
+    metrics = httpx.get(url + "/metrics").text
+    for route in ("/docs", "/redoc", "/openapi.json", "/docs/assets/{name}"):
+        assert f'route="{route}"' in metrics, route
+    assert 'route="unmatched"' not in metrics
