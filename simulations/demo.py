@@ -17,12 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+from pydantic import BaseModel
 from mlflow import MlflowClient
 
 from monitor.runner import build_monitor
-from monitor.settings import MonitorSettings, RetrainSettings, Settings
+from monitor.settings import Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
@@ -39,6 +41,7 @@ from training.registry import RegistrySource
 from training.synthetic import ClipSpec
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 # Paths of the embedded defaults, laid under the demo folder unless set explicitly.
 _LOCAL_PATHS: dict[str, Callable[[Path], object]] = {
@@ -118,27 +121,36 @@ class DemoResult:
         return all(c.passed for c in self.checks)
 
 
+def _unless_set(part: M, defaults: dict[str, object]) -> M:
+    """``part`` with the demo's ``defaults`` for the fields the user did not set (through
+    ``VIDMON_<PART>__<FIELD>`` or code): a user's setting always wins."""
+    return part.model_copy(update={name: value for name, value in defaults.items()
+                                   if name not in part.model_fields_set})
+
+
 def demo_settings(settings: Settings, config: DemoConfig) -> Settings:
-    """The demo's settings: embedded stores in the demo folder (unless set explicitly),
-    hour-long report windows and a retrain policy sized to the demo's traffic."""
+    """The demo's settings: embedded stores in the demo folder, hour-long report windows
+    and a retrain policy sized to the demo's traffic, for whatever the user left unset."""
     root = config.output.resolve()
     paths = {name: local(root) for name, local in _LOCAL_PATHS.items()
              if name not in settings.model_fields_set}
-    train = settings.train.model_copy(update={
+    train = _unless_set(settings.train, {
         "clips_per_class": config.train_clips_per_class, "epochs": config.train_epochs,
         "test_clips_per_class": 30, "seed": config.seed,
         "synthetic_dir": root / "synthetic-data"})
-    serve = settings.serve.model_copy(update={
+    serve = _unless_set(settings.serve, {
         "clip_sample_rate": 1.0, "model_poll_interval_s": 0.5,
         "spool_path": root / "vidmon-spool.jsonl"})
     # lateness 0: the demo's one server shares the store and answers only committed
     # predictions, so no row of a simulated hour can arrive after it.
-    monitor = MonitorSettings(interval_s=3600, window_minutes=60, window_predictions=None,
-                              alpha=settings.monitor.alpha, min_rows=30, lateness_s=0)
-    retrain = RetrainSettings(
-        windows=2, min_labeled=config.retrain_min_labeled, cooldown_minutes=180, accuracy_drop=0.05,
-        epochs=config.retrain_epochs, learning_rate=3e-3, original_clips_per_class=30,
-        holdout_fraction=0.3, backoff_s=5.0, max_attempts=2)
+    monitor = _unless_set(settings.monitor, {
+        "interval_s": 3600, "window_minutes": 60, "window_predictions": None, "min_rows": 30,
+        "lateness_s": 0})
+    retrain = _unless_set(settings.retrain, {
+        "windows": 2, "min_labeled": config.retrain_min_labeled, "cooldown_minutes": 180,
+        "accuracy_drop": 0.05, "epochs": config.retrain_epochs, "learning_rate": 3e-3,
+        "original_clips_per_class": 30, "holdout_fraction": 0.3, "backoff_s": 5.0,
+        "max_attempts": 2})
     return settings.model_copy(update={**paths, "train": train, "serve": serve,
                                        "monitor": monitor, "retrain": retrain})
 

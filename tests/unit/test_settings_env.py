@@ -20,3 +20,21 @@ def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyP
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///not-this.db")  # ours comes first
     assert Settings() == settings
+
+
+def test_the_demo_keeps_what_the_user_set(monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    from simulations.demo import DemoConfig, demo_settings
+
+    monkeypatch.setenv("VIDMON_RETRAIN__EPOCHS", "2")
+    monkeypatch.setenv("VIDMON_MONITOR__MIN_ROWS", "50")
+    monkeypatch.setenv("VIDMON_MONITOR__ALPHA", "0.01")
+    monkeypatch.setenv("VIDMON_SERVE__CLIP_SAMPLE_RATE", "0.5")
+    settings = demo_settings(Settings(), DemoConfig(output=tmp_path))
+    assert settings.retrain.epochs == 2 and settings.monitor.min_rows == 50
+    assert settings.monitor.alpha == 0.01 and settings.serve.clip_sample_rate == 0.5
+    # what the user left alone takes the demo's values
+    assert settings.retrain.min_labeled == DemoConfig().retrain_min_labeled
+    assert settings.monitor.window_minutes == 60 and settings.monitor.lateness_s == 0
+    assert settings.serve.spool_path == tmp_path.resolve() / "vidmon-spool.jsonl"
+    assert settings.database_url == f"sqlite:///{tmp_path.resolve() / 'vidmon.db'}"
