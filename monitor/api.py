@@ -118,6 +118,18 @@ def timeline(
                                                  limit=limit)}
 
 
+@router.get("/v1/alerts", responses=READ_ERRORS)
+def list_alerts(
+    request: Request,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """Alerts, newest first: each event (drift, retrain triggered, promoted, rejected,
+    failed or abandoned, rollback, monitor stale) with its payload and its delivery to
+    each webhook."""
+    return {"items": request.app.state.alerts.list(limit=limit, since=since)}
+
+
 @router.get("/v1/retrains", responses=READ_ERRORS)
 def list_retrains(
     request: Request,

@@ -4,6 +4,7 @@ due retrains as separate processes, one at a time, retried with backoff."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -11,7 +12,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from monitor.clock import Clock, system_clock
+from monitor.alerts import Alerter
+from monitor.clock import Clock, offset_env, system_clock
 from monitor.job import JobOutcome, ProfileLoader
 from monitor.retrain_policy import RetrainPolicy, decide_retrain, drift_run
 from monitor.settings import RetrainSettings, Settings
@@ -62,16 +64,19 @@ Starter = Callable[[str], None]
 def subprocess_starter(retrains: RetrainRepository, backoff: timedelta,
                        command: list[str] | None = None,
                        env: dict[str, str] | None = None,
-                       output: Path | None = None) -> Starter:
+                       output: Path | None = None, clock: Clock = system_clock,
+                       alerter: Alerter | None = None, max_attempts: int = 3) -> Starter:
     """Start ``vidmon retrain --decision ID`` as its own process (with ``env``, by default
-    this process's; its output appended to ``output`` when given); if it dies without
-    recording a result, mark the decision failed so it is retried."""
+    this process's, and ``clock`` passed down; its output appended to ``output`` when
+    given); if it dies without recording a result, mark the decision failed so it is
+    retried."""
     base = command or [sys.executable, "-m", "simulations.cli", "retrain"]
 
     def start(decision_id: str) -> None:
         sink = open(output, "ab") if output else None  # noqa: SIM115 (closed by watch)
-        process = subprocess.Popen([*base, "--decision", decision_id], env=env, stdout=sink,
-                                   stderr=subprocess.STDOUT if sink else None)
+        child_env = {**(os.environ if env is None else env), **offset_env(clock)}
+        process = subprocess.Popen([*base, "--decision", decision_id], env=child_env,
+                                   stdout=sink, stderr=subprocess.STDOUT if sink else None)
 
         def watch() -> None:
             code = process.wait()
@@ -79,7 +84,11 @@ def subprocess_starter(retrains: RetrainRepository, backoff: timedelta,
                 sink.close()
             state = retrains.get(decision_id) or {}
             if state.get("status") == "running":
-                retrains.fail(decision_id, f"retrain process exited with code {code}", backoff)
+                retrains.fail(decision_id, f"retrain process exited with code {code}", backoff,
+                              clock())
+                failed = retrains.get(decision_id)
+                if alerter is not None and failed is not None:
+                    alerter.retrain_failed(failed, failed["attempts"] >= max_attempts)
 
         threading.Thread(target=watch, name=f"retrain-{decision_id[:8]}", daemon=True).start()
 
@@ -100,18 +109,35 @@ def start_due_retrain(retrains: RetrainRepository, settings: RetrainSettings, no
 def closed_loop_step(
     settings: Settings, predictions: PredictionRepository, reports: ReportRepository,
     retrains: RetrainRepository, load_profile: ProfileLoader, starter: Starter,
-    clock: Clock = system_clock,
+    clock: Clock = system_clock, alerter: Alerter | None = None,
 ) -> Callable[[JobOutcome], None]:
-    """What the monitor does after each report job: decide on a retrain when a report was
-    written, then start a due retrain when the settings allow."""
+    """What the monitor does after each report job: alert on the first window of a drift
+    run, decide on a retrain (alerting when one is triggered), then start a due retrain
+    when the settings allow."""
     policy = policy_from(settings)
 
     def step(outcome: JobOutcome) -> None:
         now = clock()
         if outcome.status == "reported" and outcome.model_name and outcome.model_version:
-            evaluate_retrain(policy, outcome.model_name, outcome.model_version, now,
-                             predictions, reports, retrains, load_profile)
+            if alerter is not None and outcome.report_id:
+                alert_on_drift(alerter, reports, outcome.report_id)
+            decision_id = evaluate_retrain(policy, outcome.model_name, outcome.model_version,
+                                           now, predictions, reports, retrains, load_profile)
+            decision = retrains.get(decision_id) if alerter is not None else None
+            if decision is not None and decision["triggered"]:
+                alerter.retrain_triggered(decision)
         if settings.retrain.auto_start:
             start_due_retrain(retrains, settings.retrain, now, starter)
 
     return step
+
+
+def alert_on_drift(alerter: Alerter, reports: ReportRepository, report_id: str) -> bool:
+    """Alert on a drift report unless the model version's window before was drift too."""
+    report = reports.get(report_id)
+    if report is None:
+        return False
+    before, _ = reports.list(model_name=report["model_name"],
+                             model_version=report["model_version"],
+                             until=report["window_end"], limit=1)
+    return alerter.drift(report, before[0]["verdict"] if before else None)

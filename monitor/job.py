@@ -84,7 +84,7 @@ def run_report_job(
         model_version=model_version, window_start=since or _first_time(current.frame, end),
         window_end=end, policy=ReportPolicy(alpha=settings.alpha, min_rows=settings.min_rows),
         estimator=profile.estimator)
-    report_id = reports.save(report)
+    report_id = reports.save(report, now)
     if report_id is None:
         return JobOutcome("already_reported", window_end=end, model_name=model_name,
                           model_version=model_version)

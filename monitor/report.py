@@ -179,7 +179,8 @@ def _register_class_mix_test() -> None:
 
 
 def _evidently_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], threshold: float
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], threshold: float,
+    timestamp: datetime,
 ):
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
@@ -195,10 +196,12 @@ def _evidently_drift(
     with np.errstate(invalid="ignore", divide="ignore"):
         return Report([preset]).run(
             Dataset.from_pandas(current[columns], data_definition=definition),
-            Dataset.from_pandas(reference[columns], data_definition=definition))
+            Dataset.from_pandas(reference[columns], data_definition=definition),
+            timestamp=timestamp)
 
 
-def _evidently_classification(reference: pd.DataFrame, labeled: pd.DataFrame):
+def _evidently_classification(reference: pd.DataFrame, labeled: pd.DataFrame,
+                              timestamp: datetime):
     from evidently import DataDefinition, Dataset, MulticlassClassification, Report
     from evidently.presets import ClassificationPreset
 
@@ -209,7 +212,8 @@ def _evidently_classification(reference: pd.DataFrame, labeled: pd.DataFrame):
                                                   prediction_labels="predicted_label")])
     return Report([ClassificationPreset()]).run(
         Dataset.from_pandas(labeled[columns], data_definition=definition),
-        Dataset.from_pandas(reference[columns], data_definition=definition))
+        Dataset.from_pandas(reference[columns], data_definition=definition),
+        timestamp=timestamp)
 
 
 def macro_f1(true: np.ndarray, predicted: np.ndarray) -> float:
@@ -287,7 +291,7 @@ def build_report(
 
     columns, untested = _drift_columns(ref, cur, policy.min_rows, len(label_names))
     column_level = policy.alpha / 2 / max(len(columns), 1)
-    drift_snapshot = _evidently_drift(ref, cur, columns, column_level)
+    drift_snapshot = _evidently_drift(ref, cur, columns, column_level, window_end)
     summary.column_drift = _column_drift(drift_snapshot.dict())
     drifted = [c for c, v in summary.column_drift.items() if v["drifted"]]
     summary.drift_share = len(drifted) / max(len(summary.column_drift), 1)
@@ -319,7 +323,7 @@ def build_report(
     if len(labeled):
         true, predicted = labeled["true_label"].to_numpy(), labeled["predicted_label"].to_numpy()
         summary.macro_f1 = macro_f1(true, predicted)
-        snapshots["classification"] = _evidently_classification(ref, labeled)
+        snapshots["classification"] = _evidently_classification(ref, labeled, window_end)
 
     if embedding.drifted:
         summary.reasons.append(f"embedding drift p={embedding.p_value:.4f} < {embedding.alpha}")

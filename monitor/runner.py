@@ -8,12 +8,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from monitor.alerts import Alerter, Sender
 from monitor.clock import Clock, system_clock
 from monitor.closed_loop import closed_loop_step, subprocess_starter
 from monitor.job import JobOutcome, ProfileLoader
 from monitor.scheduler import Monitor
 from monitor.settings import Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
+from monitor.store.alerts import AlertRepository
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
 from monitor.workspace import EvidentlyWorkspace
@@ -36,12 +38,17 @@ def build_monitor(
                  if settings.evidently_workspace else None)
     predictions, reports = PredictionRepository(engine), ReportRepository(engine)
     retrains = RetrainRepository(engine)
+    alerts = AlertRepository(engine)
+    alerter = Alerter(settings, alerts, clock)
     starter = subprocess_starter(retrains, timedelta(seconds=settings.retrain.backoff_s),
-                                 env={**os.environ, **settings.to_env()}, output=retrain_log)
+                                 env={**os.environ, **settings.to_env()}, output=retrain_log,
+                                 clock=clock, alerter=alerter,
+                                 max_attempts=settings.retrain.max_attempts)
     closed_loop = closed_loop_step(settings, predictions, reports, retrains, load_profile,
-                                   starter, clock)
+                                   starter, clock, alerter)
     return Monitor(settings.monitor, predictions, reports, load_profile, on_outcome=on_outcome,
-                   workspace=workspace, closed_loop=closed_loop, clock=clock)
+                   workspace=workspace, closed_loop=closed_loop, clock=clock,
+                   sender=Sender(settings, alerts))
 
 
 def monitor_command(settings: Settings, load_profile: ProfileLoader, once: bool) -> int:

@@ -22,6 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from monitor.alerts import Sender
 from monitor.clock import Clock, system_clock
 from monitor.job import JobOutcome, ProfileLoader, run_report_job
 from monitor.settings import MonitorSettings
@@ -61,8 +62,10 @@ class Monitor:
         workspace: EvidentlyWorkspace | None = None,
         closed_loop: Callable[[JobOutcome], None] | None = None,
         clock: Clock = system_clock,
+        sender: Sender | None = None,
     ) -> None:
         self.settings = settings
+        self.sender = sender
         self.predictions = predictions
         self.reports = reports
         self.load_profile = load_profile
@@ -131,6 +134,8 @@ class Monitor:
     def serve_forever(self) -> None:
         """Lead when the lease is free, stand by otherwise, until :meth:`stop`."""
         renew_every = self.settings.lease_ttl_s / 3
+        if self.sender is not None:
+            self.sender.start()
         try:
             while not self._stop.is_set():
                 if self.reports.acquire_lease(LEASE, self.holder, self.settings.lease_ttl_s):
@@ -143,6 +148,8 @@ class Monitor:
         finally:
             self._stop_scheduler()
             self.reports.release_lease(LEASE, self.holder)
+            if self.sender is not None:
+                self.sender.stop(drain_s=5)
 
     def stop(self) -> None:
         """Ask :meth:`serve_forever` to finish (from another thread or a signal handler)."""

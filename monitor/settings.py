@@ -7,11 +7,12 @@ import time.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, NonNegativeInt, PositiveInt, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class TrainSettings(BaseModel):
@@ -184,6 +185,46 @@ class RetrainSettings(BaseModel):
         return max(self.min_labeled, 2 * min_rows)
 
 
+class AlertSettings(BaseModel):
+    """Where notifications go and how hard vidmon tries to deliver them."""
+
+    webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, max_length=20,
+        description="receive a JSON POST (Slack-compatible 'text' plus fields) for each "
+                    "event; several allowed (JSON list, or comma-separated)")
+    public_url: str | None = Field(
+        default=None, description="the API's address as people reach it, for links to "
+                                  "report pages; default http://<serve host>:<serve port>")
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    max_attempts: PositiveInt = Field(default=8, le=50,
+                                      description="tries per event and receiver")
+    backoff_s: float = Field(default=2.0, gt=0, description="first retry delay; doubles")
+    poll_interval_s: float = Field(default=1.0, gt=0,
+                                   description="how often a sender looks for due events")
+    stale_after_s: float | None = Field(
+        default=None, gt=0, description="a model with predictions but no report for this long "
+                                        "means the monitor stopped; default: twice the "
+                                        "report interval plus the lateness")
+
+    @field_validator("webhook_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
+            return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_only(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")) or len(url) > 2000:
+                raise ValueError(f"a webhook URL is http(s) and at most 2000 characters, "
+                                 f"not {url[:100]!r}")
+        return urls
+
+
 class Settings(BaseSettings):
     """Settings shared by every vidmon job."""
 
@@ -223,6 +264,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @field_validator("evidently_workspace", mode="before")
     @classmethod
@@ -255,6 +297,18 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri.startswith(("http://", "https://")):
             return self.mlflow_tracking_uri.rstrip("/")
         return "http://127.0.0.1:5000"
+
+    @property
+    def public_url(self) -> str:
+        """Base URL of the API as people reach it (links in alerts)."""
+        return (self.alerts.public_url or
+                f"http://{self.serve.host}:{self.serve.port}").rstrip("/")
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds without a new report after which the monitor counts as stopped."""
+        return self.alerts.stale_after_s or (2 * self.monitor.interval_s +
+                                             self.monitor.lateness_s)
 
     @property
     def model_uri(self) -> str:

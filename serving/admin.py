@@ -93,6 +93,9 @@ async def rollback(request: Request) -> dict[str, Any]:
             None, registry.rollback)
     except ValueError as exc:  # no earlier champion: valid request, state does not allow it
         raise Conflict(str(exc)) from None
+    await asyncio.get_running_loop().run_in_executor(
+        None, request.app.state.alerter.rollback, _holder(request).runtime.name, moved_from,
+        moved_to)
     return {"rolled_back_from": moved_from, "rolled_back_to": moved_to,
             **await _reload(request, before)}
 

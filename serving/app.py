@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from sqlalchemy import Engine
 
+from monitor.alerts import Alerter, Sender, check_monitor
 from monitor.api import router as monitoring_router
 from monitor.clips import ClipStore
 from monitor.clock import Clock, system_clock
@@ -25,6 +26,7 @@ from monitor.labeling import LabelingQueue
 from monitor.runtime import resolve_device
 from monitor.settings import ServeSettings, Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
+from monitor.store.alerts import AlertRepository
 from monitor.store.labeling import LabelingRepository
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
@@ -78,6 +80,21 @@ def _body_limit(serve: ServeSettings):  # type: ignore[no-untyped-def]
     return limit_for
 
 
+async def _watch_monitor(settings: Settings, app: FastAPI,
+                         predictions: PredictionRepository) -> None:
+    """Every few minutes, alert if the monitor has stopped producing reports (any replica
+    may notice; the alert's key keeps it to one per stall)."""
+    every = min(300.0, settings.stale_after / 4)
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await loop.run_in_executor(None, check_monitor, app.state.alerter, predictions,
+                                       app.state.reports, settings.stale_after)
+        except Exception:  # the store may be away for a while: look again next time
+            log.exception("checking that the monitor reports failed")
+
+
 def create_app(settings: Settings, source: ModelSource, clock: Clock = system_clock) -> FastAPI:
     """Build the service; nothing starts until the app's lifespan begins. Predictions and
     labels are stamped by ``clock`` (simulations run on their own)."""
@@ -91,6 +108,11 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
         repository = PredictionRepository(engine)
         app.state.reports = ReportRepository(engine)
         app.state.retrains = RetrainRepository(engine)
+        alerts = AlertRepository(engine)
+        app.state.alerts, app.state.alerter = alerts, Alerter(settings, alerts, clock)
+        sender = Sender(settings, alerts)
+        if store_error is None:
+            sender.start()
         writer = None
         if serve.log_predictions:
             writer = _writer(serve, engine, repository, store_error)
@@ -105,6 +127,7 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
             max_queued_clips=serve.max_queued_clips, deadline_s=serve.request_deadline_s)
         await batcher.start()
         poller = asyncio.create_task(models.poll(serve.model_poll_interval_s))
+        watchdog = asyncio.create_task(_watch_monitor(settings, app, repository))
         service = PredictionService(
             models, batcher, writer, ClipStore(settings.clip_dir), top_k=serve.top_k,
             clip_sample_rate=serve.clip_sample_rate, decode_workers=serve.decode_workers,
@@ -133,6 +156,8 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
         finally:
             app.state.ready = False
             poller.cancel()
+            watchdog.cancel()
+            sender.stop()
             await batcher.stop()
             service.close()
             if writer is not None:

@@ -18,10 +18,13 @@ import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from monitor.alerts import Alerter
 from monitor.card import ModelCard
 from monitor.profile import ReferenceProfile
 from monitor.runtime import ModelRuntime
 from monitor.settings import Settings
+from monitor.store import create_store_engine, upgrade_database
+from monitor.store.alerts import AlertRepository
 from training.flavor import FLAVOR_NAME
 from training.modelfile import LoadedNetwork, load_model_folder, move_network
 from training.tracking import LINEAGE_TAGS, load_reference_profile
@@ -121,7 +124,8 @@ def _history(client: MlflowClient, name: str) -> list[str]:
 
 
 def promote(client: MlflowClient, name: str, version: str) -> str | None:
-    """Point ``champion`` at ``version`` and remember the one it replaces; returns that."""
+    """Point ``champion`` at ``version`` and remember the one it replaces; returns that. A
+    ``challenger`` alias on ``version`` goes: it is no longer challenging anyone."""
     try:
         previous = str(client.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
@@ -132,7 +136,17 @@ def promote(client: MlflowClient, name: str, version: str) -> str | None:
     history = _history(client, name) + ([previous] if previous else [])
     client.set_registered_model_alias(name, CHAMPION, str(version))
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[-50:]))
+    if str(version) in _aliased(client, name, CHALLENGER):
+        client.delete_registered_model_alias(name, CHALLENGER)
     return previous
+
+
+def _aliased(client: MlflowClient, name: str, alias: str) -> set[str]:
+    """The version ``alias`` points at, as a set (empty when it points nowhere)."""
+    try:
+        return {str(client.get_model_version_by_alias(name, alias).version)}
+    except MlflowException:
+        return set()
 
 
 def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
@@ -237,5 +251,10 @@ def rollback_command(settings: Settings) -> int:
     except ValueError as exc:
         print(f"vidmon rollback: {exc}", file=sys.stderr)
         return 2
+    engine = create_store_engine(settings.database_url)
+    upgrade_database(engine)
+    Alerter(settings, AlertRepository(engine)).rollback(settings.model_name, moved_from,
+                                                        moved_to)
+    engine.dispose()
     print(json.dumps({"rolled_back_from": moved_from, "champion": moved_to}))
     return 0

@@ -24,11 +24,14 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
+from monitor.alerts import Alerter
 from monitor.card import ModelCard
+from monitor.clock import Clock, inherited_clock
 from monitor.clips import ClipStore
 from monitor.profile import ReferenceProfile
 from monitor.settings import RetrainSettings, Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
+from monitor.store.alerts import AlertRepository
 from monitor.store.records import LabeledClip
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
@@ -222,20 +225,40 @@ def run_retrain(settings: Settings, decision_id: str) -> RetrainOutcome:
         raise ValueError(f"no triggered retrain decision {decision_id!r}")
     if decision["status"] != "running" and not retrains.start(decision_id):
         raise ValueError(f"decision {decision_id} is {decision['status']}, not due")
+    clock = inherited_clock()  # the monitor's, when it started this process
+    alerter = Alerter(settings, AlertRepository(engine), clock)
     try:
         outcome = _retrain(settings, decision, PredictionRepository(engine),
-                           ReportRepository(engine), retrains)
+                           ReportRepository(engine), retrains, clock)
     except Exception as exc:
         retrains.fail(decision_id, "".join(traceback.format_exception_only(exc)).strip(),
-                      timedelta(seconds=settings.retrain.backoff_s))
+                      timedelta(seconds=settings.retrain.backoff_s), clock())
+        _alert(alerter.retrain_failed, retrains.get(decision_id),
+               settings.retrain.max_attempts)
         raise
+    else:
+        _alert(alerter.retrain_finished, retrains.get(decision_id))
     finally:
         engine.dispose()
     return outcome
 
 
+def _alert(send: Any, decision: dict[str, Any] | None, max_attempts: int | None = None) -> None:
+    """Record a retrain's alert; a store that fails here must not hide the outcome."""
+    if decision is None:
+        return
+    try:
+        if max_attempts is None:
+            send(decision)
+        else:
+            send(decision, decision["attempts"] >= max_attempts)
+    except Exception:
+        log.exception("could not record the alert for retrain %s", decision["id"])
+
+
 def _retrain(settings: Settings, decision: dict[str, Any], predictions: PredictionRepository,
-             reports: ReportRepository, retrains: RetrainRepository) -> RetrainOutcome:
+             reports: ReportRepository, retrains: RetrainRepository,
+             clock: Clock) -> RetrainOutcome:
     policy: RetrainSettings = settings.retrain
     experiment_id = tracking.configure_mlflow(settings)
     champion = registry.load_version(decision["model_name"], decision["model_version"])
@@ -313,7 +336,7 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
     if verdict.promote:
         registry.promote(client, settings.model_name, version)
     retrains.finish(decision["id"], promoted=verdict.promote, run_id=run.info.run_id,
-                    version=version, gate=asdict(verdict))
+                    version=version, gate=asdict(verdict), now=clock())
     log.info("retrain %s: challenger v%s %s (%s)", decision["id"], version,
              "promoted" if verdict.promote else "rejected", verdict.reason)
     return RetrainOutcome(decision["id"], run.info.run_id, version, verdict)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+import sqlalchemy as sa
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -70,3 +72,13 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
                                {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def insert_ignoring_duplicates(engine: Engine, table: sa.Table, key: list[str]) -> sa.Insert:
+    """An INSERT that skips rows whose ``key`` is already stored (no error, no change)."""
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=key)
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=key)
+    raise ValueError(f"the store supports SQLite and PostgreSQL, not {dialect}")

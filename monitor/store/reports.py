@@ -41,13 +41,14 @@ class ReportRepository:
         with self.engine.connect() as connection:
             return bool(connection.execute(query).scalar_one())
 
-    def save(self, report: MonitoringReport) -> str | None:
-        """Store a report and its page; None when the window was already reported."""
+    def save(self, report: MonitoringReport, now: datetime | None = None) -> str | None:
+        """Store a report and its page, made at ``now`` (the job's clock, so a report on
+        simulated time is stamped on it); None when the window was already reported."""
         s = report.summary
         report_id = uuid.uuid4().hex
         embedding = s.embedding_drift or {}
         row = dict(
-            id=report_id, created_at=datetime.now(UTC), model_name=s.model_name,
+            id=report_id, created_at=now or datetime.now(UTC), model_name=s.model_name,
             model_version=s.model_version, window_start=s.window_start, window_end=s.window_end,
             rows=s.rows, labeled_rows=s.labeled_rows, verdict=s.verdict,
             drift_share=s.drift_share, embedding_statistic=embedding.get("statistic"),

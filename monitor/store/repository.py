@@ -24,6 +24,7 @@ from monitor.store.records import (
     decode_embedding,
     is_issued_id,
 )
+from monitor.store.engine import insert_ignoring_duplicates
 from monitor.store.schema import pending_labels, predictions, reference_profiles
 
 _CHUNK = 500
@@ -56,12 +57,7 @@ class PredictionRepository:
             connection.execute(sa.text("SELECT 1"))
 
     def _insert_ignoring_duplicates(self, table: sa.Table, key: list[str]) -> sa.Insert:
-        dialect = self.engine.dialect.name
-        if dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing(index_elements=key)
-        if dialect == "sqlite":
-            return sqlite.insert(table).on_conflict_do_nothing(index_elements=key)
-        raise ValueError(f"the store supports SQLite and PostgreSQL, not {dialect}")
+        return insert_ignoring_duplicates(self.engine, table, key)
 
     def _upsert_pending(self) -> sa.Insert:
         """Insert a waiting label; a later label for the same id replaces an earlier one (as
@@ -201,11 +197,13 @@ class PredictionRepository:
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
 
-    def last_created_at(self) -> datetime | None:
-        """Time of the newest row in the store (None when empty)."""
+    def last_created_at(self, source: Source | None = None) -> datetime | None:
+        """Time of the newest row in the store, optionally of one source (None: none)."""
+        query = sa.select(sa.func.max(predictions.c.created_at))
+        if source is not None:
+            query = query.where(predictions.c.source == source)
         with self.engine.connect() as connection:
-            return as_utc(connection.execute(
-                sa.select(sa.func.max(predictions.c.created_at))).scalar_one_or_none())
+            return as_utc(connection.execute(query).scalar_one_or_none())
 
     def hourly_volume(self, since: datetime | None = None, limit: int = 168
                       ) -> list[dict[str, Any]]:

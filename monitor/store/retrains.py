@@ -106,22 +106,25 @@ class RetrainRepository:
                 .values(status="running", attempts=decisions.c.attempts + 1)).rowcount
         return bool(changed)
 
-    def fail(self, decision_id: str, error: str, backoff: timedelta) -> None:
-        """Mark a running retrain failed; it is retried after ``backoff`` x 2^(attempts-1)."""
+    def fail(self, decision_id: str, error: str, backoff: timedelta,
+             now: datetime | None = None) -> None:
+        """Mark a running retrain failed at ``now``; it is retried after ``backoff`` x
+        2^(attempts-1)."""
+        now = now or datetime.now(UTC)
         with self.engine.begin() as connection:
             attempts = connection.execute(sa.select(decisions.c.attempts).where(
                 decisions.c.id == decision_id)).scalar_one()
             connection.execute(decisions.update().where(decisions.c.id == decision_id).values(
                 status="failed", error=error[-4000:],
-                next_attempt_at=datetime.now(UTC) + backoff * 2 ** max(attempts - 1, 0)))
+                next_attempt_at=now + backoff * 2 ** max(attempts - 1, 0)))
 
     def finish(self, decision_id: str, *, promoted: bool, run_id: str, version: str,
-               gate: dict[str, Any]) -> None:
-        """Record a finished retrain and its gate."""
+               gate: dict[str, Any], now: datetime | None = None) -> None:
+        """Record a retrain finished at ``now`` and its gate."""
         with self.engine.begin() as connection:
             connection.execute(decisions.update().where(decisions.c.id == decision_id).values(
                 status="promoted" if promoted else "rejected", mlflow_run_id=run_id,
-                challenger_version=version, gate=json_safe(gate), finished_at=datetime.now(UTC),
+                challenger_version=version, gate=json_safe(gate), finished_at=now or datetime.now(UTC),
                 error=None))
 
     def attach_run(self, decision_id: str, run_id: str) -> None:

@@ -125,3 +125,31 @@ reference_profiles = sa.Table(
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("stored_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# An event to notify about, recorded once under its key (a report, decision or version it
+# is about), and its delivery to each webhook: the key is what keeps an event from being
+# recorded, and so sent, twice.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Index("ix_alerts_created", "created_at"),
+)
+
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column("alert_id", sa.String(200), sa.ForeignKey("alerts.id"), primary_key=True),
+    sa.Column("url", sa.String(2000), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
+)

@@ -149,9 +149,12 @@ def test_drift_held_for_two_windows_starts_exactly_one_retrain_with_its_cause(lo
     assert params["original_clips"] == str(3 * (10 - len(relabeled)))  # 3 a class, as set
     assert second["mlflow_run_id"] == runs[0].info.run_id
     client = mlflow.MlflowClient()
-    assert str(client.get_model_version_by_alias("loop-model", "challenger").version) == "2"
     champion = str(client.get_model_version_by_alias("loop-model", "champion").version)
     assert champion == ("2" if second["status"] == "promoted" else "1")
+    # a promoted challenger is no longer one; a rejected one keeps the alias
+    aliases = client.get_registered_model("loop-model").aliases
+    assert aliases.get("challenger") == (None if champion == "2" else 2)
+    assert second["created_at"] <= second["finished_at"]
     assert second["gate"]["reason"]
 
 

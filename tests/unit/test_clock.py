@@ -30,3 +30,17 @@ def test_stamps_stay_inside_the_hour_that_is_set() -> None:
         clock.set_hour(4)
     with pytest.raises(ValueError, match="whole UTC hour"):
         SimulatedClock(start + timedelta(minutes=1))
+
+
+def test_a_child_process_inherits_the_clock_as_an_offset() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.clock import OFFSET_VARIABLE, inherited_clock, offset_env, system_clock
+
+    assert offset_env(system_clock) == {} and inherited_clock({}) is system_clock
+    simulated = datetime(2030, 1, 1, 5, tzinfo=UTC)
+    env = offset_env(lambda: simulated)
+    child = inherited_clock(env)
+    assert abs(child() - simulated) < timedelta(seconds=5)  # and it runs on from there
+    with pytest.raises(ValueError, match=OFFSET_VARIABLE):
+        inherited_clock({OFFSET_VARIABLE: "soon"})
