@@ -277,7 +277,7 @@ class Demo:
         """Wait (the clock standing still) for the retrain and, if it was promoted, for
         the service to serve the new version."""
         started = time.monotonic()
-        last_said = 0.0
+        last_said, epochs_said = 0.0, 0
         while True:
             decision = self.retrains.get(decision_id) or {}
             status = decision.get("status")
@@ -285,10 +285,12 @@ class Demo:
                 break
             if status == "failed" or time.monotonic() - started > timeout_s:
                 return f"retrain {status or 'timed out'}: {decision.get('error') or ''}"[:200]
-            if time.monotonic() - last_said >= 15:
-                self.say(f"    retraining... {time.monotonic() - started:.0f}s "
-                         f"(log: {self.config.output / 'retrain.log'})")
-                last_said = time.monotonic()
+            losses = self._epoch_losses(decision.get("mlflow_run_id"))
+            if len(losses) > epochs_said or time.monotonic() - last_said >= 30:
+                self.say(f"    retraining: {_retrain_stage(losses, self.settings.retrain.epochs)}"
+                         f", {time.monotonic() - started:.0f}s (log: "
+                         f"{self.config.output / 'retrain.log'})")
+                last_said, epochs_said = time.monotonic(), len(losses)
             time.sleep(0.5)
         version, gate = decision["challenger_version"], decision["gate"] or {}
         seconds = time.monotonic() - started
@@ -299,6 +301,14 @@ class Demo:
                 f"{gate.get('champion_recent', float('nan')):.2f} -> "
                 f"{gate.get('challenger_recent', float('nan')):.2f})")
 
+    def _epoch_losses(self, run_id: str | None) -> list[float]:
+        """Training loss per finished epoch of the retrain's MLflow run, so far."""
+        if not run_id:
+            return []
+        history = MlflowClient(self.settings.mlflow_tracking_uri).get_metric_history(
+            run_id, "train_loss")
+        return [m.value for m in sorted(history, key=lambda m: m.step)]
+
     def _await_serving(self, version: str, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
         with httpx.Client(base_url=self.url, timeout=10) as client:
@@ -306,6 +316,16 @@ class Demo:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the service did not swap to v{version}")
                 time.sleep(0.2)
+
+
+def _retrain_stage(losses: list[float], epochs: int) -> str:
+    """What a running retrain is doing, from the epochs it has logged."""
+    if not losses:
+        return "loading recent and original clips"
+    if len(losses) < epochs:
+        return f"epoch {len(losses)}/{epochs} done, training loss {losses[-1]:.3f}"
+    return (f"trained ({epochs} epochs, loss {losses[-1]:.3f}); gating, fitting the "
+            f"accuracy estimators and registering")
 
 
 def _row(hour: int, phase: str, kind: str, sent: HourResult) -> WindowRow:

@@ -4,7 +4,10 @@ HTML reports, a JSON record, and where to look next."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -18,10 +21,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from monitor.estimation import METHODS  # noqa: E402
 from monitor.report_page import ASSETS, evidently_assets  # noqa: E402
 from monitor.store import create_store_engine  # noqa: E402
+from monitor.store.alerts import AlertRepository  # noqa: E402
 from monitor.store.reports import ReportRepository  # noqa: E402
 from simulations.timeline import WindowRow  # noqa: E402
 
 if TYPE_CHECKING:
+    from monitor.settings import Settings
     from simulations.demo import DemoResult
 
 _COLUMNS = ("hour", "phase", "model", "rows", "verdict", "drift share", "emb p", "est acc",
@@ -115,6 +120,25 @@ def export_reports(rows: Sequence[WindowRow], database_url: str, folder: Path) -
     return written
 
 
+def alert_summary(settings: Settings) -> str:
+    """One line on the alerts the run recorded and where they went."""
+    engine = create_store_engine(settings.database_url)
+    kinds = Counter(a["kind"] for a in AlertRepository(engine).list(limit=500))
+    engine.dispose()
+    counted = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())) or "none"
+    where = (f"posted to {len(settings.alerts.webhook_urls)} webhook(s)"
+             if settings.alerts.webhook_urls else
+             "set VIDMON_ALERTS__WEBHOOK_URLS to have them posted")
+    return f"alerts: {counted} ({where}; GET /v1/alerts lists them)"
+
+
+def command_for(tool: str) -> str:
+    """How to run ``tool`` from any shell: the script installed beside this Python (a
+    virtual environment need not be on PATH), or the bare name when there is none."""
+    script = Path(sys.executable).parent / tool
+    return shlex.quote(str(script)) if script.is_file() else tool
+
+
 def write_outputs(result: DemoResult, say: Callable[[str], None]) -> None:
     """Table and checks to ``say``; plot, reports and JSON to the output folder."""
     out = result.output
@@ -134,13 +158,17 @@ def write_outputs(result: DemoResult, say: Callable[[str], None]) -> None:
     for check in result.checks:
         say(f"[{'PASS' if check.passed else 'FAIL'}] {check.name}: {check.detail}")
     say("")
+    say(alert_summary(settings))
     say(f"finished in {result.seconds / 60:.1f} min. Where to look:")
     say(f"  timeline plot      {out / 'timeline.png'}")
     say(f"  Evidently reports  {out / 'reports'}/ ({len(pages)} pages, one per window)")
     say(f"  table as JSON      {out / 'timeline.json'}")
     say(f"  retrain log        {out / 'retrain.log'}")
-    say(f"  MLflow UI          mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
+    q = shlex.quote
+    say(f"  MLflow UI          {command_for('mlflow')} ui --backend-store-uri "
+        f"{q(settings.mlflow_tracking_uri)}")
     if settings.evidently_workspace:
-        say(f"  Evidently UI       evidently ui --workspace {settings.evidently_workspace}")
-    say(f"  dashboard          cd {out} && vidmon serve   then open "
-        f"http://127.0.0.1:{settings.serve.port}/ (API at /docs)")
+        say(f"  Evidently UI       {command_for('evidently')} ui --workspace "
+            f"{q(str(settings.evidently_workspace))}")
+    say(f"  dashboard          cd {q(str(out.resolve()))} && {command_for('vidmon')} serve   "
+        f"then open http://127.0.0.1:{settings.serve.port}/ (API at /docs)")

@@ -5,6 +5,10 @@ folder. It must show the four things the demo promises."""
 from __future__ import annotations
 
 import json
+from collections import Counter
+import shlex
+import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import mlflow
@@ -13,6 +17,8 @@ from mlflow import MlflowClient
 
 from monitor.settings import Settings
 from monitor.store import create_store_engine
+from monitor.store.alerts import AlertRepository
+from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
 from simulations.demo import DemoConfig, DemoResult, run_demo
 from simulations.timeline import pooled_accuracy
@@ -71,11 +77,34 @@ def test_after_promotion_accuracy_is_back_within_three_points(demo: DemoResult) 
     assert demo.passed, demo.checks
 
 
+def client_aliases(settings) -> dict[str, str]:
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return MlflowClient().get_registered_model(settings.model_name).aliases
+
+
 def test_the_loop_left_its_trail_in_the_store_and_mlflow(demo: DemoResult) -> None:
     settings = demo.settings
     decisions = RetrainRepository(create_store_engine(settings.database_url)).list(
         settings.model_name, triggered_only=True)
     assert [d["status"] for d in decisions] == ["promoted", "promoted"]
+    # one time line: a retrain finishes after its decision, within the hour the clock
+    # stood still for it, and reports are stamped on simulated time too
+    for d in decisions:
+        assert d["created_at"] <= d["finished_at"] < d["created_at"] + timedelta(hours=1)
+    reports = ReportRepository(create_store_engine(settings.database_url))
+    for row in demo.rows[:3]:
+        report = reports.get(row.report_id)
+        assert report["window_end"] <= report["created_at"] < report["window_end"] + \
+            timedelta(hours=1)
+    assert set(client_aliases(settings)) == {"champion"}  # no challenger left on it
+    # alerts: drift once (blur's first window), each retrain triggered and promoted
+    alerts = AlertRepository(create_store_engine(settings.database_url)).list(limit=500)
+    kinds = Counter(a["kind"] for a in alerts)
+    assert kinds["retrain_triggered"] == 2 and kinds["promoted"] == 2, kinds
+    assert 1 <= kinds["drift"] <= 3  # blur's run, one per model version that saw drift
+    first = min((a for a in alerts if a["kind"] == "drift"), key=lambda a: a["created_at"])
+    blur = _phase(demo, "blur")
+    assert first["payload"]["report_id"] in {r.report_id for r in blur[:2]}
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = MlflowClient()
     champion = client.get_model_version_by_alias(settings.model_name, "champion")
@@ -107,6 +136,13 @@ def test_it_writes_the_plot_the_reports_and_says_where_to_look(demo: DemoResult)
     assert "[PASS] no drift flagged in clean windows" in printed
     assert "mlflow ui --backend-store-uri" in printed and str(out / "reports") in printed
     assert "vidmon serve" in printed and "dashboard" in printed
+    # the printed commands run as pasted: each names a program that exists, by its path
+    # when it lives in a virtual environment that is not on PATH
+    for label in ("MLflow UI", "Evidently UI", "dashboard"):
+        line = next(x for x in printed.splitlines() if x.strip().startswith(label))
+        words = shlex.split(line.strip()[len(label):].split("&&")[-1])
+        assert shutil.which(words[0]), line
+    assert "epoch 1/" in printed  # retrain progress by epoch
     assert "retrain triggered" in printed or "promoted" in printed
 
 
