@@ -36,7 +36,7 @@ from serving.batcher import DynamicBatcher
 from serving.dashboard import router as dashboard_router
 from serving.docs import router as docs_router
 from serving.http import BodyLimit, install_error_handlers, internal_error
-from serving.metrics import ServiceMetrics
+from serving.metrics import MonitoringCollector, ServiceMetrics
 from serving.routes import router
 from serving.service import PredictionService
 from serving.spool import Spool
@@ -108,6 +108,8 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
         repository = PredictionRepository(engine)
         app.state.reports = ReportRepository(engine)
         app.state.retrains = RetrainRepository(engine)
+        metrics.registry.register(MonitoringCollector(app.state.reports, app.state.retrains,
+                                                      clock))
         alerts = AlertRepository(engine)
         app.state.alerts, app.state.alerter = alerts, Alerter(settings, alerts, clock)
         sender = Sender(settings, alerts)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics"]
+from monitor.clock import Clock
+from monitor.store.reports import ReportRepository
+from monitor.store.retrains import RetrainRepository
+
+__all__ = ["CONTENT_TYPE_LATEST", "MonitoringCollector", "ServiceMetrics"]
 
 
 class ServiceMetrics:
@@ -25,11 +33,6 @@ class ServiceMetrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.model_version = Gauge("vidmon_model_info", "served model", ["name", "version"],
                                    registry=r)
-        self.accuracy = Gauge(
-            "vidmon_report_accuracy",
-            "the latest report's accuracy: estimated without labels or realized from them "
-            "(kind), its value and 95 % interval (bound), and the method behind it",
-            ["kind", "bound", "method"], registry=r)
 
     def gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
         """A gauge whose value is read at scrape time."""
@@ -40,19 +43,98 @@ class ServiceMetrics:
         self.model_version.clear()
         self.model_version.labels(name=name, version=version).set(1)
 
-    def set_accuracy(self, report: dict | None) -> None:
-        """Show the accuracies of ``report`` (a stored report row; None: none yet)."""
-        self.accuracy.clear()
-        for kind, method_key in (("estimated", "estimate_method"),
-                                 ("realized", "realized_method")):
-            if report is None or report.get(f"{kind}_accuracy") is None:
-                continue
-            method = report.get(method_key) or "unknown"
-            for bound, suffix in (("value", ""), ("low", "_low"), ("high", "_high")):
-                value = report.get(f"{kind}_accuracy{suffix}")
-                if value is not None:
-                    self.accuracy.labels(kind=kind, bound=bound, method=method).set(value)
-
     def render(self) -> bytes:
         """Prometheus text exposition."""
         return generate_latest(self.registry)
+
+
+VERDICTS = {"drift": 1.0, "no_drift": 0.0}  # anything else (insufficient_data): -1
+RETRAIN_STATES = ("none", "pending", "running", "promoted", "rejected", "failed", "merged")
+
+
+class MonitoringCollector(Collector):
+    """Monitoring gauges read from the store at scrape time, per model and version (the
+    newest report of each version reported on in the last ``lookback``), so every API
+    replica shows the same values, whichever process made the report."""
+
+    def __init__(self, reports: ReportRepository, retrains: RetrainRepository, clock: Clock,
+                 lookback: timedelta = timedelta(days=7)) -> None:
+        self.reports, self.retrains, self.clock, self.lookback = reports, retrains, clock, lookback
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The gauges; none while the store cannot be read (vidmon_store_read_ok says so)."""
+        now = self.clock()
+        ok = GaugeMetricFamily("vidmon_store_read_ok",
+                               "1 when the monitoring gauges could be read from the store")
+        try:
+            latest = self.reports.latest_per_version(now - self.lookback)
+            states = {m: (self.retrains.list(m, limit=1, triggered_only=True) or [None])[0]
+                      for m in dict.fromkeys(r["model_name"] for r in latest)}
+        except Exception:  # noqa: BLE001 - the store is away: the service's metrics still count
+            ok.add_metric([], 0.0)
+            yield ok
+            return
+        ok.add_metric([], 1.0)
+        yield ok
+        yield from _report_gauges(latest, now)
+        yield _retrain_gauge(states)
+
+
+def _report_gauges(latest: list[dict[str, Any]], now: Any) -> Iterator[GaugeMetricFamily]:
+    labels = ["model", "version"]
+
+    def family(name: str, doc: str, value: Callable[[dict[str, Any]], float | None]
+               ) -> GaugeMetricFamily:
+        metric = GaugeMetricFamily(name, doc, labels=labels)
+        for report in latest:
+            v = value(report)
+            if v is not None:
+                metric.add_metric([report["model_name"], report["model_version"]], float(v))
+        return metric
+
+    def summary(report: dict[str, Any], *path: str) -> Any:
+        node: Any = report.get("summary") or {}
+        for key in path:
+            node = (node or {}).get(key)
+        return node
+
+    yield family("vidmon_report_verdict", "the latest window's verdict: 1 drift, 0 no drift, "
+                 "-1 not decided (too few rows)", lambda r: VERDICTS.get(r["verdict"], -1.0))
+    yield family("vidmon_report_embedding_p_value", "embedding drift p-value",
+                 lambda r: r["embedding_p_value"])
+    yield family("vidmon_report_drifted_column_share", "share of drifted columns",
+                 lambda r: r["drift_share"])
+    yield family("vidmon_report_prior_shift_p_value", "prior shift (predicted class mix) "
+                 "p-value", lambda r: summary(r, "label_shift", "p_value"))
+    yield family("vidmon_report_reference_accuracy", "accuracy on the reference profile",
+                 lambda r: summary(r, "reference_accuracy"))
+    yield family("vidmon_report_labeled_fraction", "share of the window's predictions with "
+                 "labels", lambda r: r["labeled_rows"] / r["rows"] if r["rows"] else None)
+    yield family("vidmon_report_rows", "predictions in the window", lambda r: r["rows"])
+    yield family("vidmon_report_age_seconds", "seconds since the latest report was made",
+                 lambda r: (now - r["created_at"]).total_seconds())
+    yield family("vidmon_report_window_end_seconds", "end of the latest window (Unix time)",
+                 lambda r: r["window_end"].timestamp())
+    accuracy = GaugeMetricFamily(
+        "vidmon_report_accuracy", "the latest window's accuracy: estimated without labels or "
+        "realized from them (kind), its value and 95 % interval (bound), and the method",
+        labels=[*labels, "kind", "bound", "method"])
+    for r in latest:
+        for kind in ("estimated", "realized"):
+            method = r.get("estimate_method" if kind == "estimated" else "realized_method")
+            for bound, suffix in (("value", ""), ("low", "_low"), ("high", "_high")):
+                value = r.get(f"{kind}_accuracy{suffix}")
+                if value is not None:
+                    accuracy.add_metric([r["model_name"], r["model_version"], kind, bound,
+                                         method or "unknown"], float(value))
+    yield accuracy
+
+
+def _retrain_gauge(states: dict[str, dict[str, Any] | None]) -> GaugeMetricFamily:
+    metric = GaugeMetricFamily("vidmon_retrain_state", "the latest triggered retrain of each "
+                               "model: 1 on its state", labels=["model", "state"])
+    for model, decision in states.items():
+        current = decision["status"] if decision else "none"
+        for state in RETRAIN_STATES:
+            metric.add_metric([model, state], 1.0 if state == current else 0.0)
+    return metric

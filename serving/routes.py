@@ -10,7 +10,6 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.api import responses
 from monitor.errors import InvalidInput, NotReady, PayloadTooLarge
@@ -189,17 +188,9 @@ def readyz(request: Request) -> ReadyOut:
             responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}},
                              "description": "Prometheus text exposition"}})
 def metrics(request: Request) -> Response:
-    """Prometheus metrics, with the accuracies of the serving version's latest report."""
-    state = request.app.state
-    if getattr(state, "ready", False):
-        runtime = state.service.runtime
-        try:
-            latest, _ = state.reports.list(model_name=runtime.name,
-                                           model_version=runtime.version, limit=1)
-            state.metrics.set_accuracy(latest[0] if latest else None)
-        except SQLAlchemyError:  # the store is away: the service's own metrics still count
-            pass
-    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics: the service's own, and the monitoring gauges of each model
+    version's latest report, read from the store."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 class QueueItemOut(BaseModel):

@@ -104,6 +104,21 @@ class ReportRepository:
             data = connection.execute(query).scalar_one_or_none()
         return None if data is None else gzip.decompress(data).decode()
 
+    def latest_per_version(self, since: datetime, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest report of each model version with a window ending after ``since``
+        (at most ``limit`` versions, newest first), summaries included."""
+        newest = (sa.select(reports.c.model_name, reports.c.model_version,
+                            sa.func.max(reports.c.window_end).label("window_end"))
+                  .where(reports.c.window_end >= since)
+                  .group_by(reports.c.model_name, reports.c.model_version).subquery())
+        query = (sa.select(*SUMMARY_COLUMNS, reports.c.summary)
+                 .join(newest, sa.and_(reports.c.model_name == newest.c.model_name,
+                                       reports.c.model_version == newest.c.model_version,
+                                       reports.c.window_end == newest.c.window_end))
+                 .order_by(reports.c.window_end.desc()).limit(limit))
+        with self.engine.connect() as connection:
+            return [as_row(r) for r in connection.execute(query).mappings()]
+
     def timeline(self, model_name: str | None = None, since: datetime | None = None,
                  limit: int = 1000) -> list[dict[str, Any]]:
         """Drift scores and accuracies in window order, for charts."""

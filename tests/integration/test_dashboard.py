@@ -80,7 +80,7 @@ def dashboard(model_store: Settings, tmp_path: Path):
         "database_url": f"sqlite:///{tmp_path / 'vidmon.db'}", "clip_dir": tmp_path / "clips",
         "mlflow_ui_url": "http://mlflow.example:5000",
         "serve": ServeSettings(spool_path=tmp_path / "spool.jsonl")})
-    seeded = _seed(settings)
+    seeded = {**_seed(settings), "settings": settings}
     browser = _browser()
     try:
         with running_server(create_app(settings, RegistrySource(settings))) as url:
@@ -211,3 +211,65 @@ def test_the_api_docs_render_offline_and_are_named_in_metrics(dashboard) -> None
     for route in ("/docs", "/redoc", "/openapi.json", "/docs/assets/{name}"):
         assert f'route="{route}"' in metrics, route
     assert 'route="unmatched"' not in metrics
+
+
+def _gauges(text: str) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_monitoring_gauges_come_from_the_store_on_every_replica(dashboard) -> None:
+    """Two API processes on one store show the same monitoring gauges: the latest report
+    of each model version and the latest retrain's state, read at scrape time."""
+    import httpx
+
+    _, url, seeded = dashboard
+    settings = seeded["settings"]
+    newest = seeded["timeline"][-1]
+    with running_server(create_app(settings, RegistrySource(settings))) as other:
+        scraped = [_gauges(httpx.get(u + "/metrics").text) for u in (url, other)]
+    mv = (("model", settings.model_name), ("version", "1"))
+    for gauges in scraped:
+        assert gauges[("vidmon_store_read_ok", ())] == 1.0
+        assert gauges[("vidmon_report_embedding_p_value", mv)] == pytest.approx(
+            newest["embedding_p_value"])
+        assert gauges[("vidmon_report_drifted_column_share", mv)] == pytest.approx(
+            newest["drift_share"])
+        assert gauges[("vidmon_report_verdict", mv)] == {"drift": 1, "no_drift": 0}.get(
+            newest["verdict"], -1)
+        assert gauges[("vidmon_report_labeled_fraction", mv)] == pytest.approx(
+            newest["labeled_rows"] / newest["rows"])
+        key = ("vidmon_report_accuracy", tuple(sorted(
+            (*mv, ("kind", "estimated"), ("bound", "low"),
+             ("method", newest["estimate_method"])))))
+        assert gauges[key] == pytest.approx(newest["estimated_accuracy_low"])
+        assert gauges[("vidmon_report_age_seconds", mv)] >= 0
+        state = {labels: v for (name, labels), v in gauges.items()
+                 if name == "vidmon_retrain_state"}
+        assert sum(state.values()) == 1.0  # the seeded decision, still pending
+        assert state[(("model", settings.model_name), ("state", "pending"))] == 1.0
+    monitoring = [{k: v for k, v in g.items() if k[0].startswith(
+        ("vidmon_report", "vidmon_retrain")) and k[0] != "vidmon_report_age_seconds"}
+        for g in scraped]
+    assert monitoring[0] == monitoring[1] and len(monitoring[0]) > 10
+
+
+def test_every_series_the_alert_rules_and_grafana_read_is_exported(dashboard) -> None:
+    """The rules file and the Grafana dashboard name only series /metrics really has."""
+    import json
+    import re
+
+    import httpx
+
+    _, url, _ = dashboard
+    httpx.post(url + "/v1/predict")  # a request, so the latency histogram has samples
+    exported = {name for name, _ in _gauges(httpx.get(url + "/metrics").text)}
+    deploy = Path(__file__).resolve().parents[2] / "serving" / "deploy"
+    dashboard_json = json.loads((deploy / "grafana" / "vidmon.json").read_text())
+    exprs = [t["expr"] for p in dashboard_json["panels"] for t in p.get("targets", [])]
+    exprs.append((deploy / "vidmon.rules.yml").read_text())
+    used = {name for text in exprs for name in re.findall(r"\bvidmon_[a-z0-9_]+", text)}
+    assert len(used) >= 10
+    assert used <= exported, used - exported

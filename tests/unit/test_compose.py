@@ -49,7 +49,8 @@ def _is_setting(name: str) -> bool:
 
 
 def test_the_stack_has_the_services_the_deployment_needs() -> None:
-    assert set(SERVICES) == {"postgres", "mlflow", "train", "api", "monitor"}
+    assert set(SERVICES) == {"postgres", "mlflow", "train", "api", "monitor", "prometheus",
+                             "grafana"}
     assert SERVICES["train"]["restart"] == "no"  # one-shot
     assert SERVICES["monitor"]["deploy"]["replicas"] == 2
     assert "replicas" in SERVICES["api"]["deploy"]
@@ -125,3 +126,70 @@ def test_images_build_cpu_or_cuda_and_the_gpu_override_reserves_gpus() -> None:
     for name in ("api", "monitor"):
         devices = GPU["services"][name]["deploy"]["resources"]["reservations"]["devices"]
         assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+DEPLOY = ROOT / "serving" / "deploy"
+
+
+def _mounts(service: str) -> dict[str, Path]:
+    """Container path -> the repository file a service mounts there."""
+    mounts = {}
+    for volume in SERVICES[service]["volumes"]:
+        source, target, *_ = volume.split(":")
+        if source.startswith("./"):
+            mounts[target] = ROOT / source
+    return mounts
+
+
+def test_prometheus_scrapes_the_api_and_loads_vidmon_s_rules() -> None:
+    mounts = _mounts("prometheus")
+    assert all(path.is_file() for path in mounts.values()), mounts
+    config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
+    assert set(config["rule_files"]) <= set(mounts)
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "vidmon-api"  # the name the rules' VidmonApiDown looks for
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["api"] and sd["port"] == 8000
+    command = SERVICES["api"]["command"]
+    assert command[command.index("--port") + 1] == "8000"
+    assert SERVICES["prometheus"]["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_grafana_is_provisioned_with_the_datasource_the_dashboard_names() -> None:
+    import json
+
+    mounts = _mounts("grafana")
+    assert all(path.is_file() for path in mounts.values()), mounts
+    (source,) = yaml.safe_load(
+        mounts["/etc/grafana/provisioning/datasources/vidmon.yml"].read_text())["datasources"]
+    assert source["url"] == "http://prometheus:9090" and "prometheus" in SERVICES
+    (provider,) = yaml.safe_load(
+        mounts["/etc/grafana/provisioning/dashboards/vidmon.yml"].read_text())["providers"]
+    dashboard_file = mounts["/var/lib/grafana/dashboards/vidmon.json"]
+    assert dashboard_file.parent.name == "grafana" and provider["options"]["path"] == \
+        "/var/lib/grafana/dashboards"
+    dashboard = json.loads(dashboard_file.read_text())
+    targets = [t for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(targets) >= 15
+    assert {t["datasource"]["uid"] for t in targets} == {source["uid"]}
+
+
+def test_alerting_rules_pass_promtool_check_and_their_unit_tests() -> None:
+    import os
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        message = "promtool is needed (apt-get install prometheus)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    for args in (["check", "rules", "vidmon.rules.yml"],
+                 ["test", "rules", "vidmon.rules.test.yml"]):
+        done = subprocess.run([promtool, *args], cwd=DEPLOY, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    done = subprocess.run([promtool, "check", "config", "--syntax-only", "prometheus.yml"],
+                          cwd=DEPLOY, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
