@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Protocol, runtime_checkable
 
+from monitor.alerts import ACTION_NEEDED
 from monitor.api import responses
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -49,11 +50,19 @@ def dashboard_data(request: Request, hours: int = 168) -> dict[str, Any]:
     service = getattr(state, "service", None)
     since = datetime.now(UTC) - timedelta(hours=max(1, min(hours, 24 * 90)))
     reports, _ = state.reports.list(model_name=settings.model_name, limit=RECENT)
-    decisions = state.retrains.list(model_name=settings.model_name, limit=RECENT)
+    decisions = state.retrains.list(model_name=settings.model_name, limit=100)
+    latest = state.reports.get(reports[0]["id"]) if reports else None
     return {
         "model_name": settings.model_name,
         "serving_version": service.runtime.version if service else None,
         "mlflow_ui": settings.mlflow_ui,
+        "alpha": settings.monitor.alpha,
+        "latest": None if latest is None else _latest(latest),
+        "alerts": [{k: a[k] for k in ("id", "kind", "created_at", "model_version")} |
+                   {"text": a["payload"].get("text", "")}
+                   for a in state.alerts.list(limit=RECENT)],
+        "action_needed": list(ACTION_NEEDED),
+        "service": state.metrics.summary(),
         "models": registry.versions() if registry else [],
         "volume": state.repository.hourly_volume(since=since),
         "timeline": state.reports.timeline(model_name=settings.model_name, limit=500),
@@ -62,3 +71,16 @@ def dashboard_data(request: Request, hours: int = 168) -> dict[str, Any]:
                       if registry else None} for d in decisions],
         "since": since.isoformat(),
     }
+
+
+def _latest(report: dict[str, Any]) -> dict[str, Any]:
+    """The newest report's verdict, accuracies and drifted columns, for the status line."""
+    summary = report.get("summary") or {}
+    drifted = [{"column": c, "score": d.get("score"), "method": d.get("method")}
+               for c, d in (summary.get("column_drift") or {}).items() if d.get("drifted")]
+    keys = ("id", "model_version", "window_start", "window_end", "created_at", "verdict",
+            "rows", "labeled_rows", "estimated_accuracy", "estimated_accuracy_low",
+            "estimated_accuracy_high", "estimate_method", "realized_accuracy",
+            "realized_accuracy_low", "realized_accuracy_high", "realized_method")
+    return {**{k: report.get(k) for k in keys}, "reasons": summary.get("reasons") or [],
+            "drifted_columns": drifted, "html_url": f"/v1/reports/{report['id']}/html"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,7 @@ class ServiceMetrics:
     """Request, batching, logging and model metrics."""
 
     def __init__(self) -> None:
+        self.started = time.monotonic()
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("vidmon_requests_total", "HTTP requests", ["route", "status"],
@@ -42,6 +44,28 @@ class ServiceMetrics:
         """Mark the served model version."""
         self.model_version.clear()
         self.model_version.labels(name=name, version=version).set(1)
+
+    def summary(self, route: str = "/v1/predict") -> dict[str, float | None]:
+        """This process's requests since it started: count, per minute, share answered 5xx,
+        and the p95 latency of ``route`` (the upper edge of its histogram bucket)."""
+        total = errors = 0.0
+        for metric in self.requests.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    total += sample.value
+                    errors += sample.value if sample.labels["status"].startswith("5") else 0
+        buckets = sorted(
+            (float(sample.labels["le"]), sample.value)
+            for metric in self.latency.collect() for sample in metric.samples
+            if sample.name.endswith("_bucket") and sample.labels["route"] == route)
+        p95 = None
+        if buckets and buckets[-1][1] > 0:
+            p95 = next(le for le, count in buckets if count >= 0.95 * buckets[-1][1])
+        minutes = max((time.monotonic() - self.started) / 60, 1e-9)
+        return {"requests": total, "per_minute": total / minutes,
+                "error_share": errors / total if total else None,
+                "p95_s": None if p95 is None or p95 == float("inf") else p95,
+                "uptime_s": minutes * 60}
 
     def render(self) -> bytes:
         """Prometheus text exposition."""

@@ -12,10 +12,12 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from monitor.alerts import Alerter
 from monitor.job import run_report_job
 from monitor.retrain_policy import RetrainDecision
 from monitor.settings import MonitorSettings, ServeSettings, Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
+from monitor.store.alerts import AlertRepository
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
 from serving.app import create_app
@@ -54,8 +56,9 @@ def _seed(settings: Settings) -> dict:
     for i, end in enumerate(WINDOWS):
         batch = production_records(120, end - timedelta(minutes=50), seed=i,
                                    brightness=160.0 if i == 1 else 100.0, spacing_s=20)
-        # the newest window comes with labels, so its page has a classification section
-        records += [replace(r, model_name=settings.model_name,
+        # the newest window comes with labels, so its page has a classification section,
+        # and from a version 2 that took over (a promotion the charts mark)
+        records += [replace(r, model_name=settings.model_name, model_version="2" if i == 2 else "1",
                             true_label=r.predicted_label if i == 2 and k % 2 else None)
                     for k, r in enumerate(batch)]
     predictions.add_predictions(records)
@@ -69,6 +72,10 @@ def _seed(settings: Settings) -> dict:
     decision = retrains.record(RetrainDecision(True, ["window x: drift verdict"], report_ids[1:2]),
                                settings.model_name, "1", WINDOWS[1])
     retrains.attach_run(decision, run_id)
+    retrains.record(RetrainDecision(False, ["drift held 0 of 2 windows needed"], []),
+                    settings.model_name, "1", WINDOWS[0])
+    alerter = Alerter(settings, AlertRepository(engine), clock=lambda: WINDOWS[1])
+    alerter.drift(reports.get(report_ids[1]), previous_verdict="no_drift")
     timeline = reports.timeline(model_name=settings.model_name)
     engine.dispose()
     return {"records": len(records), "timeline": timeline, "run_id": run_id}
@@ -109,6 +116,37 @@ def test_the_dashboard_shows_the_seeded_store_and_links_to_reports(dashboard) ->
     models = browser.find_element(By.CSS_SELECTOR, "#models tbody").text
     assert "v1" in models and "champion" in models and "train" in models
 
+    # the status line: what serves, the last verdict, accuracies, open alerts, the service
+    def card(name: str) -> str:
+        return browser.find_element(By.CSS_SELECTOR, f"[data-card='{name}']").text
+
+    last = seeded["timeline"][-1]
+    assert "v1" in card("serving")
+    assert {"drift": "drift", "no_drift": "no drift"}[last["verdict"]] in card("last verdict")
+    assert f"{last['estimated_accuracy']:.2f}" in card("estimated accuracy")
+    assert f"{last['labeled_rows']} of {last['rows']} labeled" in card("realized accuracy")
+    assert card("open alerts").splitlines()[1] == "1"  # the seeded drift alert
+    assert "req/min" in card("service")
+    alerts = browser.find_elements(By.CSS_SELECTOR, "#alerts tbody tr")
+    assert len(alerts) == 1 and "drift" in alerts[0].text and "(brightness) (report)" in alerts[0].text
+    # the drift chart: alpha line, verdict markers, and where v2 took over
+    threshold = browser.find_element(By.CSS_SELECTOR, "#drift-chart .threshold")
+    assert float(threshold.get_attribute("data-value")) == pytest.approx(0.05)
+    drifted = [p for p in seeded["timeline"] if p["verdict"] == "drift"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#drift-chart .verdict")) == len(drifted) > 0
+    changes = browser.find_elements(By.CSS_SELECTOR, "#drift-chart .change")
+    assert [c.get_attribute("data-label") for c in changes] == ["v2"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#drift-chart .tick")) == 3
+    assert _values(browser, "labels-chart", "labeled share") == pytest.approx(
+        [p["labeled_rows"] / p["rows"] for p in seeded["timeline"]])
+    # retrain decisions: the one that did something; the rest a click away
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#retrains tbody tr")) == 1
+    toggle = browser.find_element(By.ID, "all-retrains")
+    assert "show all 2 decisions (1 did nothing)" in toggle.text
+    toggle.click()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#retrains tbody tr")) == 2
+    toggle.click()
+
     timeline = seeded["timeline"]
     assert len(timeline) == 3
     assert _values(browser, "drift-chart", "embedding p-value") == pytest.approx(
@@ -135,6 +173,7 @@ def test_the_dashboard_shows_the_seeded_store_and_links_to_reports(dashboard) ->
         f"{newest['estimated_accuracy']:.2f} [{newest['estimated_accuracy_low']:.2f}–"
         f"{newest['estimated_accuracy_high']:.2f}] {newest['estimate_method']}")
     if os.environ.get("VIDMON_SCREENSHOTS"):
+        browser.set_window_size(1400, browser.execute_script("return document.body.scrollHeight") + 100)
         browser.save_screenshot(str(Path(os.environ["VIDMON_SCREENSHOTS"]) / "dashboard.png"))
 
     run_link = browser.find_element(By.CSS_SELECTOR, "#retrains tbody a")
@@ -230,7 +269,7 @@ def test_monitoring_gauges_come_from_the_store_on_every_replica(dashboard) -> No
     newest = seeded["timeline"][-1]
     with running_server(create_app(settings, RegistrySource(settings))) as other:
         scraped = [_gauges(httpx.get(u + "/metrics").text) for u in (url, other)]
-    mv = (("model", settings.model_name), ("version", "1"))
+    mv = (("model", settings.model_name), ("version", newest["model_version"]))
     for gauges in scraped:
         assert gauges[("vidmon_store_read_ok", ())] == 1.0
         assert gauges[("vidmon_report_embedding_p_value", mv)] == pytest.approx(
