@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 DRIFT, MONITOR_STALE, ROLLBACK = "drift", "monitor_stale", "rollback"
 RETRAIN_TRIGGERED, PROMOTED, REJECTED = "retrain_triggered", "promoted", "rejected"
 RETRAIN_FAILED, RETRAIN_ABANDONED = "retrain_failed", "retrain_abandoned"
+STORE_RETRY_S = 30.0  # how long a sender waits after the store failed it
 # Alerts still to act on: the dashboard's "open alerts" are these since the last promotion.
 ACTION_NEEDED = (DRIFT, MONITOR_STALE, RETRAIN_FAILED, RETRAIN_ABANDONED, REJECTED)
 
@@ -179,12 +180,17 @@ class Sender:
         return self
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.is_set():
             try:
                 self.send_due()
-            except Exception:  # the store may be down for a while: try again next time
-                log.exception("sending alerts failed; trying again")
-            self._stop.wait(self.policy.poll_interval_s)
+                failing = False
+            except Exception as exc:  # the store may be away for a while: wait, try again
+                if not failing:
+                    log.warning("cannot send alerts (%s); trying every %.0f s", exc,
+                                STORE_RETRY_S)
+                failing = True
+            self._stop.wait(STORE_RETRY_S if failing else self.policy.poll_interval_s)
 
     def stop(self, drain_s: float = 0.0) -> None:
         """Stop the thread, after up to ``drain_s`` seconds more of sending what is due."""

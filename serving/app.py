@@ -108,13 +108,11 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
         repository = PredictionRepository(engine)
         app.state.reports = ReportRepository(engine)
         app.state.retrains = RetrainRepository(engine)
-        metrics.registry.register(MonitoringCollector(app.state.reports, app.state.retrains,
-                                                      clock))
+        collector = MonitoringCollector(app.state.reports, app.state.retrains, clock)
+        metrics.registry.register(collector)
         alerts = AlertRepository(engine)
         app.state.alerts, app.state.alerter = alerts, Alerter(settings, alerts, clock)
-        sender = Sender(settings, alerts)
-        if store_error is None:
-            sender.start()
+        sender = Sender(settings, alerts).start()  # waits out a store that is away
         writer = None
         if serve.log_predictions:
             writer = _writer(serve, engine, repository, store_error)
@@ -160,6 +158,7 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
             poller.cancel()
             watchdog.cancel()
             sender.stop()
+            metrics.registry.unregister(collector)
             await batcher.stop()
             service.close()
             if writer is not None:

@@ -31,7 +31,7 @@ from monitor.store.retrains import RetrainRepository
 from serving.app import create_app
 from serving.background import running_server
 from simulations.clock import SimulatedClock, next_hour
-from simulations.demo_output import fmt_number, write_outputs
+from simulations.demo_output import progress_line, retrain_stage, write_outputs
 from simulations.scenarios import SCENARIOS, Scenario, build, compose
 from simulations.timeline import Check, WindowRow, check_timeline
 from simulations.traffic import HourResult, TrafficConfig, TrafficSimulator
@@ -252,7 +252,7 @@ class Demo:
             if decision["triggered"]:
                 row.event = self._await_retrain(decision["id"])
         self.rows.append(row)
-        self.say(_progress(row))
+        self.say(progress_line(row))
         return row
 
     def _label_from_queue(self, sent: HourResult) -> int:
@@ -287,7 +287,7 @@ class Demo:
                 return f"retrain {status or 'timed out'}: {decision.get('error') or ''}"[:200]
             losses = self._epoch_losses(decision.get("mlflow_run_id"))
             if len(losses) > epochs_said or time.monotonic() - last_said >= 30:
-                self.say(f"    retraining: {_retrain_stage(losses, self.settings.retrain.epochs)}"
+                self.say(f"    retraining: {retrain_stage(losses, self.settings.retrain.epochs)}"
                          f", {time.monotonic() - started:.0f}s (log: "
                          f"{self.config.output / 'retrain.log'})")
                 last_said, epochs_said = time.monotonic(), len(losses)
@@ -318,16 +318,6 @@ class Demo:
                 time.sleep(0.2)
 
 
-def _retrain_stage(losses: list[float], epochs: int) -> str:
-    """What a running retrain is doing, from the epochs it has logged."""
-    if not losses:
-        return "loading recent and original clips"
-    if len(losses) < epochs:
-        return f"epoch {len(losses)}/{epochs} done, training loss {losses[-1]:.3f}"
-    return (f"trained ({epochs} epochs, loss {losses[-1]:.3f}); gating, fitting the "
-            f"accuracy estimators and registering")
-
-
 def _row(hour: int, phase: str, kind: str, sent: HourResult) -> WindowRow:
     versions = sorted({s.model_version for s in sent.sent if s.model_version}, key=int)
     return WindowRow(
@@ -351,16 +341,6 @@ def _add_report(row: WindowRow, report: dict) -> None:
     if report.get("estimated_accuracy_low") is not None:
         row.estimated_interval = (report["estimated_accuracy_low"],
                                   report["estimated_accuracy_high"])
-
-
-def _progress(row: WindowRow) -> str:
-    return (f"hour {row.hour:>2} {row.phase:<16} {row.served_by:<6} "
-            f"{row.requests - row.failures:>4} answered, accuracy {fmt_number(row.accuracy)} | "
-            f"{row.verdict or 'no report':<8} emb p {fmt_number(row.embedding_p, 3)} "
-            f"estimated {fmt_number(row.estimated_accuracy)}"
-            f"{' [%.2f, %.2f]' % row.estimated_interval if row.estimated_interval else ''} "
-            f"realized {fmt_number(row.realized_accuracy)} ({row.labeled_rows} labels) | "
-            f"{row.event or row.decision}")
 
 
 def run_demo(settings: Settings, config: DemoConfig,

@@ -172,3 +172,24 @@ def write_outputs(result: DemoResult, say: Callable[[str], None]) -> None:
             f"{q(str(settings.evidently_workspace))}")
     say(f"  dashboard          cd {q(str(out.resolve()))} && {command_for('vidmon')} serve   "
         f"then open http://127.0.0.1:{settings.serve.port}/ (API at /docs)")
+
+
+def retrain_stage(losses: list[float], epochs: int) -> str:
+    """What a running retrain is doing, from the epochs it has logged."""
+    if not losses:
+        return "loading recent and original clips"
+    if len(losses) < epochs:
+        return f"epoch {len(losses)}/{epochs} done, training loss {losses[-1]:.3f}"
+    return (f"trained ({epochs} epochs, loss {losses[-1]:.3f}); gating, fitting the "
+            f"accuracy estimators and registering")
+
+
+def progress_line(row: WindowRow) -> str:
+    """The line printed as each simulated hour ends."""
+    return (f"hour {row.hour:>2} {row.phase:<16} {row.served_by:<6} "
+            f"{row.requests - row.failures:>4} answered, accuracy {fmt_number(row.accuracy)} | "
+            f"{row.verdict or 'no report':<8} emb p {fmt_number(row.embedding_p, 3)} "
+            f"estimated {fmt_number(row.estimated_accuracy)}"
+            f"{' [%.2f, %.2f]' % row.estimated_interval if row.estimated_interval else ''} "
+            f"realized {fmt_number(row.realized_accuracy)} ({row.labeled_rows} labels) | "
+            f"{row.event or row.decision}")
