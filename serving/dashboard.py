@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from monitor.alerts import ACTION_NEEDED
 from monitor.api import responses
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
@@ -52,6 +53,8 @@ def dashboard_data(request: Request, hours: int = 168) -> dict[str, Any]:
     reports, _ = state.reports.list(model_name=settings.model_name, limit=RECENT)
     decisions = state.retrains.list(model_name=settings.model_name, limit=100)
     latest = state.reports.get(reports[0]["id"]) if reports else None
+    lags = state.repository.label_lags(settings.model_name, since=datetime.now(UTC) -
+                                       timedelta(hours=24)) if latest else []
     return {
         "model_name": settings.model_name,
         "serving_version": service.runtime.version if service else None,
@@ -63,6 +66,8 @@ def dashboard_data(request: Request, hours: int = 168) -> dict[str, Any]:
                    for a in state.alerts.list(limit=RECENT)],
         "action_needed": list(ACTION_NEEDED),
         "service": state.metrics.summary(),
+        "label_lag_s": {"median": float(np.median(lags)) if lags else None,
+                        "labels": len(lags)},
         "models": registry.versions() if registry else [],
         "volume": state.repository.hourly_volume(since=since),
         "timeline": state.reports.timeline(model_name=settings.model_name, limit=500),

@@ -205,6 +205,19 @@ class PredictionRepository:
         with self.engine.connect() as connection:
             return as_utc(connection.execute(query).scalar_one_or_none())
 
+    def label_lags(self, model_name: str, since: datetime, limit: int = 2000) -> list[float]:
+        """Seconds from prediction to label for the newest ``limit`` labeled production
+        predictions of a model made since ``since``."""
+        query = (sa.select(predictions.c.created_at, predictions.c.labeled_at)
+                 .where(predictions.c.model_name == model_name,
+                        predictions.c.source == "production",
+                        predictions.c.labeled_at.is_not(None),
+                        predictions.c.created_at >= since)
+                 .order_by(predictions.c.created_at.desc()).limit(limit))
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [(as_utc(labeled) - as_utc(created)).total_seconds() for created, labeled in rows]
+
     def hourly_volume(self, since: datetime | None = None, limit: int = 168
                       ) -> list[dict[str, Any]]:
         """Production predictions per hour and model version, newest ``limit`` hours,

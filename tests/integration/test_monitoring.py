@@ -149,3 +149,13 @@ def test_a_report_with_undefined_statistics_is_stored_on_every_database(reposito
     assert outcome.status == "reported"
     stored = reports.get(outcome.report_id)["summary"]["column_drift"]["predicted_label"]
     assert stored["score"] is None and stored["drifted"] is False
+
+
+def test_label_lags_measure_prediction_to_label(repository) -> None:
+    records = production_records(30, HOUR - timedelta(minutes=50), seed=3)
+    repository.add_predictions(records)
+    repository.apply_feedback({r.id: "a" for r in records[:10]}, now=HOUR + timedelta(minutes=10))
+    lags = repository.label_lags("m", since=HOUR - timedelta(hours=1))
+    expected = [(HOUR + timedelta(minutes=10) - r.created_at).total_seconds() for r in records[:10]]
+    assert sorted(lags) == sorted(expected)
+    assert repository.label_lags("m", since=HOUR) == []  # made before ``since``
