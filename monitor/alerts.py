@@ -97,6 +97,16 @@ class Alerter:
             decision_id=decision["id"], parent_version=decision["model_version"],
             reasons=[gate.get("reason", "")], gate=gate, mlflow_run_url=run_url)
 
+    def retrain_outcome(self, decision: dict[str, Any]) -> bool:
+        """Alert on where a retrain ended: promoted or rejected, or failed (abandoned once
+        it has used ``max_attempts``); nothing while it is still pending or running."""
+        if decision["status"] in ("promoted", "rejected"):
+            return self.retrain_finished(decision)
+        if decision["status"] == "failed":
+            return self.retrain_failed(
+                decision, decision["attempts"] >= self.settings.retrain.max_attempts)
+        return False
+
     def retrain_failed(self, decision: dict[str, Any], abandoned: bool) -> bool:
         """A retrain failed; ``abandoned`` when it will not be tried again."""
         kind = RETRAIN_ABANDONED if abandoned else RETRAIN_FAILED

@@ -65,7 +65,7 @@ def subprocess_starter(retrains: RetrainRepository, backoff: timedelta,
                        command: list[str] | None = None,
                        env: dict[str, str] | None = None,
                        output: Path | None = None, clock: Clock = system_clock,
-                       alerter: Alerter | None = None, max_attempts: int = 3) -> Starter:
+                       alerter: Alerter | None = None) -> Starter:
     """Start ``vidmon retrain --decision ID`` as its own process (with ``env``, by default
     this process's, and ``clock`` passed down; its output appended to ``output`` when
     given); if it dies without recording a result, mark the decision failed so it is
@@ -88,7 +88,7 @@ def subprocess_starter(retrains: RetrainRepository, backoff: timedelta,
                               clock())
                 failed = retrains.get(decision_id)
                 if alerter is not None and failed is not None:
-                    alerter.retrain_failed(failed, failed["attempts"] >= max_attempts)
+                    alerter.retrain_outcome(failed)
 
         threading.Thread(target=watch, name=f"retrain-{decision_id[:8]}", daemon=True).start()
 

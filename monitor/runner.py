@@ -42,8 +42,7 @@ def build_monitor(
     alerter = Alerter(settings, alerts, clock)
     starter = subprocess_starter(retrains, timedelta(seconds=settings.retrain.backoff_s),
                                  env={**os.environ, **settings.to_env()}, output=retrain_log,
-                                 clock=clock, alerter=alerter,
-                                 max_attempts=settings.retrain.max_attempts)
+                                 clock=clock, alerter=alerter)
     closed_loop = closed_loop_step(settings, predictions, reports, retrains, load_profile,
                                    starter, clock, alerter)
     return Monitor(settings.monitor, predictions, reports, load_profile, on_outcome=on_outcome,

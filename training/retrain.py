@@ -233,27 +233,21 @@ def run_retrain(settings: Settings, decision_id: str) -> RetrainOutcome:
     except Exception as exc:
         retrains.fail(decision_id, "".join(traceback.format_exception_only(exc)).strip(),
                       timedelta(seconds=settings.retrain.backoff_s), clock())
-        _alert(alerter.retrain_failed, retrains.get(decision_id),
-               settings.retrain.max_attempts)
         raise
-    else:
-        _alert(alerter.retrain_finished, retrains.get(decision_id))
     finally:
+        _alert(alerter, retrains, decision_id)
         engine.dispose()
     return outcome
 
 
-def _alert(send: Any, decision: dict[str, Any] | None, max_attempts: int | None = None) -> None:
-    """Record a retrain's alert; a store that fails here must not hide the outcome."""
-    if decision is None:
-        return
+def _alert(alerter: Alerter, retrains: RetrainRepository, decision_id: str) -> None:
+    """Record how the retrain ended; a store that fails here must not hide the outcome."""
     try:
-        if max_attempts is None:
-            send(decision)
-        else:
-            send(decision, decision["attempts"] >= max_attempts)
+        decision = retrains.get(decision_id)
+        if decision is not None:
+            alerter.retrain_outcome(decision)
     except Exception:
-        log.exception("could not record the alert for retrain %s", decision["id"])
+        log.exception("could not record the alert for retrain %s", decision_id)
 
 
 def _retrain(settings: Settings, decision: dict[str, Any], predictions: PredictionRepository,

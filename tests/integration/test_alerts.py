@@ -193,3 +193,19 @@ def test_webhook_settings_take_a_list_or_commas_and_refuse_other_schemes(
     assert Settings().alerts.webhook_urls == ["http://127.0.0.1:9/a", "https://hooks.example/b"]
     with pytest.raises(ValueError, match="http"):
         AlertSettings(webhook_urls=["file:///etc/passwd"])
+
+
+def test_a_retrain_outcome_alerts_by_how_it_ended(repository) -> None:
+    alerts = AlertRepository(repository.engine)
+    settings = _settings()  # no webhooks: recorded, not posted
+    alerter = Alerter(settings, alerts, clock=lambda: HOUR)
+    decision = {"id": "d2", "model_name": "m", "model_version": "1", "status": "running",
+                "attempts": 1, "error": None, "mlflow_run_id": None}
+    assert not alerter.retrain_outcome(decision)  # still running: nothing to say
+    assert alerter.retrain_outcome({**decision, "status": "failed", "error": "boom"})
+    last = {**decision, "status": "failed", "error": "boom again",
+            "attempts": settings.retrain.max_attempts}
+    assert alerter.retrain_outcome(last)
+    assert sorted(a["id"] for a in alerts.list()) == [
+        f"retrain_abandoned:d2:{settings.retrain.max_attempts}", "retrain_failed:d2:1"]
+    assert all(a["deliveries"] == [] for a in alerts.list())

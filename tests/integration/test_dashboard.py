@@ -4,7 +4,6 @@ chromedriver; no browser download) against a seeded store and a real uvicorn ser
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from monitor.store.retrains import RetrainRepository
 from serving.app import create_app
 from serving.background import running_server
 from tests.factories import production_records, reference_profile
+from tests.needs import need_programs
 from training.registry import RegistrySource
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -31,11 +31,7 @@ WINDOWS = [HOUR - timedelta(hours=2), HOUR - timedelta(hours=1), HOUR]
 
 
 def _browser():
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        message = f"{CHROMIUM} and {CHROMEDRIVER} are needed (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    need_programs(CHROMIUM, CHROMEDRIVER, install="apt-get install chromium chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

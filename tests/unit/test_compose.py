@@ -175,16 +175,11 @@ def test_grafana_is_provisioned_with_the_datasource_the_dashboard_names() -> Non
 
 
 def test_alerting_rules_pass_promtool_check_and_their_unit_tests() -> None:
-    import os
-    import shutil
     import subprocess
 
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        message = "promtool is needed (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    from tests.needs import need_programs
+
+    (promtool,) = need_programs("promtool", install="apt-get install prometheus")
     for args in (["check", "rules", "vidmon.rules.yml"],
                  ["test", "rules", "vidmon.rules.test.yml"]):
         done = subprocess.run([promtool, *args], cwd=DEPLOY, capture_output=True, text=True,
