@@ -53,6 +53,14 @@ def _first_time(frame, default: datetime) -> datetime:
     return as_utc(frame["created_at"].min().to_pydatetime())
 
 
+def report_policy(settings: MonitorSettings) -> ReportPolicy:
+    """The verdict's thresholds from the monitor's settings."""
+    return ReportPolicy(alpha=settings.alpha, min_rows=settings.min_rows,
+                        verdict_tests=tuple(settings.verdict_tests),
+                        min_wasserstein=settings.min_wasserstein, min_psi=settings.min_psi,
+                        min_auc=settings.min_auc)
+
+
 def run_report_job(
     settings: MonitorSettings,
     predictions: PredictionRepository,
@@ -75,14 +83,16 @@ def run_report_job(
                           model_version=model_version)
     since = end - timedelta(minutes=settings.window_minutes) if settings.window_minutes else None
     current = predictions.load_window(model_name, model_version, since=since, until=end,
-                                      last=settings.window_predictions)
+                                      last=settings.window_predictions,
+                                      sample=settings.sample_rows)
     profile = load_profile(model_name, model_version)
     store_reference(predictions, profile, model_name, model_version)
-    reference = predictions.load_window(model_name, model_version, source="reference")
+    reference = predictions.load_window(model_name, model_version, source="reference",
+                                        sample=settings.sample_rows)
     report = build_report(
         reference, current, profile.label_names, model_name=model_name,
         model_version=model_version, window_start=since or _first_time(current.frame, end),
-        window_end=end, policy=ReportPolicy(alpha=settings.alpha, min_rows=settings.min_rows),
+        window_end=end, policy=report_policy(settings),
         estimator=profile.estimator)
     report_id = reports.save(report, now)
     if report_id is None:

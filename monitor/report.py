@@ -16,8 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import ks_2samp
 
 from monitor.drift import (
+    MIN_AUC,
+    MIN_PSI,
+    MIN_WASSERSTEIN,
     DriftResult,
     class_frequencies,
     embedding_drift,
@@ -25,7 +29,9 @@ from monitor.drift import (
     fit_confidence_calibration,
     homogeneity,
     label_shift,
+    normalized_wasserstein,
     per_class_embedding_drift,
+    psi,
 )
 from monitor.estimation import AccuracyEstimator, Estimate, with_interval
 from monitor.estimation.base import window_outputs
@@ -34,29 +40,51 @@ from monitor.features import FEATURE_NAMES
 from monitor.report_page import render_html
 from monitor.store.records import Window
 
-DRIFT_COLUMNS: tuple[str, ...] = (*FEATURE_NAMES, "confidence", "predicted_label")
-# Methods whose score is a p-value (drift below the threshold); others are distances.
-P_VALUE_METHODS = frozenset({"ks", "chisquare", "z", "fisher_exact", "mannw", "t_test",
-                             "chi2_two_sample"})
+FEATURE_COLUMNS: tuple[str, ...] = (*FEATURE_NAMES, "confidence")
+DRIFT_COLUMNS: tuple[str, ...] = (*FEATURE_COLUMNS, "predicted_label")
 # The class-mix test of the predicted label: Evidently's "chisquare" takes the reference's
 # shares as exact, so a reference of a few hundred rows or fewer flags same-distribution
-# windows (see monitor.drift.classes.homogeneity); this one is registered with Evidently.
+# windows (see monitor.drift.classes.homogeneity); vidmon registers its own with Evidently.
 CLASS_MIX_TEST = "chi2_two_sample"
+NUMERIC_TEST = "ks"
+# The families of tests a verdict can be made of: the quality features and confidence
+# (one column each), the predicted class mix (prior shift), the embeddings within classes,
+# and the embeddings of each predicted class on its own.
+VERDICT_TESTS: tuple[str, ...] = ("features", "prior", "embedding", "per_class")
 
 
 @dataclass(frozen=True)
 class ReportPolicy:
     """Thresholds of a report's verdict.
 
-    ``alpha`` bounds the chance that a window drawn from the reference distribution is
-    called drift: half goes to the embedding test, half is split over the column tests
-    (Bonferroni), so one strongly drifted column is enough and a dozen clean ones do not
-    add up to false alarms.
+    A test flags drift only when its p-value is below its level *and* its effect size
+    reaches the minimum (see :mod:`monitor.drift.effect`): the p-value keeps clean small
+    windows quiet, the effect keeps clean large ones quiet, so a verdict means the same at
+    200 rows and at a million. ``alpha`` bounds the chance that a window drawn from the
+    reference distribution is called drift: it is split evenly over the families in
+    ``verdict_tests``, and within a family over its columns or classes (Bonferroni), so one
+    strongly drifted column is enough and a dozen clean ones do not add up to false alarms.
+    Families left out of the verdict are still tested and shown.
     """
 
     alpha: float = 0.05
     min_rows: int = 30
     per_class_min_rows: int = 30
+    verdict_tests: tuple[str, ...] = ("features", "prior", "embedding")
+    min_wasserstein: float = MIN_WASSERSTEIN
+    min_psi: float = MIN_PSI
+    min_auc: float = MIN_AUC
+
+    def __post_init__(self) -> None:
+        unknown = set(self.verdict_tests) - set(VERDICT_TESTS)
+        if unknown or not self.verdict_tests:
+            raise ValueError(f"verdict_tests must be some of {VERDICT_TESTS}, got "
+                             f"{self.verdict_tests}")
+
+    @property
+    def family_alpha(self) -> float:
+        """Each family's share of ``alpha``."""
+        return self.alpha / len(self.verdict_tests)
 
 
 @dataclass
@@ -94,6 +122,10 @@ class ReportSummary:
     realized_accuracy_low: float | None = None
     realized_accuracy_high: float | None = None
     queue_considered: int = 0
+    # Rows the statistical tests ran on, when they ran on a uniform sample of a larger
+    # window (or reference); None when they saw every row.
+    sample_rows: int | None = None
+    reference_sample_rows: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -138,59 +170,82 @@ def _drift_columns(reference: pd.DataFrame, current: pd.DataFrame, min_rows: int
     return columns, untested
 
 
-def _column_drift(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per-column score, method, threshold and verdict from a DataDriftPreset snapshot."""
-    columns = {}
-    for metric in snapshot["metrics"]:
-        config = metric["config"]
-        if not config["type"].endswith("ValueDrift"):
-            continue
-        score, threshold, method = float(metric["value"]), float(config["threshold"]), config["method"]
-        is_p_value = method in P_VALUE_METHODS or "p_value" in method
-        drifted = score < threshold if is_p_value else score >= threshold
-        columns[config["column"]] = {"score": score, "method": method, "threshold": threshold,
-                                     "drifted": bool(drifted)}
-    return columns
-
-
-def _class_mix_test(reference: pd.Series, current: pd.Series, feature_type: Any,
-                    threshold: float) -> tuple[float, bool]:
-    """Evidently's stattest signature over :func:`homogeneity`; undefined (NaN, stored as
-    null and not a drift) when one class is all there is, as Evidently's own test is."""
+def _class_counts(reference: pd.Series, current: pd.Series) -> np.ndarray:
+    """(2, classes) counts over the classes seen on either side."""
     keys = sorted(set(reference.dropna()) | set(current.dropna()))
-    if len(keys) < 2:
-        return float("nan"), False
-    counts = np.array([[int((reference == k).sum()) for k in keys],
-                       [int((current == k).sum()) for k in keys]])
+    return np.array([[int((reference == k).sum()) for k in keys],
+                     [int((current == k).sum()) for k in keys]]).reshape(2, len(keys))
+
+
+def numeric_test(reference: pd.Series, current: pd.Series, level: float,
+                 min_effect: float) -> dict[str, Any]:
+    """KS p-value and normalised Wasserstein effect of one numerical column; drift needs
+    both (NaN p-value: untested)."""
+    ref, cur = reference.dropna().to_numpy(float), current.dropna().to_numpy(float)
+    p_value = float(ks_2samp(ref, cur).pvalue) if len(ref) and len(cur) else float("nan")
+    effect = normalized_wasserstein(ref, cur)
+    return _column_result(NUMERIC_TEST, p_value, level, effect, "wasserstein_normed",
+                          min_effect)
+
+
+def class_mix_test(reference: pd.Series, current: pd.Series, level: float,
+                   min_effect: float) -> dict[str, Any]:
+    """Two-sample chi-square p-value (:func:`homogeneity`) and PSI of the class mix; drift
+    needs both. Undefined (NaN) when one class is all either side has."""
+    counts = _class_counts(reference, current)
     p_value = homogeneity(counts)[1]
-    return p_value, p_value < threshold
+    effect = psi(counts[0], counts[1]) if counts.shape[1] else float("nan")
+    return _column_result(CLASS_MIX_TEST, p_value, level, effect, "psi", min_effect)
 
 
-def _register_class_mix_test() -> None:
-    """Make :data:`CLASS_MIX_TEST` a method name Evidently resolves (registering again
-    replaces the entry with the same one)."""
+def _column_result(method: str, p_value: float, level: float, effect: float,
+                   effect_method: str, min_effect: float) -> dict[str, Any]:
+    defined = not np.isnan(p_value)
+    return {"score": p_value if defined else None, "method": method, "threshold": level,
+            "effect": None if np.isnan(effect) else effect, "effect_method": effect_method,
+            "min_effect": min_effect,
+            "drifted": bool(defined and p_value < level and effect >= min_effect)
+            if defined else None}
+
+
+def _evidently_test(name: str, kind: str, min_effect: float) -> str:
+    """Register with Evidently the test vidmon decides a column by (p-value and effect), so
+    its page flags the columns vidmon's verdict flags; returns the registered name."""
     from evidently.legacy.calculations.stattests import registry
     from evidently.legacy.core import ColumnType
 
+    decide = numeric_test if kind == "num" else class_mix_test
+    registered = f"vidmon_{name}_effect_{min_effect:g}"
+
+    def test(reference: pd.Series, current: pd.Series, feature_type: Any,
+             threshold: float) -> tuple[float, bool]:
+        result = decide(reference, current, threshold, min_effect)
+        return (float("nan") if result["score"] is None else result["score"],
+                bool(result["drifted"]))
+
+    column_type = ColumnType.Numerical if kind == "num" else ColumnType.Categorical
     registry.register_stattest(
-        registry.StatTest(name=CLASS_MIX_TEST, display_name="two-sample chi-square p_value",
-                          allowed_feature_types=[ColumnType.Categorical]),
-        default_impl=_class_mix_test)
+        registry.StatTest(name=registered, display_name=(
+            f"KS p_value, normalised Wasserstein >= {min_effect:g}" if kind == "num" else
+            f"two-sample chi-square p_value, PSI >= {min_effect:g}"),
+                          allowed_feature_types=[column_type]), default_impl=test)
+    return registered
 
 
 def _evidently_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], threshold: float,
-    timestamp: datetime,
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], policy: ReportPolicy,
+    feature_level: float, timestamp: datetime,
 ):
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    _register_class_mix_test()
     definition = DataDefinition(
         numerical_columns=[c for c in columns if c != "predicted_label"],
         categorical_columns=[c for c in columns if c == "predicted_label"])
-    preset = DataDriftPreset(columns=columns, num_method="ks", cat_method=CLASS_MIX_TEST,
-                             threshold=threshold)
+    preset = DataDriftPreset(
+        columns=columns, num_method=_evidently_test(NUMERIC_TEST, "num", policy.min_wasserstein),
+        cat_method=_evidently_test(CLASS_MIX_TEST, "cat", policy.min_psi),
+        num_threshold=feature_level, cat_threshold=policy.family_alpha)
     # Constant columns (a fixed fps or frame size) are kept: a jump from one constant to
     # another is drift. Evidently's summary statistics divide by their zero spread.
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -226,6 +281,65 @@ def macro_f1(true: np.ndarray, predicted: np.ndarray) -> float:
         recall = tp / recall_den if recall_den else 0.0
         scores.append(0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
     return float(np.mean(scores))
+
+
+def _shares(counts: dict[str, int], classes: tuple[str, ...]) -> dict[str, float]:
+    """Each class's share of a window from its counts."""
+    total = max(sum(counts.values()), 1)
+    return {c: counts.get(c, 0) / total for c in classes}
+
+
+def _sample_notes(reference: Window, current: Window, summary: ReportSummary) -> list[str]:
+    """Say which side's tests ran on a sample, and record the sample sizes."""
+    notes = []
+    for name, window, field_name in (("window", current, "sample_rows"),
+                                     ("reference", reference, "reference_sample_rows")):
+        if window.sampled:
+            setattr(summary, field_name, len(window))
+            notes.append(f"{name} tests on {len(window):,} of {window.total_rows:,} rows (a "
+                         "uniform sample drawn by the database); counts, class mix, realized "
+                         "accuracy and label coverage over every row")
+    return notes
+
+
+def _verdict(summary: ReportSummary, policy: ReportPolicy, features: list[str],
+             feature_level: float) -> tuple[str, list[str]]:
+    """The verdict and its reasons from the families' results: drift when a family in
+    ``policy.verdict_tests`` found it, insufficient data when none of them could be tested;
+    families outside the verdict that found drift are said as such."""
+    columns, embedding = summary.column_drift, summary.embedding_drift or {}
+    found: dict[str, str] = {}
+    flagged = [c for c in features if columns[c]["drifted"]]
+    if flagged:
+        found["features"] = (
+            f"{len(flagged)}/{len(features)} feature columns drifted (p < {feature_level:.2g} "
+            f"and normalised Wasserstein >= {policy.min_wasserstein:g}): " + ", ".join(
+                f"{c} (W={columns[c]['effect']:.2f})" for c in flagged))
+    prior = columns.get("predicted_label")
+    if prior and prior["drifted"]:
+        found["prior"] = (f"predicted class mix changed: p={prior['score']:.2g} < "
+                          f"{prior['threshold']:.2g}, PSI={prior['effect']:.2f} >= "
+                          f"{policy.min_psi:g}")
+    if embedding.get("drifted"):
+        found["embedding"] = (
+            f"embeddings moved within classes: p={embedding['p_value']:.4f} < "
+            f"{embedding['alpha']:.2g}, witness AUC={embedding['effect']:.2f} >= "
+            f"{policy.min_auc:g}")
+    classes = [c for c, r in summary.per_class_drift.items() if r["drifted"]]
+    if classes:
+        found["per_class"] = f"embeddings moved within {len(classes)} classes: " + ", ".join(
+            f"{c} (AUC={summary.per_class_drift[c]['effect']:.2f})" for c in classes)
+    tested = {"features": any(columns[c]["drifted"] is not None for c in features),
+              "prior": prior is not None and prior["drifted"] is not None,
+              "embedding": bool(embedding), "per_class": bool(summary.per_class_drift)}
+    reasons = [found[f] for f in policy.verdict_tests if f in found]
+    reasons += [f"not in the verdict: {found[f]}" for f in VERDICT_TESTS
+                if f in found and f not in policy.verdict_tests]
+    if any(f in found for f in policy.verdict_tests):
+        return "drift", reasons
+    if not any(tested[f] for f in policy.verdict_tests):
+        return "insufficient_data", [*reasons, "none of the verdict's tests could be run"]
+    return "no_drift", reasons
 
 
 def _result(result: DriftResult | None) -> dict[str, Any] | None:
@@ -281,31 +395,50 @@ def build_report(
     window's accuracy (with ``estimator``, the version's fitted estimators, when given)."""
     ref, cur = reference.frame, current.frame
     labeled = cur[cur["true_label"].notna()]
-    summary = ReportSummary(model_name, model_version, window_start, window_end, rows=len(cur),
-                            labeled_rows=len(labeled), reference_rows=len(ref),
-                            verdict="insufficient_data")
+    # Counts, class mix and labels come from the whole window; the tests from its sample.
+    whole = cur if current.population is None else current.population.labels
+    whole_labeled = whole[whole["true_label"].notna()]
+    summary = ReportSummary(model_name, model_version, window_start, window_end,
+                            rows=current.total_rows, labeled_rows=len(whole_labeled),
+                            reference_rows=reference.total_rows, verdict="insufficient_data")
+    notes = _sample_notes(reference, current, summary)
     if len(cur) < policy.min_rows or len(ref) < policy.min_rows:
         summary.reasons.append(f"needs {policy.min_rows} rows on each side, has {len(cur)} "
                                f"in the window and {len(ref)} in the reference")
         return MonitoringReport(summary, json.dumps({}), render_html(summary, {}))
 
     columns, untested = _drift_columns(ref, cur, policy.min_rows, len(label_names))
-    column_level = policy.alpha / 2 / max(len(columns), 1)
-    drift_snapshot = _evidently_drift(ref, cur, columns, column_level, window_end)
-    summary.column_drift = _column_drift(drift_snapshot.dict())
-    drifted = [c for c, v in summary.column_drift.items() if v["drifted"]]
-    summary.drift_share = len(drifted) / max(len(summary.column_drift), 1)
-    embedding = embedding_drift(reference.embeddings, current.embeddings, alpha=policy.alpha / 2)
+    features = [c for c in columns if c != "predicted_label"]
+    feature_level = policy.family_alpha / max(len(features), 1)
+    drift_snapshot = _evidently_drift(ref, cur, columns, policy, feature_level, window_end)
+    summary.column_drift = {c: numeric_test(ref[c], cur[c], feature_level,
+                                            policy.min_wasserstein) for c in features}
+    if "predicted_label" in columns:
+        summary.column_drift["predicted_label"] = class_mix_test(
+            ref["predicted_label"], cur["predicted_label"], policy.family_alpha, policy.min_psi)
+    untested += [f"{c} not tested: its test is undefined (a single value on both sides); "
+                 "not counted as no drift"
+                 for c, v in summary.column_drift.items() if v["drifted"] is None]
+    tested = [c for c, v in summary.column_drift.items() if v["drifted"] is not None]
+    summary.drift_share = (sum(bool(summary.column_drift[c]["drifted"]) for c in tested)
+                           / max(len(tested), 1))
+    predicted_ref = ref["predicted_label"].to_numpy()
+    predicted_cur = cur["predicted_label"].to_numpy()
+    embedding = embedding_drift(reference.embeddings, current.embeddings,
+                                alpha=policy.family_alpha, min_effect=policy.min_auc,
+                                strata=(predicted_ref, predicted_cur))
     summary.embedding_drift = _result(embedding)
     summary.label_shift = _result(label_shift(ref["predicted_label"], cur["predicted_label"],
-                                              label_names, policy.alpha))
+                                              label_names, policy.family_alpha, policy.min_psi))
     summary.per_class_drift = {c: asdict(r) for c, r in per_class_embedding_drift(
-        reference.embeddings, ref["predicted_label"].to_numpy(), current.embeddings,
-        cur["predicted_label"].to_numpy(), min_rows=policy.per_class_min_rows,
-        alpha=policy.alpha).items()}
+        reference.embeddings, predicted_ref, current.embeddings, predicted_cur,
+        min_rows=policy.per_class_min_rows, alpha=policy.family_alpha,
+        min_effect=policy.min_auc).items()}
     summary.class_frequencies = {
         "reference": class_frequencies(ref["predicted_label"], label_names),
-        "current": class_frequencies(cur["predicted_label"], label_names)}
+        "current": class_frequencies(cur["predicted_label"], label_names)
+        if current.population is None else _shares(current.population.class_counts,
+                                                   label_names)}
 
     summary.reference_accuracy = float((ref["true_label"] == ref["predicted_label"]).mean())
     method, estimates = label_free_estimates(reference, current, label_names, estimator)
@@ -314,23 +447,20 @@ def build_report(
     summary.estimate_method = method
     summary.estimated_accuracy = headline.value
     summary.estimated_accuracy_low, summary.estimated_accuracy_high = headline.low, headline.high
-    realized, summary.queue_considered = labeled_estimate(cur)
+    realized, summary.queue_considered = labeled_estimate(whole)
     if realized is not None:
         summary.realized_method = realized.method
         summary.realized_accuracy = realized.value
         summary.realized_accuracy_low, summary.realized_accuracy_high = realized.low, realized.high
     snapshots = {"data_drift": drift_snapshot}
+    if len(whole_labeled):
+        summary.macro_f1 = macro_f1(whole_labeled["true_label"].to_numpy(),
+                                    whole_labeled["predicted_label"].to_numpy())
     if len(labeled):
-        true, predicted = labeled["true_label"].to_numpy(), labeled["predicted_label"].to_numpy()
-        summary.macro_f1 = macro_f1(true, predicted)
         snapshots["classification"] = _evidently_classification(ref, labeled, window_end)
 
-    if embedding.drifted:
-        summary.reasons.append(f"embedding drift p={embedding.p_value:.4f} < {embedding.alpha}")
-    if drifted:
-        summary.reasons.append(f"{len(drifted)}/{len(summary.column_drift)} columns drifted at "
-                               f"p < {column_level:.2g} ({', '.join(drifted)})")
-    summary.verdict = "drift" if summary.reasons else "no_drift"
-    summary.reasons.extend(untested)  # said, but not a reason for the verdict
+    summary.verdict, reasons = _verdict(summary, policy, features, feature_level)
+    summary.reasons.extend(reasons)
+    summary.reasons.extend(untested + notes)  # said, but not reasons for the verdict
     snapshot_json = json.dumps({name: s.dict() for name, s in snapshots.items()}, default=str)
     return MonitoringReport(summary, snapshot_json, render_html(summary, snapshots), snapshots)

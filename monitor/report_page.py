@@ -92,6 +92,17 @@ _STYLE = (
     ".evidently{min-height:100px}")
 
 
+def _test(result: dict[str, Any] | None) -> str:
+    """A test's p-value against its level and its effect against its minimum."""
+    if not result:
+        return "not run"
+    text = f"p={_fmt(result.get('p_value'))} (level {_fmt(result.get('alpha'))})"
+    if result.get("effect_method"):
+        text += (f", {result['effect_method']}={_fmt(result.get('effect'))} "
+                 f"(minimum {_fmt(result.get('min_effect'))})")
+    return text + (": drift" if result.get("drifted") else "")
+
+
 def render_html(summary: "ReportSummary", snapshots: dict[str, Any]) -> str:
     """vidmon's summary page with the Evidently ``snapshots`` drawn below it."""
     import evidently
@@ -104,8 +115,8 @@ def render_html(summary: "ReportSummary", snapshots: dict[str, Any]) -> str:
             ("rows / labeled / reference", f"{s.rows} / {s.labeled_rows} / {s.reference_rows}"),
             ("verdict", s.verdict), ("reasons", "; ".join(s.reasons) or "none"),
             ("share of drifted columns", s.drift_share),
-            ("embedding drift p-value", (s.embedding_drift or {}).get("p_value")),
-            ("prior shift p-value", (s.label_shift or {}).get("p_value")),
+            ("embedding drift within classes", _test(s.embedding_drift)),
+            ("prior shift (predicted classes)", _test(s.label_shift)),
             ("estimated accuracy", _interval(s.estimated_accuracy, s.estimated_accuracy_low,
                                              s.estimated_accuracy_high, s.estimate_method)),
             ("realized accuracy", _interval(s.realized_accuracy, s.realized_accuracy_low,
@@ -116,8 +127,15 @@ def render_html(summary: "ReportSummary", snapshots: dict[str, Any]) -> str:
         f"<tr><td>{_fmt(c)}</td><td>{_fmt(s.class_frequencies.get('reference', {}).get(c))}</td>"
         f"<td>{_fmt(s.class_frequencies.get('current', {}).get(c))}</td>"
         f"<td>{_fmt(s.per_class_drift.get(c, {}).get('p_value'))}</td>"
+        f"<td>{_fmt(s.per_class_drift.get(c, {}).get('effect'))}</td>"
         f"<td>{'yes' if s.per_class_drift.get(c, {}).get('drifted') else ''}</td></tr>"
         for c in s.class_frequencies.get("reference", {}))
+    columns = "".join(
+        f"<tr><td>{_fmt(c)}</td><td>{_fmt(v['method'])}</td><td>{_fmt(v['score'])}</td>"
+        f"<td>{_fmt(v['threshold'])}</td><td>{_fmt(v.get('effect_method'))}</td>"
+        f"<td>{_fmt(v.get('effect'))}</td><td>{_fmt(v.get('min_effect'))}</td>"
+        f"<td>{ {True: 'yes', False: '', None: 'not tested'}[v['drifted']]}</td></tr>"
+        for c, v in s.column_drift.items())
     estimates = "".join(
         f"<tr><td>{_fmt(m)}</td><td>{_fmt(e['value'])}</td><td>{_fmt(e['low'])} – "
         f"{_fmt(e['high'])}</td></tr>" for m, e in s.accuracy_estimates.items())
@@ -133,8 +151,11 @@ def render_html(summary: "ReportSummary", snapshots: dict[str, Any]) -> str:
         f"<title>vidmon report: {_fmt(s.model_name)} v{_fmt(s.model_version)}, "
         f"{_fmt(s.window_end.isoformat())}</title><style>{_STYLE}</style></head><body>"
         f"<h1>vidmon monitoring report</h1><table>{rows}</table>"
+        "<h2>Columns: drift needs p below its level and an effect of at least its minimum</h2>"
+        "<table><tr><th>column</th><th>test</th><th>p-value</th><th>level</th><th>effect</th>"
+        f"<th>value</th><th>minimum</th><th>drifted</th></tr>{columns}</table>"
         "<h2>Accuracy without labels: every estimator, 95 % interval</h2>"
         f"<table><tr><th>method</th><th>estimate</th><th>interval</th></tr>{estimates}</table>"
         "<h2>Classes: share of predictions and embedding drift within each</h2>"
-        "<table><tr><th>class</th><th>reference</th><th>window</th><th>p-value</th>"
+        "<table><tr><th>class</th><th>reference</th><th>window</th><th>p-value</th><th>AUC</th>"
         f"<th>drifted</th></tr>{classes}</table>{sections}{scripts}</body></html>")

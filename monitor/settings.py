@@ -15,6 +15,15 @@ from pydantic import AliasChoices, BaseModel, Field, NonNegativeInt, PositiveInt
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+def comma_list(cls: type, value: object) -> object:
+    """A list setting from the environment: a JSON list or comma-separated values."""
+    if isinstance(value, str):
+        if value.strip().startswith("["):
+            return json.loads(value)
+        return [u.strip() for u in value.split(",") if u.strip()]
+    return value
+
+
 class TrainSettings(BaseModel):
     """How ``vidmon train`` builds its data and model."""
 
@@ -124,6 +133,26 @@ class MonitorSettings(BaseModel):
     alpha: float = Field(default=0.05, gt=0, lt=1,
                          description="chance that a clean window is called drift")
     min_rows: PositiveInt = 30
+    sample_rows: PositiveInt = Field(
+        default=50_000,
+        description="a window (or reference) larger than this is tested on a uniform sample "
+                    "of this many rows drawn by the database; counts, class mix and "
+                    "realized accuracy still cover every row")
+    verdict_tests: Annotated[tuple[Literal["features", "prior", "embedding", "per_class"], ...],
+                             NoDecode] = Field(
+        default=("features", "prior", "embedding"), min_length=1,
+        description="test families that can make a verdict drift (alpha is split over "
+                    "them): quality features and confidence, predicted class mix, embeddings "
+                    "within classes, each class's embeddings; the others are shown only")
+    min_wasserstein: float = Field(
+        default=0.2, ge=0, description="a feature drifts only if it also moved by this many "
+                                       "reference standard deviations (normalised Wasserstein)")
+    min_psi: float = Field(default=0.1, ge=0,
+                           description="the class mix drifts only if its PSI reaches this")
+    min_auc: float = Field(default=0.55, ge=0.5, le=1,
+                           description="embeddings drift only if the witness AUC reaches this")
+
+    _verdict_tests_list = field_validator("verdict_tests", mode="before")(comma_list)
     lateness_s: float = Field(
         default=15.0, ge=0,
         description="a window is reported this long after it ends, so that records a replica "
@@ -167,6 +196,12 @@ class RetrainSettings(BaseModel):
         description="recent clips are repeated (up to 4 times) until they make at least this "
                     "share of each fine-tuning epoch: a label budget's hundred-odd clips "
                     "otherwise drown in the original sample")
+    threads: PositiveInt | None = Field(
+        default=None, description="threads a retrain computes on; none: half the cores, so "
+                                  "that serving on the same machine keeps the rest")
+    nice: int = Field(default=10, ge=0, le=19,
+                      description="how much lower a retrain's scheduling priority is than "
+                                  "serving's (Unix nice increment)")
     holdout_fraction: float = Field(default=0.3, gt=0, lt=1,
                                     description="recent labeled clips kept for the gate")
     gate_margin: float = Field(default=0.02, ge=0,
@@ -206,14 +241,7 @@ class AlertSettings(BaseModel):
                                         "means the monitor stopped; default: twice the "
                                         "report interval plus the lateness")
 
-    @field_validator("webhook_urls", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):
-            if value.strip().startswith("["):
-                return json.loads(value)
-            return [u.strip() for u in value.split(",") if u.strip()]
-        return value
+    _comma_separated = field_validator("webhook_urls", mode="before")(comma_list)
 
     @field_validator("webhook_urls")
     @classmethod

@@ -357,7 +357,9 @@ def retrain_command(settings: Settings, decision_id: str | None) -> int:
     import json
 
     from monitor.retrain_policy import RetrainDecision
+    from training.resources import limit_process
 
+    limit_process(settings.retrain.threads, settings.retrain.nice)
     if decision_id is None:
         engine = create_store_engine(settings.database_url)
         upgrade_database(engine)

@@ -6,6 +6,7 @@ from monitor.drift.classes import (
     label_shift,
     per_class_embedding_drift,
 )
+from monitor.drift.effect import MIN_AUC, MIN_PSI, MIN_WASSERSTEIN, normalized_wasserstein, psi
 from monitor.drift.embedding import DriftResult, embedding_drift
 from monitor.drift.performance import (
     ConfidenceCalibration,
@@ -14,6 +15,9 @@ from monitor.drift.performance import (
 )
 
 __all__ = [
+    "MIN_AUC",
+    "MIN_PSI",
+    "MIN_WASSERSTEIN",
     "ConfidenceCalibration",
     "DriftResult",
     "class_frequencies",
@@ -22,5 +26,7 @@ __all__ = [
     "fit_confidence_calibration",
     "homogeneity",
     "label_shift",
+    "normalized_wasserstein",
     "per_class_embedding_drift",
+    "psi",
 ]

@@ -7,15 +7,19 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import chi2_contingency
 
+from monitor.drift.effect import MIN_AUC, MIN_PSI, psi
 from monitor.drift.embedding import DriftResult, embedding_drift
 
 
 def label_shift(
-    reference: Sequence[str], current: Sequence[str], labels: Sequence[str], alpha: float = 0.05
+    reference: Sequence[str], current: Sequence[str], labels: Sequence[str], alpha: float = 0.05,
+    min_effect: float = MIN_PSI,
 ) -> DriftResult:
-    """Chi-square test of homogeneity between two samples' class frequencies (prior shift).
+    """Chi-square test of homogeneity between two samples' class frequencies (prior shift),
+    with the population stability index as its effect: drift needs both.
 
     Classes absent from both samples are dropped; the statistic is Pearson's chi-square.
+    With fewer than two classes left the test is undefined: p-value NaN, not drift.
     """
     ref, cur = np.asarray(reference), np.asarray(current)
     if len(ref) == 0 or len(cur) == 0:
@@ -26,8 +30,10 @@ def label_shift(
     if unknown:
         raise ValueError(f"{unknown} labels are not among the {len(labels)} known classes")
     statistic, p_value = homogeneity(counts)
-    return DriftResult("chi_square", statistic, p_value, alpha, bool(p_value < alpha),
-                       len(ref), len(cur))
+    effect = psi(counts[0], counts[1])
+    return DriftResult("chi_square", statistic, p_value, alpha,
+                       bool(p_value < alpha and effect >= min_effect), len(ref), len(cur),
+                       effect, "psi", min_effect)
 
 
 def homogeneity(counts: np.ndarray) -> tuple[float, float]:
@@ -35,11 +41,12 @@ def homogeneity(counts: np.ndarray) -> tuple[float, float]:
     (2, classes): both samples' noise is in the test. (A goodness-of-fit test that takes
     the reference's shares as exact flagged 37 of 40 same-distribution windows of 200 rows
     against a 60-row reference at p < 0.01.) Classes absent from both are dropped; with
-    fewer than two left, there is nothing to compare: statistic 0, p-value 1."""
+    fewer than two left, or an empty sample, the test is undefined: NaN, which callers
+    must report as untested, never as "no drift"."""
     counts = np.asarray(counts)
     counts = counts[:, counts.sum(axis=0) > 0]
     if counts.shape[1] < 2 or (counts.sum(axis=1) == 0).any():
-        return 0.0, 1.0
+        return float("nan"), float("nan")
     statistic, p_value, _, _ = chi2_contingency(counts, correction=False)
     return float(statistic), float(p_value)
 
@@ -60,6 +67,7 @@ def per_class_embedding_drift(
     min_rows: int = 30,
     alpha: float = 0.05,
     seed: int = 0,
+    min_effect: float = MIN_AUC,
 ) -> dict[str, DriftResult]:
     """Embedding drift within each predicted class that has ``min_rows`` rows on both sides.
 
@@ -73,5 +81,6 @@ def per_class_embedding_drift(
         return {}
     level = alpha / len(tested)
     return {str(c): embedding_drift(reference_embeddings[ref_labels == c],
-                                    current_embeddings[cur_labels == c], alpha=level, seed=seed)
+                                    current_embeddings[cur_labels == c], alpha=level, seed=seed,
+                                    min_effect=min_effect)
             for c in tested}

@@ -12,6 +12,18 @@ block): the pooled rows, one byte per row and permutation, and one block; CPU or
 The kernel is a mixture of Gaussians with bandwidths 0.25x to 2x the median pairwise
 distance of a subsample of the pooled data (the median heuristic alone is dominated by the
 distance between classes); the permutation test keeps its level whatever the kernel.
+
+With ``strata`` (each row's predicted class), rows are permuted only within their class,
+so every permutation keeps both sides' class mix. That matters when the reference is
+class-balanced and a window is not: unrestricted permutations give the reference side a
+random class mix the observed split never has, the null statistics come out too large and
+the test is conservative (clean p-values averaged 0.73 instead of 0.5). The stratified
+test asks whether embeddings moved *within* classes; a change of class mix is the
+prior-shift test's question.
+
+The effect size is the AUC of the MMD witness function: the direction mean_cur - mean_ref
+in feature space, fitted on one half of each sample and scored on the other half (and the
+other way round), so it is 0.5 when nothing moved whatever the sample sizes.
 """
 
 from __future__ import annotations
@@ -22,13 +34,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from monitor.drift.effect import MIN_AUC, auc
+
 _BLOCK = 16_384
 BANDWIDTH_SCALES = (0.25, 0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
 class DriftResult:
-    """Outcome of a two-sample drift test."""
+    """Outcome of a two-sample drift test: drift needs ``p_value < alpha`` and, when the
+    test has an effect size, ``effect >= min_effect``."""
 
     method: str
     statistic: float
@@ -37,6 +52,9 @@ class DriftResult:
     drifted: bool
     reference_rows: int
     current_rows: int
+    effect: float | None = None
+    effect_method: str | None = None
+    min_effect: float | None = None
 
 
 def median_bandwidth(pooled: torch.Tensor, generator: torch.Generator, sample: int = 1000) -> float:
@@ -66,10 +84,13 @@ def embedding_drift(
     permutations: int = 200,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    strata: tuple[np.ndarray, np.ndarray] | None = None,
+    min_effect: float = MIN_AUC,
 ) -> DriftResult:
     """Two-sample test of whether ``current`` embeddings (n, d) come from the distribution of
-    ``reference`` embeddings (m, d). Returns the RFF-MMD^2 statistic and a permutation
-    p-value; drift is declared when p < alpha."""
+    ``reference`` embeddings (m, d). Returns the RFF-MMD^2 statistic, a permutation p-value
+    (within ``strata``, each side's row classes, when given) and the witness AUC; drift is
+    declared when p < alpha and the AUC reaches ``min_effect``."""
     x = torch.as_tensor(reference, dtype=torch.float32, device=device)
     y = torch.as_tensor(current, dtype=torch.float32, device=device)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
@@ -93,19 +114,69 @@ def embedding_drift(
     # labels is the observed split. Each permutation's mean difference is accumulated
     # block by block as (sum over its reference rows)/m - (sum over the rest)/n.
     total = m + n
-    labels = torch.zeros(permutations + 1, total, dtype=torch.bool)
-    labels[0, :m] = True
-    for p in range(1, permutations + 1):
-        labels[p, torch.randperm(total, generator=generator)[:m]] = True
-    labels = labels.to(device)
+    labels = _permuted_sides(m, n, permutations, generator, strata).to(device)
+    # Two halves of each side (alternate rows) for the witness: their mean features come
+    # out of the same pass as the permutations' differences, as four extra rows.
+    half = torch.arange(total) % 2 == 1
+    side = torch.arange(total) < m
+    groups = torch.stack([side & ~half, side & half, ~side & ~half, ~side & half]).float()
+    groups = (groups / groups.sum(dim=1, keepdim=True).clamp_min(1)).to(device)
     differences = torch.zeros(permutations + 1, features, device=device)
+    means = torch.zeros(4, features, device=device)
     for start in range(0, total, _BLOCK):
         block = _fourier_features(pooled[start : start + _BLOCK], weights, offsets)
         coefficients = torch.where(labels[:, start : start + _BLOCK], 1.0 / m, -1.0 / n)
         differences += coefficients @ block
+        means += groups[:, start : start + _BLOCK] @ block
     statistics = (differences**2).sum(dim=1).cpu()
     observed = float(statistics[0])
     # The observed split counts as one of the permutations (Phipson & Smyth, 2010), so the
     # p-value is never 0 and the test keeps its level exactly.
     p_value = float((1 + (statistics[1:] >= observed).sum()) / (permutations + 1))
-    return DriftResult("mmd_rff_permutation", observed, p_value, alpha, p_value < alpha, m, n)
+    effect = _witness_auc(pooled, weights, offsets, means, side, half)
+    drifted = p_value < alpha and effect >= min_effect
+    return DriftResult("mmd_rff_permutation", observed, p_value, alpha, bool(drifted), m, n,
+                       effect, "witness_auc", min_effect)
+
+
+def _permuted_sides(m: int, n: int, permutations: int, generator: torch.Generator,
+                    strata: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor:
+    """(permutations + 1, m + n) booleans, True where a row is on the reference side; row 0
+    is the observed split. With ``strata`` each class keeps its reference count."""
+    total = m + n
+    labels = torch.zeros(permutations + 1, total, dtype=torch.bool)
+    labels[0, :m] = True
+    if strata is None:
+        for p in range(1, permutations + 1):
+            labels[p, torch.randperm(total, generator=generator)[:m]] = True
+        return labels
+    ref_strata, cur_strata = (np.asarray(s) for s in strata)
+    if len(ref_strata) != m or len(cur_strata) != n:
+        raise ValueError(f"strata of {len(ref_strata)} and {len(cur_strata)} rows for samples "
+                         f"of {m} and {n}")
+    _, codes = np.unique(np.concatenate([ref_strata, cur_strata]).astype(str),
+                         return_inverse=True)
+    for code in np.unique(codes):
+        rows = torch.from_numpy(np.flatnonzero(codes == code))
+        on_reference = int((rows < m).sum())
+        for p in range(1, permutations + 1):
+            labels[p, rows[torch.randperm(len(rows), generator=generator)[:on_reference]]] = True
+    return labels
+
+
+def _witness_auc(pooled: torch.Tensor, weights: torch.Tensor, offsets: torch.Tensor,
+                 means: torch.Tensor, side: torch.Tensor, half: torch.Tensor) -> float:
+    """AUC of the witness fitted on one half of each sample and scored on the other half,
+    averaged over both ways round. ``means`` holds the halves' mean features in the order
+    reference even, reference odd, current even, current odd."""
+    # Even rows are scored by the witness of the odd halves and odd rows by the even one.
+    witness = torch.stack([means[3] - means[1], means[2] - means[0]])
+    scores = torch.empty(pooled.shape[0], device=pooled.device)
+    for start in range(0, pooled.shape[0], _BLOCK):
+        block = _fourier_features(pooled[start : start + _BLOCK], weights, offsets)
+        which = half[start : start + _BLOCK].long().to(pooled.device)
+        scores[start : start + _BLOCK] = (block * witness[which]).sum(dim=1)
+    scores = scores.cpu()
+    folds = [auc(scores[side & (half == odd)], scores[~side & (half == odd)])
+             for odd in (False, True)]
+    return float(np.mean(folds))

@@ -138,14 +138,43 @@ class LabeledClip:
 
 
 @dataclass(frozen=True)
+class WindowPopulation:
+    """What a whole window holds when a :class:`Window` carries only a sample of it: its
+    size and predicted-class counts (SQL aggregates), and every row that has a label or
+    that the labeling queue considered (light columns, no embeddings), which is all that
+    realized accuracy needs."""
+
+    rows: int
+    class_counts: dict[str, int]
+    labels: pd.DataFrame
+
+    @property
+    def labeled_rows(self) -> int:
+        """Rows of the window with a true label."""
+        return int(self.labels["true_label"].notna().sum())
+
+
+@dataclass(frozen=True)
 class Window:
-    """Rows of one model version and source: scalar columns, and embeddings in row order."""
+    """Rows of one model version and source: scalar columns, and embeddings in row order.
+    With ``population``, the rows are a uniform sample of a larger window."""
 
     frame: pd.DataFrame
     embeddings: np.ndarray
+    population: WindowPopulation | None = None
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    @property
+    def total_rows(self) -> int:
+        """Rows of the whole window."""
+        return len(self) if self.population is None else self.population.rows
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the frame is a sample of a larger window."""
+        return self.total_rows > len(self)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from monitor.store.records import (
     PredictionRecord,
     Source,
     Window,
+    WindowPopulation,
     as_utc,
     decode_embedding,
     is_issued_id,
@@ -43,6 +44,31 @@ def _stack_embeddings(blobs: list[tuple[bytes, str]]) -> np.ndarray:
         return np.frombuffer(b"".join(data for data, _ in blobs), dtype="<f4").reshape(
             len(blobs), -1).copy()
     return np.stack([decode_embedding(data, dtype) for data, dtype in blobs])
+
+
+_NEWEST = (predictions.c.created_at.desc(), predictions.c.id.desc())
+_LABEL_COLUMNS = ("predicted_label", "true_label", "queue_p_wrong", "queue_inclusion",
+                  "queue_selected")
+
+
+def _counts_query(conditions: list[sa.ColumnElement[bool]]) -> sa.Select:
+    """Rows per predicted class of a window."""
+    return (sa.select(predictions.c.predicted_label, sa.func.count())
+            .where(*conditions).group_by(predictions.c.predicted_label))
+
+
+def _labels_query(conditions: list[sa.ColumnElement[bool]]) -> sa.Select:
+    """A window's rows that carry a label or that the labeling queue considered."""
+    return sa.select(*[predictions.c[c] for c in _LABEL_COLUMNS]).where(
+        *conditions, sa.or_(predictions.c.true_label.is_not(None),
+                            predictions.c.queue_inclusion.is_not(None)))
+
+
+def _sample_query(query: sa.Select, conditions: list[sa.ColumnElement[bool]],
+                  sample: int) -> sa.Select:
+    """``sample`` rows of a window chosen uniformly at random: ids are random, so the
+    smallest ids are a uniform sample, the same one each time it is drawn."""
+    return query.where(*conditions).order_by(predictions.c.id).limit(sample)
 
 
 class PredictionRepository:
@@ -251,6 +277,20 @@ class PredictionRepository:
             row = connection.execute(query).first()
         return None if row is None else (row[0], row[1])
 
+    @staticmethod
+    def _window_conditions(model_name: str, model_version: str, source: Source,
+                           since: datetime | None, until: datetime | None,
+                           where: list[sa.ColumnElement[bool]] | None
+                           ) -> list[sa.ColumnElement[bool]]:
+        conditions = [predictions.c.model_name == model_name,
+                      predictions.c.model_version == model_version,
+                      predictions.c.source == source]
+        if since is not None:
+            conditions.append(predictions.c.created_at >= since)
+        if until is not None:
+            conditions.append(predictions.c.created_at < until)
+        return conditions + (where or [])
+
     def load_window(
         self,
         model_name: str,
@@ -261,28 +301,66 @@ class PredictionRepository:
         until: datetime | None = None,
         last: int | None = None,
         where: list[sa.ColumnElement[bool]] | None = None,
+        sample: int | None = None,
     ) -> Window:
         """Rows of one model version and source in time order: those in [since, until)
         (and matching ``where``), of those only the newest ``last`` when given. References
-        load the same way."""
-        columns = [predictions.c[name] for name in WINDOW_COLUMNS]
-        query = sa.select(*columns, predictions.c.embedding, predictions.c.embedding_dtype).where(
-            predictions.c.model_name == model_name,
-            predictions.c.model_version == model_version,
-            predictions.c.source == source)
-        if since is not None:
-            query = query.where(predictions.c.created_at >= since)
-        if until is not None:
-            query = query.where(predictions.c.created_at < until)
-        if where:
-            query = query.where(*where)
-        query = query.order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
-        if last is not None:
-            query = query.limit(last)
+        load the same way. A window of more than ``sample`` rows comes as a uniform random
+        sample of that many, drawn by the database (the rows with the smallest ids, which
+        are random), with the whole window's counts and labels beside it."""
+        conditions = self._window_conditions(model_name, model_version, source, since, until,
+                                             where)
+        query = sa.select(*[predictions.c[name] for name in WINDOW_COLUMNS],
+                          predictions.c.embedding, predictions.c.embedding_dtype)
+        population = None
+        if sample is not None:
+            if last is not None:
+                conditions = [predictions.c.id.in_(sa.select(predictions.c.id).where(
+                    *conditions).order_by(*_NEWEST).limit(last).scalar_subquery())]
+            population = self._population(conditions)
+            if population.rows <= sample:
+                population = None
+        if population is not None:
+            query = _sample_query(query, conditions, sample)
+        else:
+            query = query.where(*conditions).order_by(*_NEWEST)
+            if last is not None and sample is None:
+                query = query.limit(last)
         with self.engine.connect() as connection:
-            rows = connection.execute(query).all()[::-1]
-        frame = pd.DataFrame([row[: len(columns)] for row in rows], columns=list(WINDOW_COLUMNS))
-        return Window(frame, _stack_embeddings([(row[-2], row[-1]) for row in rows]))
+            rows = sorted(connection.execute(query).all(), key=lambda r: (r[1], r[0]))
+        frame = pd.DataFrame([row[:-2] for row in rows], columns=list(WINDOW_COLUMNS))
+        return Window(frame, _stack_embeddings([(row[-2], row[-1]) for row in rows]),
+                      population)
+
+    def _population(self, conditions: list[sa.ColumnElement[bool]]) -> WindowPopulation:
+        """A window's size and class counts (one GROUP BY) and its labeled or
+        queue-considered rows' light columns."""
+        with self.engine.connect() as connection:
+            class_counts = {label: int(n) for label, n in
+                            connection.execute(_counts_query(conditions))}
+            frame = pd.DataFrame(connection.execute(_labels_query(conditions)).all(),
+                                 columns=list(_LABEL_COLUMNS))
+        return WindowPopulation(sum(class_counts.values()), class_counts, frame)
+
+    def explain_window(self, model_name: str, model_version: str, since: datetime,
+                       until: datetime, sample: int) -> dict[str, str]:
+        """The database's plans (PostgreSQL: EXPLAIN ANALYZE, run) for a sampled window's
+        three queries: class counts, labeled rows, the sample."""
+        conditions = self._window_conditions(model_name, model_version, "production", since,
+                                             until, None)
+        statements = {"counts": _counts_query(conditions), "labels": _labels_query(conditions),
+                      "sample": _sample_query(sa.select(
+                          *[predictions.c[name] for name in WINDOW_COLUMNS],
+                          predictions.c.embedding), conditions, sample)}
+        postgres = self.engine.dialect.name == "postgresql"
+        prefix = "EXPLAIN (ANALYZE, BUFFERS) " if postgres else "EXPLAIN QUERY PLAN "
+        plans = {}
+        with self.engine.connect() as connection:
+            for name, statement in statements.items():
+                compiled = statement.compile(self.engine, compile_kwargs={"literal_binds": True})
+                rows = connection.exec_driver_sql(prefix + str(compiled)).all()
+                plans[name] = "\n".join(str(row[0] if postgres else row[-1]) for row in rows)
+        return plans
 
     def labeled_clips(self, model_name: str, since: datetime | None = None,
                       until: datetime | None = None, limit: int | None = None

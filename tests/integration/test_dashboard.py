@@ -127,7 +127,8 @@ def test_the_dashboard_shows_the_seeded_store_and_links_to_reports(dashboard) ->
     assert card("open alerts").splitlines()[1] == "1"  # the seeded drift alert
     assert "req/min" in card("service")
     alerts = browser.find_elements(By.CSS_SELECTOR, "#alerts tbody tr")
-    assert len(alerts) == 1 and "drift" in alerts[0].text and "(brightness) (report)" in alerts[0].text
+    assert len(alerts) == 1 and "drift" in alerts[0].text and "brightness (W=" in alerts[0].text \
+            and alerts[0].text.endswith("(report)")
     # the drift chart: alpha line, verdict markers, and where v2 took over
     threshold = browser.find_element(By.CSS_SELECTOR, "#drift-chart .threshold")
     assert float(threshold.get_attribute("data-value")) == pytest.approx(0.05)

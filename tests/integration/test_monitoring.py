@@ -148,7 +148,10 @@ def test_a_report_with_undefined_statistics_is_stored_on_every_database(reposito
     outcome = run_report_job(SETTINGS, repository, reports, lambda *_: one_class, now=HOUR)
     assert outcome.status == "reported"
     stored = reports.get(outcome.report_id)["summary"]["column_drift"]["predicted_label"]
-    assert stored["score"] is None and stored["drifted"] is False
+    # undefined is not "no drift": untested, and said
+    assert stored["score"] is None and stored["drifted"] is None
+    assert any(r.startswith("predicted_label not tested") for r in
+               reports.get(outcome.report_id)["summary"]["reasons"])
 
 
 def test_label_lags_measure_prediction_to_label(repository) -> None:

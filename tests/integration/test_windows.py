@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from monitor.features import FEATURE_NAMES
 from monitor.profile import ReferenceProfile
@@ -115,3 +116,72 @@ def test_a_window_is_reported_only_after_its_lateness(repository) -> None:
     late = run_report_job(settings, repository, reports, lambda *_: profile,
                           now=hour + timedelta(seconds=20))
     assert late.window_end == hour and late.status == "reported"
+
+
+def test_a_large_window_comes_as_a_database_drawn_uniform_sample_with_exact_counts(
+        repository) -> None:
+    from dataclasses import replace
+
+    from tests.factories import production_records
+
+    records = production_records(3000, T0, seed=3)
+    # a quarter labeled, two thirds of those right
+    records = [replace(r, true_label=(r.predicted_label if i % 12 else "a"))
+               if i % 4 == 0 else r for i, r in enumerate(records)]
+    repository.add_predictions(records)
+    end = T0 + timedelta(hours=2)
+
+    whole = repository.load_window("m", "1", until=end, sample=5000)
+    assert len(whole) == 3000 and whole.population is None and not whole.sampled
+
+    sample = repository.load_window("m", "1", until=end, sample=500)
+    assert len(sample) == 500 and sample.total_rows == 3000 and sample.sampled
+    assert sample.embeddings.shape == (500, 16)
+    population = sample.population
+    expected = pd.Series([r.predicted_label for r in records]).value_counts().to_dict()
+    assert population.class_counts == expected
+    assert population.labeled_rows == 750
+    assert list(sample.frame["created_at"]) == sorted(sample.frame["created_at"])
+    # the same rows each time, spread over the whole window, in the window's class mix
+    again = repository.load_window("m", "1", until=end, sample=500)
+    assert list(again.frame["id"]) == list(sample.frame["id"])
+    seconds = (pd.to_datetime(sample.frame["created_at"], utc=True) - T0).dt.total_seconds()
+    assert seconds.min() < 100 and seconds.max() > 2900 and 1200 < seconds.median() < 1800
+    shares = sample.frame["predicted_label"].value_counts(normalize=True)
+    assert all(abs(shares[c] - expected[c] / 3000) < 0.07 for c in expected)
+    # the newest M rows, sampled
+    newest = repository.load_window("m", "1", until=end, last=1000, sample=200)
+    assert newest.total_rows == 1000 and len(newest) == 200
+    assert min(pd.to_datetime(newest.frame["created_at"], utc=True)) >= T0 + timedelta(
+        seconds=2000)
+
+
+def test_the_report_job_tests_a_sample_and_counts_the_whole_window(repository) -> None:
+    from dataclasses import replace
+
+    from monitor.job import run_report_job
+    from monitor.settings import MonitorSettings
+    from monitor.store.reports import ReportRepository
+    from tests.factories import production_records, reference_profile
+
+    records = production_records(2400, T0, seed=4)
+    records = [replace(r, true_label=(r.predicted_label if i % 3 else "a"))
+               if i % 2 == 0 else r for i, r in enumerate(records)]
+    repository.add_predictions(records)
+    labeled = [r for r in records if r.true_label is not None]
+    right = sum(r.true_label == r.predicted_label for r in labeled) / len(labeled)
+    reports = ReportRepository(repository.engine)
+    settings = MonitorSettings(interval_s=3600, lateness_s=0, window_minutes=60,
+                               sample_rows=400)
+    outcome = run_report_job(settings, repository, reports,
+                             lambda *_: reference_profile(), now=T0 + timedelta(hours=1))
+    summary = reports.get(outcome.report_id)["summary"]
+    assert summary["rows"] == 2400 and summary["sample_rows"] == 400
+    assert summary["labeled_rows"] == 1200
+    assert summary["realized_accuracy"] == pytest.approx(right)
+    assert summary["reference_sample_rows"] is None  # 300 reference rows: all tested
+    assert "window tests on 400 of 2,400 rows (a uniform sample drawn by the database); " \
+           "counts, class mix, realized accuracy and label coverage over every row" \
+           in summary["reasons"]
+    shares = summary["class_frequencies"]["current"]
+    assert shares["a"] == pytest.approx(sum(r.predicted_label == "a" for r in records) / 2400)

@@ -73,7 +73,9 @@ def test_noise_and_frame_rate_drift_are_flagged(drifted: str, kwargs: dict) -> N
 def test_embedding_drift_alone_can_decide_the_verdict() -> None:
     result = report(window(400, seed=3, emb_shift=0.6)).summary
     assert result.verdict == "drift"
-    assert any("embedding drift" in reason for reason in result.reasons)
+    assert any(r.startswith("embeddings moved within classes") for r in result.reasons)
+    assert result.embedding_drift["effect_method"] == "witness_auc"
+    assert result.embedding_drift["effect"] >= 0.55
 
 
 def test_labels_add_realized_accuracy_and_the_classification_report() -> None:
