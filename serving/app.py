@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from monitor.alerts import Alerter, Sender, check_monitor
@@ -35,7 +34,7 @@ from serving.admin import router as admin_router
 from serving.batcher import DynamicBatcher
 from serving.dashboard import router as dashboard_router
 from serving.docs import router as docs_router
-from serving.http import BodyLimit, install_error_handlers, internal_error
+from serving.http import BodyLimit, Observe, install_error_handlers
 from serving.metrics import MonitoringCollector, ServiceMetrics
 from serving.routes import router
 from serving.service import PredictionService
@@ -173,20 +172,13 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
     app.state.source = source
 
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, limit_for=_body_limit(serve))  # inside _observe: counted
+    app.add_middleware(BodyLimit, limit_for=_body_limit(serve))  # inside Observe: counted
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next):  # type: ignore[no-untyped-def]
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception as exc:  # a bug: answered here, so the connection stays usable
-            response = internal_error(exc)
-        # The route template, not the raw path: unknown paths must not grow the label set.
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.latency.labels(route=route).observe(time.perf_counter() - started)
-        metrics.requests.labels(route=route, status=str(response.status_code)).inc()
-        return response
+    def observe(route: str, status: int, seconds: float) -> None:
+        metrics.latency.labels(route=route).observe(seconds)
+        metrics.requests.labels(route=route, status=str(status)).inc()
+
+    app.add_middleware(Observe, observe=observe)
 
     app.include_router(router)
     app.include_router(monitoring_router)

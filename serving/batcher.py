@@ -1,20 +1,23 @@
 """Dynamic batching: concurrent requests share one forward pass.
 
 The unit of work is a group of clips (the clips of one video): a group is never split, so
-its clips share one forward pass and one model version. The batch is collected by
-:func:`collect_batch`, a small coroutine over a queue that is testable alone;
-:class:`DynamicBatcher` runs it in a loop and calls the model in a single worker thread,
-so the event loop never blocks on a forward pass. Only torch-free imports here: any
-callable from a batch of clips to arrays can be the model.
+its clips share one forward pass and one model version. The model runs in one thread of
+its own that takes its next batch straight from a thread-safe queue (:func:`collect_batch`,
+testable alone) the moment the last forward pass ends, so the model never waits for the
+event loop to get round to it: under load the loop is busy parsing requests, and handing
+batches over through it left the model idle (measured: 0.4 of 2 cores unused at
+concurrency 32). Answers go back to the loop with ``call_soon_threadsafe``. Only torch-free
+imports here: any callable from a batch of clips to arrays can be the model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 # (N, T, H, W, 3) uint8 -> arrays with one row per clip (probabilities, embeddings, ...)
 Outputs = tuple[np.ndarray, ...]
 PredictFn = Callable[[np.ndarray], Outputs]
+STOP = object()  # put on the queue: finish what is ahead of it, then stop
 
 
 @dataclass
@@ -36,35 +40,39 @@ class _Pending:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-async def collect_batch(
-    queue: asyncio.Queue[Any], max_size: int, max_wait_s: float,
+def collect_batch(
+    source: queue.Queue[Any], max_size: int, max_wait_s: float,
     size: Callable[[Any], int] = lambda _: 1, carry: list[Any] | None = None,
-) -> list[Any]:
-    """Wait for one item (or take the one in ``carry``), then take more until their ``size``
-    adds up to ``max_size`` or ``max_wait_s`` has passed. An item that would overflow the
-    batch is left in ``carry`` to start the next one (an item bigger than ``max_size`` goes
-    alone)."""
+) -> tuple[list[Any], bool]:
+    """Block for one item (or take the one in ``carry``), then take more until their
+    ``size`` adds up to ``max_size`` or ``max_wait_s`` has passed. An item that would
+    overflow the batch is left in ``carry`` to start the next one (an item bigger than
+    ``max_size`` goes alone). Returns the batch and whether :data:`STOP` was reached."""
     carry = [] if carry is None else carry
-    batch = [carry.pop() if carry else await queue.get()]
-    total = size(batch[0])
+    first = carry.pop() if carry else source.get()
+    if first is STOP:
+        return [], True
+    batch, total = [first], size(first)
     deadline = time.perf_counter() + max_wait_s
     while total < max_size:
-        if not queue.empty():
-            item = queue.get_nowait()
-        else:
+        try:
+            item = source.get_nowait()
+        except queue.Empty:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
             try:
-                item = await asyncio.wait_for(queue.get(), remaining)
-            except TimeoutError:
+                item = source.get(timeout=remaining)
+            except queue.Empty:
                 break
+        if item is STOP:
+            return batch, True
         if total + size(item) > max_size:
             carry.append(item)
             break
         batch.append(item)
         total += size(item)
-    return batch
+    return batch, False
 
 
 @dataclass(frozen=True)
@@ -75,9 +83,20 @@ class BatchStats:
     seconds: float
 
 
+def _settle(future: asyncio.Future[Outputs], result: Outputs | None,
+            error: BaseException | None) -> None:
+    """On the event loop: answer a request unless its client already went away."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
+
+
 class DynamicBatcher:
     """Groups concurrent ``submit`` calls into batches of at most ``max_batch_size`` clips
-    for ``predict``."""
+    for ``predict``, which runs in the batcher's own thread."""
 
     def __init__(
         self,
@@ -91,32 +110,29 @@ class DynamicBatcher:
         self.predict = predict
         self.max_queued_clips = max_queued_clips
         self.deadline_s = deadline_s
-        self._queued_clips = 0
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.on_batch = on_batch
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queued_clips = 0
+        self._count_lock = threading.Lock()
+        self._queue: queue.Queue[Any] = queue.Queue()
         self._carry: list[_Pending] = []  # a group that did not fit the last batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidmon-model")
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     async def start(self) -> None:
-        """Start the batching loop on the running event loop."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="vidmon-batcher")
+        """Start the model thread; answers go to the running event loop."""
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(target=self._run, name="vidmon-model", daemon=True)
+            self._thread.start()
 
     async def stop(self) -> None:
-        """Finish queued work, then stop the loop and the model thread."""
-        while not self._queue.empty() or self._carry:
-            await asyncio.sleep(0.005)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        self._executor.shutdown(wait=True)
+        """Finish queued work, then stop the model thread."""
+        if self._thread is not None:
+            self._queue.put(STOP)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            self._thread = None
 
     @property
     def queued(self) -> int:
@@ -126,54 +142,63 @@ class DynamicBatcher:
     async def submit(self, clips: np.ndarray) -> Outputs:
         """The model's outputs for a group of clips (K, T, H, W, 3): its K rows of each
         array, all from one forward pass."""
-        if self._task is None:
+        if self._thread is None:
             raise RuntimeError("the batcher is not started")
-        if self._queued_clips + len(clips) > self.max_queued_clips:
-            raise Overloaded(f"{self._queued_clips} clips are waiting for the model (limit "
-                             f"{self.max_queued_clips}, max_queued_clips); retry shortly")
+        with self._count_lock:
+            if self._queued_clips + len(clips) > self.max_queued_clips:
+                raise Overloaded(f"{self._queued_clips} clips are waiting for the model "
+                                 f"(limit {self.max_queued_clips}, max_queued_clips); retry "
+                                 "shortly")
+            self._queued_clips += len(clips)
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        self._queued_clips += len(clips)
-        await self._queue.put(_Pending(clips, future))
+        self._queue.put(_Pending(clips, future))
         return await future
+
+    def _answer(self, item: _Pending, result: Outputs | None = None,
+                error: BaseException | None = None) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_settle, item.future, result, error)
 
     def _expire(self, batch: list[_Pending]) -> list[_Pending]:
         """Answer the groups that waited past the deadline (504) and drop them: their
         clients have likely given up, and running them would delay everyone behind."""
         now = time.perf_counter()
         live = []
+        with self._count_lock:
+            self._queued_clips -= sum(len(item.clips) for item in batch)
         for item in batch:
-            self._queued_clips -= len(item.clips)
             if now - item.enqueued <= self.deadline_s:
                 live.append(item)
-            elif not item.future.done():
-                item.future.set_exception(DeadlineExceeded(
+            else:
+                self._answer(item, error=DeadlineExceeded(
                     f"waited over the limit of {self.deadline_s:g} s for the model "
                     "(request_deadline_s); retry shortly", retry_after_s=1))
         return live
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = self._expire(await collect_batch(
+    def _run(self) -> None:
+        """The model thread: batch, forward, answer, until :data:`STOP`."""
+        stopping = False
+        while not stopping or self._carry:
+            batch, stop = collect_batch(
                 self._queue, self.max_batch_size, self.max_wait_s,
-                size=lambda item: len(item.clips), carry=self._carry))
+                size=lambda item: len(item.clips), carry=self._carry)
+            stopping = stopping or stop
+            batch = self._expire(batch)
             if not batch:
                 continue
             started = time.perf_counter()
             try:
                 clips = np.concatenate([item.clips for item in batch])
-                outputs = await loop.run_in_executor(self._executor, self.predict, clips)
+                outputs = self.predict(clips)
             except Exception as exc:  # the model failed: fail these requests, keep serving
                 log.exception("forward pass of %d clips failed", len(batch))
                 for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                    self._answer(item, error=exc)
                 continue
             offset = 0
             for item in batch:
                 rows = slice(offset, offset + len(item.clips))
                 offset += len(item.clips)
-                if not item.future.done():
-                    item.future.set_result(tuple(array[rows] for array in outputs))
+                self._answer(item, tuple(array[rows] for array in outputs))
             if self.on_batch:
                 self.on_batch(BatchStats(len(clips), time.perf_counter() - started))

@@ -106,11 +106,18 @@ async def _read(upload: UploadFile, limit: int) -> Upload:
 async def _predict(request: Request, files: list[UploadFile], segments: bool
                    ) -> list[PredictionOut]:
     started = time.perf_counter()
-    service = _service(request)
+    _service(request)  # not ready: 503 before reading the files
     serve = request.app.state.settings.serve
     if len(files) > serve.max_files_per_request:
         raise InvalidInput(f"at most {serve.max_files_per_request} files per request")
     uploads = [await _read(f, serve.max_upload_bytes) for f in files]
+    return await _predict_uploads(request, uploads, segments, started)
+
+
+async def _predict_uploads(request: Request, uploads: list[Upload], segments: bool,
+                           started: float | None = None) -> list[PredictionOut]:
+    started = started or time.perf_counter()
+    service = _service(request)
     prepared = await service.prepare_all(uploads)
     results = await asyncio.gather(*[service.predict(p) for p in prepared])
     total_ms = (time.perf_counter() - started) * 1000
@@ -124,12 +131,42 @@ Segments = Annotated[bool, Query(description="include each clip's label, confide
 PREDICT_ERRORS = responses(400, 413, 415, 422, 503, 504)
 
 
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+# The file may also be the request body itself, with its own Content-Type.
+RAW_BODY = {"requestBody": {"content": {"application/x-npy": _BINARY, "video/*": _BINARY,
+                                        "image/gif": _BINARY}}}
+
+
+async def _read_body(request: Request, limit: int) -> Upload:
+    """The request body as the upload (its size is held to ``limit`` while it streams)."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes "
+                                  "(max_upload_bytes)")
+    return Upload(bytes(data), None, request.headers.get("content-type"))
+
+
 @router.post("/v1/predict", response_model=PredictionOut, response_model_exclude_none=True,
-             tags=["predict"], responses=PREDICT_ERRORS)
-async def predict(request: Request, file: Annotated[UploadFile, File()],
+             tags=["predict"], responses=PREDICT_ERRORS, openapi_extra=RAW_BODY)
+async def predict(request: Request,
+                  file: Annotated[UploadFile | None, File(description="the video or clip")]
+                  = None,
                   segments: Segments = False) -> PredictionOut:
     """Classify one video file (mp4, webm, avi, mkv, mov, gif...) or raw uint8 ``.npy`` clip.
-    A video longer than one clip of the model is classified as several clips."""
+    A video longer than one clip of the model is classified as several clips.
+
+    Send the file as the multipart form field ``file``, or as the request body itself with
+    its own ``Content-Type`` (``application/x-npy``, ``video/mp4``, ...): the raw body skips
+    multipart parsing, the cheaper path for high request rates."""
+    if file is None:
+        _service(request)
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            raise InvalidInput("the form has no file in the field 'file'")
+        upload = await _read_body(request, request.app.state.settings.serve.max_upload_bytes)
+        return (await _predict_uploads(request, [upload], segments))[0]
     return (await _predict(request, [file], segments))[0]
 
 
@@ -211,7 +248,7 @@ class QueueOut(BaseModel):
 
 
 @router.get("/v1/labeling/queue", response_model=QueueOut, tags=["feedback"],
-            responses=responses(422, 503))
+            responses=responses(409, 422, 503))
 async def labeling_queue(request: Request,
                          limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> QueueOut:
     """Up to ``limit`` predictions of the window now filling to label next, chosen by

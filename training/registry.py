@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from monitor.alerts import Alerter
+from monitor.errors import Conflict
 from monitor.card import ModelCard
 from monitor.profile import ReferenceProfile
 from monitor.runtime import ModelRuntime
@@ -226,7 +227,12 @@ def profile_loader(settings: Settings) -> Callable[[str, str], ReferenceProfile]
     def load(name: str, version: str) -> ReferenceProfile:
         if (name, version) not in cache:
             run_id = MlflowClient().get_model_version(name, version).run_id
-            cache[(name, version)] = load_reference_profile(run_id)
+            try:
+                cache[(name, version)] = load_reference_profile(run_id)
+            except MlflowException:
+                raise Conflict(f"{name} version {version} has no reference profile in its "
+                               "MLflow run: register models with vidmon register or vidmon "
+                               "train; drift reports and the labeling queue need it") from None
         return cache[(name, version)]
 
     return load

@@ -107,6 +107,28 @@ def test_bad_input_gets_a_clear_4xx_and_writes_nothing(
     assert _rows(repository, client) == 0
 
 
+def test_the_file_can_be_the_request_body_itself(server) -> None:
+    client, repository = server
+    clip = npy_bytes(sample_clip())
+    as_form = client.post("/v1/predict", files={"file": ("a.npy", clip, "application/x-npy")})
+    as_body = client.post("/v1/predict", content=clip,
+                          headers={"content-type": "application/x-npy"})
+    video = client.post("/v1/predict", content=video_bytes(".mp4"),
+                        headers={"content-type": "video/mp4"})
+    assert as_form.status_code == as_body.status_code == video.status_code == 200, video.text
+    assert as_body.json()["top_k"] == as_form.json()["top_k"]
+    assert _rows(repository, client) == 3
+    # the same rules as for a form's file: type, emptiness, size
+    assert client.post("/v1/predict", content=clip,
+                       headers={"content-type": "text/plain"}).status_code == 415
+    assert client.post("/v1/predict", content=b"",
+                       headers={"content-type": "video/mp4"}).status_code == 422
+    too_big = client.post("/v1/predict", content=b"\0" * 300_000,
+                          headers={"content-type": "video/mp4"})
+    assert too_big.status_code == 413 and "max_upload_bytes" in too_big.json()["detail"]
+    assert _rows(repository, client) == 3
+
+
 def test_one_bad_file_rejects_a_batch_whole(server) -> None:
     client, repository = server
     files = [("files", ("ok.npy", npy_bytes(sample_clip()), "application/x-npy")),

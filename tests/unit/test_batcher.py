@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 
 import numpy as np
 import pytest
 
-from serving.batcher import BatchStats, DynamicBatcher, collect_batch
+from serving.batcher import STOP, BatchStats, DynamicBatcher, collect_batch
 
 
 class CountingModel:
@@ -33,32 +34,41 @@ def _clip(value: int, clips: int = 1) -> np.ndarray:
 
 
 def test_collect_batch_takes_what_is_queued_up_to_the_limit() -> None:
-    async def scenario() -> tuple[int, int, int]:
-        queue: asyncio.Queue = asyncio.Queue()
-        for i in range(5):
-            queue.put_nowait(i)
-        first = await collect_batch(queue, max_size=3, max_wait_s=0.0)
-        second = await collect_batch(queue, max_size=3, max_wait_s=0.0)
-        return len(first), len(second), queue.qsize()
-
-    assert asyncio.run(scenario()) == (3, 2, 0)
+    source: queue.Queue = queue.Queue()
+    for i in range(5):
+        source.put_nowait(i)
+    first, _ = collect_batch(source, max_size=3, max_wait_s=0.0)
+    second, stopped = collect_batch(source, max_size=3, max_wait_s=0.0)
+    assert (len(first), len(second), source.qsize(), stopped) == (3, 2, 0, False)
 
 
 def test_collect_batch_waits_for_late_items_until_the_deadline() -> None:
-    async def scenario() -> int:
-        queue: asyncio.Queue = asyncio.Queue()
-        queue.put_nowait("a")
+    source: queue.Queue = queue.Queue()
+    source.put_nowait("a")
+    threading.Timer(0.02, source.put_nowait, args=("b",)).start()
+    batch, _ = collect_batch(source, max_size=8, max_wait_s=0.5)
+    assert batch == ["a", "b"]
 
-        async def late() -> None:
-            await asyncio.sleep(0.02)
-            queue.put_nowait("b")
 
-        task = asyncio.create_task(late())
-        batch = await collect_batch(queue, max_size=8, max_wait_s=0.5)
-        await task
-        return len(batch)
+def test_collect_batch_stops_at_the_stop_marker_after_what_is_ahead_of_it() -> None:
+    source: queue.Queue = queue.Queue()
+    for item in ("a", STOP, "b"):
+        source.put_nowait(item)
+    assert collect_batch(source, max_size=8, max_wait_s=0.0) == (["a"], True)
 
-    assert asyncio.run(scenario()) == 2
+
+def test_stop_answers_every_queued_request_first() -> None:
+    async def scenario() -> list[float]:
+        model = CountingModel()
+        batcher = DynamicBatcher(model, max_batch_size=2, max_wait_ms=0)
+        await batcher.start()
+        pending = [asyncio.create_task(batcher.submit(_clip(i, clips=2 if i % 2 else 1)))
+                   for i in range(7)]
+        await asyncio.sleep(0)
+        await batcher.stop()
+        return [float(task.result()[0][0, 0]) for task in pending]
+
+    assert asyncio.run(scenario()) == [float(i * 54) for i in range(7)]
 
 
 def test_concurrent_submits_share_forward_passes_and_get_their_own_answers() -> None:
@@ -77,7 +87,7 @@ def test_concurrent_submits_share_forward_passes_and_get_their_own_answers() -> 
     assert sum(model.batch_sizes) == 20
     assert max(model.batch_sizes) == 8 and len(model.batch_sizes) <= 4
     assert [s.size for s in stats] == model.batch_sizes
-    assert model.threads == {"vidmon-model_0"}  # the model never runs on the event loop
+    assert model.threads == {"vidmon-model"}  # the model never runs on the event loop
 
 
 def test_a_failing_batch_fails_its_requests_and_the_batcher_keeps_serving() -> None:
