@@ -86,25 +86,33 @@ class Server:
     """``vidmon serve`` as a subprocess on 127.0.0.1."""
 
     def __init__(self, env: dict[str, str], workdir: Path, command: list[str] | None = None,
-                 log: str = "server.log") -> None:
-        """``command`` (default ``vidmon serve``) gets ``--port N`` appended."""
+                 log: str = "server.log", ready_path: str = "/readyz") -> None:
+        """``command`` (default ``vidmon serve``) gets ``--port N`` appended; the server is
+        up once ``ready_path`` answers 200."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = command or [sys.executable, "-m", "simulations.cli", "serve"]
         self.process = subprocess.Popen(
             [*command, "--port", str(self.port)],
             cwd=workdir, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL, stderr=open(workdir / log, "ab"))
+            stdout=subprocess.DEVNULL, stderr=open(workdir / log, "ab"),
+            start_new_session=True)  # its own process group, to pause it whole
         deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{ready_path}", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start; see {workdir / log}")
             time.sleep(0.2)
+
+    def pause(self, paused: bool) -> None:
+        """Stop (SIGSTOP) or resume (SIGCONT) the server and its child processes: an idle
+        server that polls (LitServe's workers spin on their queue) must not take CPU from
+        the one being measured."""
+        os.killpg(self.process.pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
     def stop(self) -> None:
         """Graceful shutdown (SIGTERM): uvicorn drains, the writer flushes."""
@@ -113,9 +121,15 @@ class Server:
 
 
 async def load(url: str, payload: bytes, requests: int, concurrency: int,
-               latencies: list[float] | None = None) -> tuple[float, int]:
+               latencies: list[float] | None = None, raw_body: bool = False
+               ) -> tuple[float, int]:
     """Send ``requests`` predictions with ``concurrency`` in flight; clips/s and failures
-    (each request's seconds appended to ``latencies`` when given)."""
+    (each request's seconds appended to ``latencies`` when given). The clip goes as a
+    multipart file, or with ``raw_body`` as the request body itself."""
+    if raw_body:
+        upload = {"content": payload, "headers": {"content-type": "application/x-npy"}}
+    else:
+        upload = {"files": {"file": ("c.npy", payload, "application/x-npy")}}
     remaining = iter(range(requests))
     failures = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -124,14 +138,12 @@ async def load(url: str, payload: bytes, requests: int, concurrency: int,
             nonlocal failures
             for _ in remaining:
                 sent = time.perf_counter()
-                response = await client.post(
-                    "/v1/predict", files={"file": ("c.npy", payload, "application/x-npy")})
+                response = await client.post("/v1/predict", **upload)
                 if latencies is not None:
                     latencies.append(time.perf_counter() - sent)
                 failures += response.status_code != 200
         for _ in range(2):  # warm-up
-            await client.post("/v1/predict", files={"file": ("c.npy", payload,
-                                                              "application/x-npy")})
+            await client.post("/v1/predict", **upload)
         started = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(concurrency)])
         return requests / (time.perf_counter() - started), failures
