@@ -3,10 +3,10 @@
 - speed: 10k x 128 per side, ours vs Evidently's ``MMDDriftMethod`` called directly (its
   bare cost: the dense (m+n)^2 kernel, without report overhead), on cases with and without
   drift, and whether the two agree on each verdict;
-- scale: 100k x 128 per side, ours alone;
+- scale: 100k and 1M x 128 per side, ours alone;
 - calibration: false-alarm rate at alpha = 0.05 over ``--trials`` clean windows.
 
-Usage: python bench/embedding_drift_bench.py [--trials 100] [--skip-evidently]
+Usage: python bench/embedding_drift_bench.py [--trials 100] [--skip-evidently] [--large 1000000]
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--skip-evidently", action="store_true")
+    parser.add_argument("--large", type=int, nargs="*", default=[1_000_000],
+                        help="rows per side of the largest cases (none: skip them)")
     args = parser.parse_args()
     print(f"{torch.get_num_threads()} torch threads")
     reference = mixture(10_000, seed=1)
@@ -75,7 +77,7 @@ def main() -> None:
             agreements.append(ours == theirs)
             line += (f" | evidently drift={theirs!s:5} {theirs_s:6.2f} s | "
                      f"{theirs_s / ours_s:5.1f}x faster, {'agree' if ours == theirs else 'DISAGREE'}")
-        print(line)
+        print(line, flush=True)
     if ratios:
         print(f"speed-up over Evidently MMD: min {min(ratios):.1f}x, median "
               f"{float(np.median(ratios)):.1f}x; verdicts agree on {sum(agreements)}/"
@@ -86,6 +88,14 @@ def main() -> None:
     clean, clean_p, clean_s = timed(big_reference, mixture(100_000, seed=5))
     print(f"100k x {DIM} per side: shift 0.05 drift={drifted} p={p_value:.3f} in {seconds:.1f} s;"
           f" clean drift={clean} p={clean_p:.3f} in {clean_s:.1f} s")
+
+    for size in args.large:
+        huge_reference = mixture(size, seed=6)
+        drifted, p_value, seconds = timed(huge_reference, mixture(size, seed=7, shift=0.3))
+        clean, clean_p, clean_s = timed(huge_reference, mixture(size, seed=8))
+        print(f"{size // 1000}k x {DIM} per side: shift 0.3 drift={drifted} p={p_value:.3f} in "
+              f"{seconds:.1f} s; clean drift={clean} p={clean_p:.3f} in {clean_s:.1f} s",
+              flush=True)
 
     alarms = 0
     started = time.perf_counter()

@@ -30,7 +30,7 @@ def policy_from(settings: Settings) -> RetrainPolicy:
     return RetrainPolicy(windows=retrain.windows,
                          min_labeled=retrain.labeled_needed(settings.monitor.min_rows),
                          cooldown=timedelta(minutes=retrain.cooldown_minutes),
-                         accuracy_drop=retrain.accuracy_drop, alpha=settings.monitor.alpha)
+                         accuracy_drop=retrain.accuracy_drop)
 
 
 HISTORY = 200  # reports looked at to find where the current drift run began

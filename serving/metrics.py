@@ -126,6 +126,11 @@ def _report_gauges(latest: list[dict[str, Any]], now: Any) -> Iterator[GaugeMetr
                  "-1 not decided (too few rows)", lambda r: VERDICTS.get(r["verdict"], -1.0))
     yield family("vidmon_report_embedding_p_value", "embedding drift p-value",
                  lambda r: r["embedding_p_value"])
+    yield family("vidmon_report_embedding_effect", "embedding drift effect: AUC of the "
+                 "kernel witness between window and reference (0.5: no difference)",
+                 lambda r: summary(r, "embedding_drift", "effect"))
+    yield family("vidmon_report_prior_shift_psi", "prior shift effect: population stability "
+                 "index of the predicted class mix", lambda r: summary(r, "label_shift", "effect"))
     yield family("vidmon_report_drifted_column_share", "share of drifted columns",
                  lambda r: r["drift_share"])
     yield family("vidmon_report_prior_shift_p_value", "prior shift (predicted class mix) "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -150,7 +151,10 @@ def demo_settings(settings: Settings, config: DemoConfig) -> Settings:
         "windows": 2, "min_labeled": config.retrain_min_labeled, "cooldown_minutes": 180,
         "accuracy_drop": 0.05, "epochs": config.retrain_epochs, "learning_rate": 3e-3,
         "original_clips_per_class": 30, "holdout_fraction": 0.3, "backoff_s": 5.0,
-        "max_attempts": 2})
+        "max_attempts": 2,
+        # The demo holds its traffic while a retrain runs, so the retrain may take every
+        # core (in production it leaves serving half: RetrainSettings.threads).
+        "threads": os.cpu_count() or 1})
     return settings.model_copy(update={**paths, "train": train, "serve": serve,
                                        "monitor": monitor, "retrain": retrain})
 

@@ -276,6 +276,8 @@ def test_monitoring_gauges_come_from_the_store_on_every_replica(dashboard) -> No
             newest["embedding_p_value"])
         assert gauges[("vidmon_report_drifted_column_share", mv)] == pytest.approx(
             newest["drift_share"])
+        assert 0 <= gauges[("vidmon_report_embedding_effect", mv)] <= 1
+        assert gauges[("vidmon_report_prior_shift_psi", mv)] >= 0
         assert gauges[("vidmon_report_verdict", mv)] == {"drift": 1, "no_drift": 0}.get(
             newest["verdict"], -1)
         assert gauges[("vidmon_report_labeled_fraction", mv)] == pytest.approx(

@@ -54,3 +54,18 @@ def test_results_are_reproducible_for_a_seed() -> None:
 def test_bad_inputs_are_rejected(reference, current, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         embedding_drift(reference, current)
+
+
+def test_stopping_early_never_changes_a_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.drift import embedding
+
+    windows = [(clusters(300, seed=40 + i), clusters(200, seed=80 + i, shift=0.3 * (i % 4)))
+               for i in range(16)]
+    early = [embedding_drift(a, b, features=128, seed=i) for i, (a, b) in enumerate(windows)]
+    monkeypatch.setattr(embedding, "FIRST_PERMUTATIONS", 10_000)
+    full = [embedding_drift(a, b, features=128, seed=i) for i, (a, b) in enumerate(windows)]
+    assert [r.drifted for r in early] == [r.drifted for r in full]
+    assert {r.permutations for r in full} == {200}
+    assert any(r.permutations == 24 for r in early)  # clean windows stopped early
+    assert all(r.permutations == 200 for r in early if r.drifted)
+    assert any(r.drifted for r in early) and not all(r.drifted for r in early)

@@ -24,9 +24,11 @@ def decide(reports, labeled: int = 100, last: datetime | None = None):
 def test_drift_must_hold_for_consecutive_windows() -> None:
     assert not decide([report(1), report(2, "drift")]).triggered
     assert not decide([report(1, "drift")]).triggered
-    held = decide([report(1), report(2, "drift"), report(3, p=0.001)])
+    held = decide([report(1), report(2, "drift"), report(3, "drift")])
     assert held.triggered and held.report_ids == ["r2", "r3"]
-    assert "embedding p=0.001" in " ".join(held.reasons)
+    assert "drift verdict" in " ".join(held.reasons)
+    # an embedding p-value without the verdict is not a signal: the verdict weighs it
+    assert not decide([report(1, p=0.001), report(2, p=0.001)]).triggered
 
 
 def test_an_accuracy_drop_counts_as_drift_even_when_inputs_look_alike() -> None:
@@ -48,7 +50,7 @@ def test_labels_and_cooldown_hold_a_retrain_back_and_say_so() -> None:
 def test_labels_count_from_where_the_drift_run_began_and_the_run_is_named() -> None:
     from monitor.retrain_policy import drift_run
 
-    reports = [report(1, "drift"), report(2), report(3, "drift"), report(4, p=0.001),
+    reports = [report(1, "drift"), report(2), report(3, "drift"), report(4, "drift"),
                report(5, realized=0.5)]
     run = drift_run(reports, 0.95, POLICY)
     assert [r["id"] for r, _ in run] == ["r3", "r4", "r5"]
