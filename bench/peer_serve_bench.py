@@ -22,21 +22,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import Server, load, raw_clips_per_second, register_model  # noqa: E402
+from serve_bench import Server, bench_setup, load, raw_clips_per_second  # noqa: E402
 
 from monitor.runtime import resolve_device  # noqa: E402
-from monitor.settings import Settings  # noqa: E402
-from training.synthetic import ClipSpec, generate_clip  # noqa: E402
 
 LEVELS = (1, 8, 32)
 
@@ -48,29 +43,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    work = Path(tempfile.mkdtemp(prefix="vidmon-peer-"))
     device = resolve_device(args.device)
-    env = {
-        "VIDMON_MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "VIDMON_MLFLOW_ARTIFACTS_DIR": str(work / "mlartifacts"),
-        "VIDMON_DATABASE_URL": f"sqlite:///{work / 'vidmon.db'}",
-        "VIDMON_SERVE__DEVICE": str(device),
-        "VIDMON_SERVE__MAX_BATCH_SIZE": str(args.batch_size),
-        "VIDMON_SERVE__CLIP_SAMPLE_RATE": "0",
-        "VIDMON_SERVE__LOG_PREDICTIONS": "true",
-        "VIDMON_SERVE__SPOOL_PATH": str(work / "spool.jsonl"),
-        "VIDMON_LOG_LEVEL": "WARNING",
-    }
-    os.environ.update(env)
-    settings = Settings()
-    register_model(settings)
-    train = settings.train
-    clip = generate_clip(0, np.random.default_rng(0), ClipSpec(train.frames, train.height,
-                                                                train.width))
-    buffer = io.BytesIO()
-    np.save(buffer, clip)
-    payload = buffer.getvalue()
+    work, env, settings, clip, payload = bench_setup(
+        "vidmon-peer-", device=str(device), max_batch_size=str(args.batch_size),
+        log_predictions="true")
     raw = raw_clips_per_second(settings, clip, args.batch_size, seconds=10)
     print(f"raw forward, batch {args.batch_size}: {raw:.1f} clips/s (device {device}, "
           f"{torch.get_num_threads()} threads)", flush=True)

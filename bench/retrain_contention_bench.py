@@ -19,21 +19,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import Server, load, register_model  # noqa: E402
+from serve_bench import Server, bench_setup, load  # noqa: E402
 
 from monitor.settings import RetrainSettings, Settings  # noqa: E402
-from training.synthetic import CLASS_NAMES, ClipSpec, generate_clip  # noqa: E402
+from training.synthetic import CLASS_NAMES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,23 +76,7 @@ def main() -> None:
         threads, nice, stop = args.train_child
         train_child(int(threads) or 0, int(nice), Path(stop))
         return
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    work = Path(tempfile.mkdtemp(prefix="vidmon-contention-"))
-    env = {
-        "VIDMON_MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "VIDMON_MLFLOW_ARTIFACTS_DIR": str(work / "mlartifacts"),
-        "VIDMON_DATABASE_URL": f"sqlite:///{work / 'vidmon.db'}",
-        "VIDMON_SERVE__DEVICE": "cpu", "VIDMON_SERVE__CLIP_SAMPLE_RATE": "0",
-        "VIDMON_SERVE__SPOOL_PATH": str(work / "spool.jsonl"), "VIDMON_LOG_LEVEL": "WARNING",
-    }
-    os.environ.update(env)
-    settings = Settings()
-    register_model(settings)
-    train = settings.train
-    clip = generate_clip(0, np.random.default_rng(0), ClipSpec(train.frames, train.height,
-                                                                train.width))
-    buffer = io.BytesIO()
-    np.save(buffer, clip)
+    work, env, _, _, payload = bench_setup("vidmon-contention-", device="cpu")
     defaults = RetrainSettings()
     from training.resources import default_threads
 
@@ -115,7 +97,7 @@ def main() -> None:
                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
                     time.sleep(5)  # imports and the first steps
                 latencies: list[float] = []
-                rate, failures = asyncio.run(load(server.url, buffer.getvalue(), args.requests,
+                rate, failures = asyncio.run(load(server.url, payload, args.requests,
                                                   args.concurrency, latencies))
                 steps = 0.0
                 if trainer is not None:

@@ -55,6 +55,34 @@ def register_model(settings: Settings) -> None:
                              str(info.registered_model_version))
 
 
+def bench_setup(prefix: str, **serve: str) -> tuple[Path, dict[str, str], Settings, np.ndarray,
+                                                   bytes]:
+    """A temp folder with an MLflow store and a vidmon store, a model of the default
+    architecture registered, the ``VIDMON_*`` environment servers get (``serve``: extra
+    ``VIDMON_SERVE__*`` values by lower-case name, also set in this process), and one
+    synthetic clip with its ``.npy`` bytes."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    env = {
+        "VIDMON_MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "VIDMON_MLFLOW_ARTIFACTS_DIR": str(work / "mlartifacts"),
+        "VIDMON_DATABASE_URL": f"sqlite:///{work / 'vidmon.db'}",
+        "VIDMON_SERVE__CLIP_SAMPLE_RATE": "0",
+        "VIDMON_SERVE__SPOOL_PATH": str(work / "spool.jsonl"),
+        "VIDMON_LOG_LEVEL": "WARNING",
+        **{f"VIDMON_SERVE__{name.upper()}": value for name, value in serve.items()},
+    }
+    os.environ.update(env)
+    settings = Settings()
+    register_model(settings)
+    train = settings.train
+    clip = generate_clip(0, np.random.default_rng(0), ClipSpec(train.frames, train.height,
+                                                                train.width))
+    buffer = io.BytesIO()
+    np.save(buffer, clip)
+    return work, env, settings, clip, buffer.getvalue()
+
+
 def raw_clips_per_second(settings: Settings, clip: np.ndarray, batch: int, seconds: float) -> float:
     """Forward passes of full batches, no HTTP, no decoding."""
     device = resolve_device(settings.serve.device)
@@ -157,26 +185,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating on/off rounds")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    work = Path(tempfile.mkdtemp(prefix="vidmon-bench-"))
-    env = {
-        "VIDMON_MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "VIDMON_MLFLOW_ARTIFACTS_DIR": str(work / "mlartifacts"),
-        "VIDMON_DATABASE_URL": f"sqlite:///{work / 'vidmon.db'}",
-        "VIDMON_SERVE__DEVICE": args.device,
-        "VIDMON_SERVE__MAX_BATCH_SIZE": str(args.batch_size),
-        "VIDMON_SERVE__CLIP_SAMPLE_RATE": "0",
-        "VIDMON_LOG_LEVEL": "WARNING",
-    }
-    os.environ.update(env)
-    settings = Settings()
-    register_model(settings)
-    train = settings.train
-    clip = generate_clip(0, np.random.default_rng(0), ClipSpec(train.frames, train.height,
-                                                                train.width))
-    buffer = io.BytesIO()
-    np.save(buffer, clip)
-    payload = buffer.getvalue()
+    work, env, settings, clip, payload = bench_setup(
+        "vidmon-bench-", device=args.device, max_batch_size=str(args.batch_size))
 
     raw = raw_clips_per_second(settings, clip, args.batch_size, seconds=10)
     print(f"raw forward, batch {args.batch_size}: {raw:.1f} clips/s "
