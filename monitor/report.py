@@ -207,7 +207,8 @@ def _verdict(summary: ReportSummary, policy: ReportPolicy, features: list[str],
             f"{policy.min_auc:g}")
     classes = [c for c, r in summary.per_class_drift.items() if r["drifted"]]
     if classes:
-        found["per_class"] = f"embeddings moved within {len(classes)} classes: " + ", ".join(
+        found["per_class"] = (f"embeddings moved within {len(classes)} of the "
+                              f"{len(summary.per_class_drift)} classes tested: ") + ", ".join(
             f"{c} (AUC={summary.per_class_drift[c]['effect']:.2f})" for c in classes)
     tested = {"features": any(columns[c]["drifted"] is not None for c in features),
               "prior": prior is not None and prior["drifted"] is not None,
