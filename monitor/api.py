@@ -82,8 +82,13 @@ def get_report(request: Request, report_id: ReportId) -> dict[str, Any]:
                        200: {"content": {"text/html": {}}, "description": "the page"}})
 def report_page(request: Request, report_id: ReportId) -> HTMLResponse:
     """The report page: vidmon's summary with the Evidently reports embedded."""
-    page = _reports(request).html(report_id)
+    reports = _reports(request)
+    page = reports.html(report_id)
     if page is None:
+        if reports.get(report_id) is not None:
+            raise NotFound(f"the page of report {report_id!r} was pruned by retention "
+                           f"(VIDMON_RETENTION__REPORT_DAYS); its summary is at "
+                           f"/v1/reports/{report_id}")
         raise NotFound(f"no report {report_id!r}")
     return HTMLResponse(page)
 

@@ -12,6 +12,7 @@ from monitor.alerts import Alerter, Sender
 from monitor.clock import Clock, system_clock
 from monitor.closed_loop import closed_loop_step, subprocess_starter
 from monitor.job import JobOutcome, ProfileLoader
+from monitor.retention import build_collector
 from monitor.scheduler import Monitor
 from monitor.settings import Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
@@ -45,9 +46,11 @@ def build_monitor(
                                  clock=clock, alerter=alerter)
     closed_loop = closed_loop_step(settings, predictions, reports, retrains, load_profile,
                                    starter, clock, alerter)
+    collector = build_collector(settings, engine, clock)
     return Monitor(settings.monitor, predictions, reports, load_profile, on_outcome=on_outcome,
                    workspace=workspace, closed_loop=closed_loop, clock=clock,
-                   sender=Sender(settings, alerts))
+                   sender=Sender(settings, alerts), collect_garbage=collector.run,
+                   gc_interval_s=settings.retention.interval_s)
 
 
 def monitor_command(settings: Settings, load_profile: ProfileLoader, once: bool) -> int:

@@ -25,6 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from monitor.alerts import Sender
 from monitor.clock import Clock, system_clock
 from monitor.job import JobOutcome, ProfileLoader, run_report_job
+from monitor.retention import GcResult
 from monitor.settings import MonitorSettings
 from monitor.store.reports import ReportRepository
 from monitor.store.repository import PredictionRepository
@@ -33,11 +34,12 @@ from monitor.workspace import EvidentlyWorkspace
 log = logging.getLogger(__name__)
 
 JOB_ID = "vidmon-report"
+GC_JOB_ID = "vidmon-gc"
 LEASE = "vidmon-scheduler"
 
 # The job store pickles a reference to a module-level function, not a closure; the
 # running monitor registers its context here before the scheduler starts.
-_context: dict[str, Callable[[], JobOutcome]] = {}
+_context: dict[str, Callable[[], object]] = {}
 
 
 def scheduled_report() -> None:
@@ -47,6 +49,25 @@ def scheduled_report() -> None:
         log.warning("report job fired with no monitor context; skipping")
         return
     run()
+
+
+def scheduled_gc() -> None:
+    """Entry point of the retention job in the job store."""
+    collect = _context.get("gc")
+    if collect is None:
+        log.warning("retention job fired with no monitor context; skipping")
+        return
+    collect()
+
+
+def _keep_job(scheduler: BackgroundScheduler, job_id: str, func: Callable[[], None],
+              trigger: object, first_run: datetime) -> None:
+    """Schedule ``func`` unless the job store holds it with the same trigger already (it
+    then keeps its due time, and its missed runs coalesce into one)."""
+    job = scheduler.get_job(job_id)
+    if job is None or str(job.trigger) != str(trigger):
+        scheduler.add_job(func, trigger, id=job_id, replace_existing=True,
+                          next_run_time=first_run)
 
 
 class Monitor:
@@ -63,8 +84,12 @@ class Monitor:
         closed_loop: Callable[[JobOutcome], None] | None = None,
         clock: Clock = system_clock,
         sender: Sender | None = None,
+        collect_garbage: Callable[[], GcResult] | None = None,
+        gc_interval_s: float = 3600.0,
     ) -> None:
         self.settings = settings
+        self.collect_garbage = collect_garbage
+        self.gc_interval_s = gc_interval_s
         self.sender = sender
         self.predictions = predictions
         self.reports = reports
@@ -97,6 +122,15 @@ class Monitor:
             self.on_outcome(outcome)
         return outcome
 
+    def run_gc(self) -> GcResult | None:
+        """One garbage collection. It may run beside a report: it deletes only rows past
+        their age that a report already covered, in small transactions."""
+        if self.collect_garbage is None:
+            return None
+        result = self.collect_garbage()
+        log.info("%s", result.describe())
+        return result
+
     def _trigger(self):  # type: ignore[no-untyped-def]
         if self.settings.cron:
             return CronTrigger.from_crontab(self.settings.cron, timezone=UTC)
@@ -117,11 +151,16 @@ class Monitor:
         # Start paused so a job stored by an earlier run keeps its due time (and its missed
         # runs coalesce into one) instead of being replaced by a fresh schedule.
         scheduler.start(paused=True)
-        job = scheduler.get_job(JOB_ID)
         trigger = self._trigger()
-        if job is None or str(job.trigger) != str(trigger):
-            scheduler.add_job(scheduled_report, trigger, id=JOB_ID, replace_existing=True,
-                              next_run_time=datetime.now(UTC) + timedelta(seconds=1))
+        _keep_job(scheduler, JOB_ID, scheduled_report, trigger,
+                  datetime.now(UTC) + timedelta(seconds=1))
+        if self.collect_garbage is not None:
+            _context["gc"] = self.run_gc
+            _keep_job(scheduler, GC_JOB_ID, scheduled_gc,
+                      IntervalTrigger(seconds=self.gc_interval_s, timezone=UTC),
+                      datetime.now(UTC) + timedelta(seconds=self.gc_interval_s))
+        elif scheduler.get_job(GC_JOB_ID) is not None:
+            scheduler.remove_job(GC_JOB_ID)
         scheduler.resume()
         self._scheduler = scheduler
         log.info("%s leads: report job scheduled (%s)", self.holder, trigger)

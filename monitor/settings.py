@@ -220,6 +220,41 @@ class RetrainSettings(BaseModel):
         return max(self.min_labeled, 2 * min_rows)
 
 
+class RetentionSettings(BaseModel):
+    """How long vidmon keeps what it logs, and how much disk its clips may take."""
+
+    prediction_days: float | None = Field(
+        default=30.0, gt=0,
+        description="production predictions older than this are deleted, once a report "
+                    "has covered them; none: kept for ever. Reference rows are never deleted")
+    labeled_days: float | None = Field(
+        default=90.0, gt=0,
+        description="labeled production predictions (labels cost money and are retraining "
+                    "data) are kept this long instead; none: for ever")
+    clip_days: float | None = Field(
+        default=30.0, gt=0, description="a kept clip is released this long after its newest "
+                                        "prediction; none: no age limit")
+    clip_max_mb: PositiveInt | None = Field(
+        default=5000, description="the clip store's size limit: the oldest clips go first; "
+                                  "none: no size limit")
+    clip_grace_s: float = Field(
+        default=3600.0, ge=0,
+        description="a clip file no prediction refers to is deleted only once it is this "
+                    "old (its record may still be in a writer's queue or spool)")
+    report_days: float | None = Field(
+        default=90.0, gt=0,
+        description="older reports keep their summary but lose their Evidently snapshot and "
+                    "page, unless a retrain decision cites them; none: kept whole for ever")
+    batch_rows: PositiveInt = Field(
+        default=5000, le=100_000,
+        description="rows one delete transaction takes: small enough that writers never "
+                    "wait long for a lock")
+    pause_s: float = Field(default=0.0, ge=0, le=10,
+                           description="sleep between delete batches")
+    interval_s: PositiveInt = Field(default=3600,
+                                    description="how often the monitor collects garbage")
+
+
 class AlertSettings(BaseModel):
     """Where notifications go and how hard vidmon tries to deliver them."""
 
@@ -261,6 +296,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         protected_namespaces=(),
         extra="ignore",
+        env_parse_none_str="none",  # VIDMON_RETENTION__CLIP_MAX_MB=none: no limit
     )
 
     model_name: str = "vidmon-video-classifier"
@@ -293,6 +329,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @field_validator("evidently_workspace", mode="before")
     @classmethod

@@ -66,6 +66,12 @@ def _monitor(settings: Settings, args: argparse.Namespace) -> int:
     return monitor_command(settings, profile_loader(settings), args.once)
 
 
+def _gc(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.retention import gc_command
+
+    return gc_command(settings, args.dry_run)
+
+
 def _retrain(settings: Settings, args: argparse.Namespace) -> int:
     from training.retrain import retrain_command
 
@@ -174,6 +180,16 @@ def _add_operations(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--window-minutes", type=float, help="report on the last N minutes")
     p.add_argument("--once", action="store_true", help="report on the last window and exit")
     p.set_defaults(handler=_monitor)
+
+    p = subparsers.add_parser(
+        "gc", help="apply the retention settings once: old predictions, clips, report pages",
+        description="Delete production predictions older than VIDMON_RETENTION__PREDICTION_DAYS "
+                    "that a report has covered, release clips past their age or over the "
+                    "clip store's size limit, and prune old report pages, in small batches. "
+                    "The monitor runs the same every VIDMON_RETENTION__INTERVAL_S seconds.")
+    p.add_argument("--dry-run", action="store_true",
+                   help="count what would be deleted and delete nothing")
+    p.set_defaults(handler=_gc)
 
     p = subparsers.add_parser("promote", help="make a registered version the champion")
     p.add_argument("version", help="model version to serve")

@@ -235,6 +235,9 @@ class Demo:
                     break
             if promoted_at is None:
                 self.say(f"{name}: no promotion within {self.config.max_phase_hours} hours")
+        retention = self.monitor.run_gc()  # what the monitor does every hour
+        if retention is not None:
+            self.say(retention.describe())
         return self.rows
 
     def _hour(self, hour: int, phase: str, kind: str) -> WindowRow:

@@ -65,12 +65,6 @@ class ProductionData:
     rows: list[LabeledClip]
 
 
-def _drift_began(decision: dict[str, Any], reports: ReportRepository) -> datetime | None:
-    """Start of the earliest window that triggered the decision (None: a manual retrain)."""
-    starts = [r["window_start"] for r in map(reports.get, decision["report_ids"]) if r]
-    return min(starts) if starts else None
-
-
 def representative_weights(rows: list[LabeledClip]) -> np.ndarray | None:
     """1/π for clips the labeling queue chose with chance π (it favours likely mistakes),
     the median of those for clips labeled without it; None when the queue chose none.
@@ -87,14 +81,40 @@ def _production_data(settings: Settings, predictions: PredictionRepository,
     """Labeled production clips of the model since ``since``, with known labels."""
     rows = predictions.labeled_clips(settings.model_name, since=since,
                                      limit=settings.retrain.max_production_clips)
-    known = [row for row in rows if row.true_label in label_names]
+    store = ClipStore(settings.clip_dir)
+    clips, known = [], []
+    for row in rows:
+        if row.true_label not in label_names:
+            continue
+        try:
+            clips.append(store.load(row.clip_path))
+        except FileNotFoundError:
+            continue  # evicted by the clip store's size limit
+        known.append(row)
+    if len(known) < len(rows):
+        log.info("%d of %d labeled production clips have a label the model knows and a "
+                 "stored clip", len(known), len(rows))
     if len(known) < 2:
         raise ValueError(f"{len(known)} labeled production clips in the clip store since "
                          f"{since or 'the start'}; need at least 2 to retrain")
-    store = ClipStore(settings.clip_dir)
-    return ProductionData(np.stack([store.load(row.clip_path) for row in known]),
+    return ProductionData(np.stack(clips),
                           np.array([label_names.index(row.true_label) for row in known],
                                    dtype=np.int64), known)
+
+
+def _clip_list(rows: list[LabeledClip], held: np.ndarray) -> str:
+    """The production clips a retrain used, as CSV for its MLflow run: its lineage outlives
+    the rows and clips that retention deletes later."""
+    import csv
+    import io
+
+    held_set = set(held.tolist())
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["prediction_id", "created_at", "true_label", "clip_path", "role"])
+    writer.writerows([r.id, r.created_at.isoformat(), r.true_label, r.clip_path,
+                      "held_out" if i in held_set else "train"] for i, r in enumerate(rows))
+    return out.getvalue()
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int, min_held: int = 0,
@@ -257,7 +277,8 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
     experiment_id = tracking.configure_mlflow(settings)
     champion = registry.load_version(decision["model_name"], decision["model_version"])
     card = champion.card
-    data = _production_data(settings, predictions, card.labels, _drift_began(decision, reports))
+    data = _production_data(settings, predictions, card.labels,
+                            reports.first_window_start(decision["report_ids"]))
     weights = representative_weights(data.rows)
     train_idx, held_idx = stratified_split(data.labels, policy.holdout_fraction,
                                            seed=len(data.clips),
@@ -287,6 +308,7 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
                                  policy.recent_share)
         recent = np.repeat(train_idx, repeats)
         mlflow.log_param("production_train_repeats", repeats)
+        mlflow.log_text(_clip_list(data.rows, held_idx), "production_clips.csv")
         trained_on = (np.concatenate([original.train[0], data.clips[recent]]),
                       np.concatenate([original.train[1], data.labels[recent]]))
         result = train_model(

@@ -97,6 +97,16 @@ class ReportRepository:
             row = connection.execute(query).mappings().first()
         return None if row is None else as_row(row)
 
+    def first_window_start(self, report_ids: list[str]) -> datetime | None:
+        """Start of the earliest window among these reports (None: none of them is stored),
+        e.g. when the drift that triggered a retrain began."""
+        if not report_ids:
+            return None
+        query = sa.select(sa.func.min(reports.c.window_start)).where(
+            reports.c.id.in_(report_ids))
+        with self.engine.connect() as connection:
+            return as_utc(connection.execute(query).scalar_one_or_none())
+
     def html(self, report_id: str) -> str | None:
         """The report's HTML page."""
         query = sa.select(report_pages.c.html_gzip).where(report_pages.c.report_id == report_id)

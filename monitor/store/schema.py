@@ -40,6 +40,12 @@ predictions = sa.Table(
     sa.Column("queue_served_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_predictions_queue", "model_name", "model_version", "queue_selected",
              "queue_served_at"),
+    sa.Index("ix_predictions_clip_path", "clip_path",
+             sqlite_where=sa.text("clip_path IS NOT NULL"),
+             postgresql_where=sa.text("clip_path IS NOT NULL")),
+    sa.Index("ix_predictions_clip_age", "created_at",
+             sqlite_where=sa.text("clip_path IS NOT NULL"),
+             postgresql_where=sa.text("clip_path IS NOT NULL")),
 )
 
 reports = sa.Table(

@@ -104,15 +104,27 @@ def test_no_traffic_means_no_report(repository, reports) -> None:
 def test_one_scheduler_acts_and_a_restart_does_not_repeat_a_window(repository, reports) -> None:
     now = datetime.now(UTC)
     repository.add_predictions(production_records(60, now - timedelta(seconds=90), seed=4))
+    from monitor.retention import GcResult
+
     settings = MonitorSettings(interval_s=1, lateness_s=0, window_minutes=5, lease_ttl_s=5.0)
+    collected: dict[str, int] = {"first": 0, "second": 0}
+
+    def collector(name: str):  # type: ignore[no-untyped-def]
+        def collect() -> GcResult:
+            collected[name] += 1
+            return GcResult(dry_run=True)
+        return collect
+
     first, second = (Monitor(settings, repository, ReportRepository(repository.engine),
-                             _profile_loader()) for _ in range(2))
+                             _profile_loader(), collect_garbage=collector(name),
+                             gc_interval_s=1) for name in ("first", "second"))
     threads = [threading.Thread(target=m.serve_forever, daemon=True) for m in (first, second)]
     threads[0].start()
     wait_until(lambda: first.is_leader)
     threads[1].start()
-    wait_until(lambda: first.runs >= 2)
+    wait_until(lambda: first.runs >= 2 and collected["first"] >= 1)
     assert not second.is_leader and second.runs == 0  # the standby never acts
+    assert collected["second"] == 0  # nor collects garbage
 
     first.stop()
     threads[0].join(10)
