@@ -36,7 +36,7 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_response(
     with running_server(create_app(settings, RegistrySource(settings))) as url:
         result = subprocess.run(
             [cli, "run", f"{url}/openapi.json", "--checks", CHECKS, "--max-examples", "25",
-             "--seed", "1", "--max-time", "90", "--workers", "1",
+             "--seed", "1", "--max-time", "60", "--workers", "1",
              "-H", "Authorization: Bearer contract-key", "--warnings", "off"],
             capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:]

@@ -222,4 +222,14 @@ def test_reports_api_serves_summaries_pages_and_timeline(server) -> None:
     assert client.get("/v1/reports", params={"since": later}).json()["total"] == 1
     for path in ("/v1/reports/nope", "/v1/reports/nope/html", "/v1/reports/..%2F..%2Fetc/html"):
         assert client.get(path).status_code == 404
+    # retention prunes the older page and keeps its summary, and says so
+    from monitor.store.retention import RetentionRepository
+
+    assert RetentionRepository(repository.engine).prune_reports(
+        hour + timedelta(minutes=30), limit=10) == 1
+    older = points[0]["id"]
+    pruned = client.get(f"/v1/reports/{older}/html")
+    assert pruned.status_code == 404 and "pruned by retention" in pruned.text
+    assert client.get(f"/v1/reports/{older}").json()["verdict"] == "no_drift"
+    assert client.get(f"/v1/reports/{newest['id']}/html").status_code == 200
     assert client.get("/v1/reports", params={"limit": 0}).status_code == 422
