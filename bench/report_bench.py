@@ -94,6 +94,10 @@ def fill(url: str, n: int) -> float:
                   flush=True)
     if n > CHUNK:
         print(" " * 40, end="\r", file=sys.stderr, flush=True)
+    if engine.dialect.name == "postgresql":  # as autovacuum would after a bulk load
+        with engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT").execute(
+                sa.text("ANALYZE predictions"))
     engine.dispose()
     return time.perf_counter() - started
 
