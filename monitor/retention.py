@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy import Engine
+
 from monitor.clips import ClipStore
 from monitor.clock import Clock, system_clock
 from monitor.settings import RetentionSettings, Settings
@@ -236,7 +238,7 @@ class GarbageCollector:
             result.clip_bytes -= self._free(paths, result)
 
 
-def build_collector(settings: Settings, engine, clock: Clock = system_clock,  # type: ignore[no-untyped-def]
+def build_collector(settings: Settings, engine: Engine, clock: Clock = system_clock,
                     progress: Progress = log.info) -> GarbageCollector:
     """A collector over the settings' store and clip folder."""
     return GarbageCollector(settings.retention, RetentionRepository(engine),

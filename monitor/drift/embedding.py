@@ -34,6 +34,7 @@ other way round), so it is 0.5 when nothing moved whatever the sample sizes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,9 @@ _BLOCK = 16_384
 # usually is: half of all permutations exceed its statistic).
 FIRST_PERMUTATIONS = 24
 WITNESS_ROWS = 40_000  # rows the witness AUC is scored on, at most
+# Pooled rows x features up to this many bytes keep their feature matrix between the passes
+# (first permutations, witness, remaining permutations) instead of computing it again.
+FEATURE_CACHE_BYTES = 256 * 1024 * 1024
 LARGE_ROWS = 200_000  # pooled rows above which the test uses fewer Fourier features
 BANDWIDTH_SCALES = (0.25, 0.5, 1.0, 2.0)
 
@@ -141,13 +145,21 @@ def embedding_drift(
     sizes = groups.sum(dim=1)
     groups = (groups / sizes.clamp_min(1)[:, None]).to(device)
     first = min(permutations, FIRST_PERMUTATIONS)
-    statistics, means = _statistics(pooled, weights, offsets, labels[: first + 1], m, n,
-                                     groups)
+    cached = (_fourier_features(pooled, weights, offsets)
+              if total * features * 4 <= FEATURE_CACHE_BYTES else None)
+
+    def block(rows: torch.Tensor | slice) -> torch.Tensor:
+        """Features of some pooled rows: from the cache, or computed."""
+        if cached is not None:
+            return cached[rows]
+        return _fourier_features(pooled[rows], weights, offsets)
+
+    statistics, means = _statistics(block, total, labels[: first + 1], m, n, groups)
     # The witness is fitted on every row (its group means came with the first pass) and
     # scored on a random subset: the AUC of 40,000 rows is within about 0.003.
     scored = torch.randperm(total, generator=generator)[:WITNESS_ROWS].sort().values
-    effect = _witness_auc(pooled[scored.to(device)], weights, offsets, means, sizes,
-                          codes[scored], side[scored], half[scored])
+    effect = _witness_auc(block, scored.to(device), means, sizes, codes[scored],
+                          side[scored], half[scored])
     observed = float(statistics[0])
     exceed = int((statistics[1:] >= observed).sum())
     # The verdict at alpha needs p = (1 + exceed) / (permutations + 1) < alpha, and the
@@ -158,7 +170,7 @@ def embedding_drift(
     decided = exceed >= math.ceil(alpha * (permutations + 1) - 1) or effect < min_effect
     run = first
     if not decided and permutations > first:
-        rest, _ = _statistics(pooled, weights, offsets, labels[first + 1 :], m, n)
+        rest, _ = _statistics(block, total, labels[first + 1 :], m, n)
         exceed += int((rest >= observed).sum())
         run = permutations
     # The observed split counts as one of the permutations (Phipson & Smyth, 2010), so the
@@ -169,22 +181,25 @@ def embedding_drift(
                        effect, "witness_auc", min_effect, run)
 
 
-def _statistics(pooled: torch.Tensor, weights: torch.Tensor, offsets: torch.Tensor,
+def _statistics(features_of: Callable[[slice], torch.Tensor], total: int,
                 labels: torch.Tensor, m: int, n: int, groups: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Each split's RFF-MMD^2 (row p of ``labels``: True on the reference side), from one
-    blocked pass over the pooled rows; with ``groups``, also those row groups' mean
-    features. Each split's mean difference accumulates block by block as (sum over its
-    reference rows)/m - (sum over the rest)/n."""
-    differences = torch.zeros(labels.shape[0], weights.shape[1], device=pooled.device)
-    means = None if groups is None else torch.zeros(groups.shape[0], weights.shape[1],
-                                                    device=pooled.device)
-    for start in range(0, pooled.shape[0], _BLOCK):
-        block = _fourier_features(pooled[start : start + _BLOCK], weights, offsets)
+    blocked pass over the ``total`` pooled rows' features; with ``groups``, also those row
+    groups' mean features. Each split's mean difference accumulates block by block as
+    (sum over its reference rows)/m - (sum over the rest)/n."""
+    differences = means = None
+    for start in range(0, total, _BLOCK):
+        block = features_of(slice(start, start + _BLOCK))
+        if differences is None:
+            differences = torch.zeros(labels.shape[0], block.shape[1], device=block.device)
+            if groups is not None:
+                means = torch.zeros(groups.shape[0], block.shape[1], device=block.device)
         coefficients = torch.where(labels[:, start : start + _BLOCK], 1.0 / m, -1.0 / n)
         differences += coefficients @ block
-        if means is not None:
+        if means is not None and groups is not None:
             means += groups[:, start : start + _BLOCK] @ block
+    assert differences is not None
     return (differences**2).sum(dim=1).cpu(), means
 
 
@@ -232,7 +247,7 @@ def _permuted_sides(m: int, n: int, permutations: int, generator: torch.Generato
     return labels
 
 
-def _witness_auc(rows: torch.Tensor, weights: torch.Tensor, offsets: torch.Tensor,
+def _witness_auc(features_of: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor,
                  means: torch.Tensor, sizes: torch.Tensor, codes: torch.Tensor,
                  side: torch.Tensor, half: torch.Tensor) -> float:
     """AUC of the witness fitted on one half of each sample and scored on the other half,
@@ -240,17 +255,17 @@ def _witness_auc(rows: torch.Tensor, weights: torch.Tensor, offsets: torch.Tenso
     witness, so a class mix that differs between halves (a class-balanced reference split
     in two has anticorrelated halves) cannot pose as an effect. ``means`` and ``sizes``
     hold each stratum's groups as :func:`_witness_groups` orders them; ``rows`` are the
-    rows scored, with their ``codes``, ``side`` and ``half``. NaN when no stratum has rows
-    of both samples in both halves."""
+    pooled rows scored (``features_of`` gives their features), with their ``codes``,
+    ``side`` and ``half``. NaN when no stratum has rows of both samples in both halves."""
     strata = int(codes.max()) + 1
     means, sizes = means.reshape(strata, 4, -1), sizes.reshape(strata, 4)
     # Even rows are scored by the witness of the odd halves, odd rows by the even one.
     witness = torch.stack([means[:, 3] - means[:, 1], means[:, 2] - means[:, 0]])
-    scores = torch.empty(rows.shape[0], device=rows.device)
+    scores = torch.empty(rows.shape[0], device=means.device)
     for start in range(0, rows.shape[0], _BLOCK):
-        block = _fourier_features(rows[start : start + _BLOCK], weights, offsets)
+        block = features_of(rows[start : start + _BLOCK])
         which = witness[half[start : start + _BLOCK].long(), codes[start : start + _BLOCK]]
-        scores[start : start + _BLOCK] = (block * which.to(rows.device)).sum(dim=1)
+        scores[start : start + _BLOCK] = (block * which.to(block.device)).sum(dim=1)
     scores = scores.cpu()
     total, pairs = 0.0, 0
     for odd, fitted_on in ((False, (1, 3)), (True, (0, 2))):
