@@ -56,6 +56,10 @@ class TrainSettings(BaseModel):
         default=False, description="control run: shuffle frame order of every clip"
     )
     register_model: bool = Field(default=True, description="register a model version in MLflow")
+    estimator_clips: PositiveInt = Field(
+        default=600, description="labeled clips a version's accuracy estimators are fitted on, "
+                                 "at most (drawn at random); each costs a forward pass under "
+                                 "every one of the 24 corrupted windows")
     video_format: Literal[".mp4", ".webm", ".avi", ".mkv", ".mov"] = Field(
         default=".mp4", description="container of the synthetic dataset's files")
 

@@ -171,7 +171,8 @@ def run_training(settings: Settings) -> TrainingOutcome:
         mlflow.log_figure(figure, "confusion_matrix.png")
         plt.close(figure)
         profile = profile_clips(result.model, card, test_part, result.test_predictions,
-                                head_clips=(clips, train_part.labels))
+                                head_clips=(clips, train_part.labels),
+                                estimator_clips=settings.train.estimator_clips)
         info = tracking.log_version(loaded, card, profile,
                                     settings.model_name if register else None)
         version, champion = None, False

@@ -25,12 +25,13 @@ log = logging.getLogger(__name__)
 def profile_of(network: nn.Module, card: ModelCard, clips: np.ndarray, labels: np.ndarray,
                outputs: Predictions, features: list[dict[str, float]],
                head_clips: tuple[np.ndarray, np.ndarray] | None = None,
-               more_clips: tuple[np.ndarray, np.ndarray] | None = None) -> ReferenceProfile:
+               more_clips: tuple[np.ndarray, np.ndarray] | None = None, *,
+               estimator_clips: int = 600) -> ReferenceProfile:
     """A profile from model outputs on labeled clips and their quality features, with
-    accuracy estimators fitted on the clips (agreement heads trained on ``head_clips``,
-    the model's training clips and classes, when given) and on ``more_clips``, labeled
-    clips that are not part of the profile (a retrain's original test set, when the
-    recent clips of the profile are few)."""
+    accuracy estimators fitted on at most ``estimator_clips`` of the clips (agreement heads
+    trained on ``head_clips``, the model's training clips and classes, when given) and of
+    ``more_clips``, labeled clips that are not part of the profile (a retrain's original
+    test set, when the recent clips of the profile are few)."""
     profile = ReferenceProfile.build(label_names=card.labels, true_labels=labels,
                                      probabilities=outputs.probabilities,
                                      embeddings=outputs.embeddings, features=features)
@@ -44,7 +45,7 @@ def profile_of(network: nn.Module, card: ModelCard, clips: np.ndarray, labels: n
                               np.concatenate([outputs.embeddings, extra.embeddings]))
     try:
         estimator = fit_for_model(network, card, clips, labels, reference=outputs,
-                                  head_data=head_data)
+                                  head_data=head_data, max_clips=estimator_clips)
     except ValueError as exc:  # too few clips or classes: the report falls back to CBPE
         log.warning("accuracy estimators not fitted: %s", exc)
         return profile
@@ -53,8 +54,10 @@ def profile_of(network: nn.Module, card: ModelCard, clips: np.ndarray, labels: n
 
 def profile_clips(network: nn.Module, card: ModelCard, part: LoadedClips,
                   outputs: Predictions | None = None,
-                  head_clips: tuple[np.ndarray, np.ndarray] | None = None) -> ReferenceProfile:
+                  head_clips: tuple[np.ndarray, np.ndarray] | None = None, *,
+                  estimator_clips: int = 600) -> ReferenceProfile:
     """The profile of decoded dataset clips (``outputs`` when already computed)."""
     outputs = outputs or predict(network, card, part.clips)
     features = [quality_features(clip, meta) for clip, meta in zip(part.clips, part.metas)]
-    return profile_of(network, card, part.clips, part.labels, outputs, features, head_clips)
+    return profile_of(network, card, part.clips, part.labels, outputs, features, head_clips,
+                      estimator_clips=estimator_clips)

@@ -53,7 +53,8 @@ def register_model(settings: Settings, model_file: Path, card_file: Path,
     part = load_clips(list(dataset.items), card, max_frames=settings.serve.max_video_frames,
                       description="profiling reference videos")
     require_usable(dataset, part, minimum=1)
-    profile = profile_clips(loaded.network, card, part)
+    profile = profile_clips(loaded.network, card, part,
+                            estimator_clips=settings.train.estimator_clips)
     experiment_id = tracking.configure_mlflow(settings)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.set_tags({"vidmon.job": "register", "vidmon.model_file": str(model_file),

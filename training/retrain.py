@@ -341,6 +341,7 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
         mlflow.set_tags({"vidmon.gate.promote": str(verdict.promote),
                          "vidmon.gate.reason": verdict.reason})
         profile = _production_profile(result.model, card, held, held_labels,
+                                      settings.train.estimator_clips,
                                       [data.rows[i] for i in held_idx], trained_on,
                                       original.test)
         info = tracking.log_version(challenger, card, profile, settings.model_name)
@@ -359,7 +360,7 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
 
 
 def _production_profile(model, card: ModelCard, clips: np.ndarray,  # type: ignore[no-untyped-def]
-                        labels: np.ndarray, rows: list[LabeledClip],
+                        labels: np.ndarray, estimator_clips: int, rows: list[LabeledClip],
                         trained_on: tuple[np.ndarray, np.ndarray],
                         original_test: tuple[np.ndarray, np.ndarray]) -> ReferenceProfile:
     """The challenger's reference: its outputs on the held-out recent clips, with the
@@ -370,7 +371,7 @@ def _production_profile(model, card: ModelCard, clips: np.ndarray,  # type: igno
     features = [{k: (np.nan if v is None else float(v)) for k, v in row.features.items()}
                 for row in rows]
     return profile_of(model, card, clips, labels, predict(model, card, clips), features,
-                      trained_on, original_test)
+                      trained_on, original_test, estimator_clips=estimator_clips)
 
 
 def retrain_command(settings: Settings, decision_id: str | None) -> int:

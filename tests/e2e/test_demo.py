@@ -15,7 +15,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from monitor.settings import Settings
+from monitor.settings import Settings, TrainSettings
 from monitor.store import create_store_engine
 from monitor.store.alerts import AlertRepository
 from monitor.store.reports import ReportRepository
@@ -30,7 +30,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
     config = DemoConfig(clean_hours=3, recovery_hours=2, requests_per_hour=160,
                         min_labeled=400, train_clips_per_class=100, output=output)
     lines: list[str] = []
-    result = run_demo(Settings(), config, say=lines.append)
+    # 200 clips for each version's accuracy estimators instead of 600: they cost a forward
+    # pass per clip under 24 corrupted windows (a minute a retrain), and no check here
+    # reads their estimates.
+    settings = Settings(train=TrainSettings(estimator_clips=200))
+    result = run_demo(settings, config, say=lines.append)
     (output / "printed.txt").write_text("\n".join(lines))
     return result
 
@@ -144,6 +148,8 @@ def test_it_writes_the_plot_the_reports_and_says_where_to_look(demo: DemoResult)
         assert shutil.which(words[0]), line
     assert "epoch 1/" in printed  # retrain progress by epoch
     assert "retrain triggered" in printed or "promoted" in printed
+    assert "retention deleted 0 predictions" in printed  # the monitor's hourly job, once
+    assert "MB allowed" in printed
 
 
 def test_a_second_run_reuses_the_first_model_and_starts_from_it(demo: DemoResult) -> None:
