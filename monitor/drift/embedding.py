@@ -7,7 +7,9 @@ The p-value comes from a permutation test on that statistic: permuting the poole
 between the samples is exact under "same distribution" for any statistic, so the false
 alarm rate is alpha by construction. The permutations reuse one feature matrix, and all
 of it runs in blocks: time O((m + n) d D + P (m + n) D), memory O((m + n) (d + P) + P x
-block): the pooled rows, one byte per row and permutation, and one block; CPU or GPU.
+block): the pooled rows, one byte per row and permutation, and one block; CPU or GPU. The
+feature matrix itself, (m + n) x D floats, is kept between the passes while it fits in
+FEATURE_CACHE_BYTES (256 MB: 10k rows per side at D = 512 take 41 MB).
 
 The kernel is a mixture of Gaussians with bandwidths 0.25x to 2x the median pairwise
 distance of a subsample of the pooled data (the median heuristic alone is dominated by the
