@@ -107,7 +107,7 @@ class GarbageCollector:
         if not dry_run:
             if s.clip_days is not None:
                 self._release(now - timedelta(days=s.clip_days), protected, result)
-            result.clip_bytes = self._sweep(result)
+            result.clip_files, result.clip_bytes = self._sweep(result)
             if s.clip_max_mb is not None:
                 self._shrink(s.clip_max_mb * MB, protected, result)
             if s.prediction_days is not None:
@@ -201,20 +201,23 @@ class GarbageCollector:
         result.clip_bytes_freed += freed
         return freed
 
-    def _sweep(self, result: GcResult) -> int:
-        """Delete files no row refers to (past the grace period); the store's size after."""
-        total = 0
+    def _sweep(self, result: GcResult) -> tuple[int, int]:
+        """Delete files no row refers to (past the grace period); the files and bytes the
+        store holds after."""
+        kept, total = 0, 0
         for files in self.clips.buckets():
-            still = self.retention.referenced([f.relative for f in files])
             saved_before = self._grace_start()
+            old = [f for f in files if f.saved_at < saved_before]  # the rest may be queued
+            still = self.retention.referenced([f.relative for f in old])
             for f in files:
-                if f.relative not in still and self.clips.delete(f.relative, saved_before):
+                if (f.saved_at < saved_before and f.relative not in still
+                        and self.clips.delete(f.relative, saved_before)):
                     result.clip_files_deleted += 1
                     result.clip_bytes_freed += f.size
                 else:
+                    kept += 1
                     total += f.size
-                    result.clip_files += 1
-        return total
+        return kept, total
 
     def _shrink(self, limit: int, protected: tuple[Protected, ...], result: GcResult) -> None:
         """Release the oldest clips until the store fits in ``limit`` bytes."""

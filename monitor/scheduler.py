@@ -42,22 +42,22 @@ LEASE = "vidmon-scheduler"
 _context: dict[str, Callable[[], object]] = {}
 
 
-def scheduled_report() -> None:
-    """Entry point the job store refers to."""
-    run = _context.get("run")
+def _run_registered(key: str, job: str) -> None:
+    run = _context.get(key)
     if run is None:
-        log.warning("report job fired with no monitor context; skipping")
+        log.warning("%s job fired with no monitor context; skipping", job)
         return
     run()
 
 
+def scheduled_report() -> None:
+    """Entry point of the report job in the job store."""
+    _run_registered("run", "report")
+
+
 def scheduled_gc() -> None:
     """Entry point of the retention job in the job store."""
-    collect = _context.get("gc")
-    if collect is None:
-        log.warning("retention job fired with no monitor context; skipping")
-        return
-    collect()
+    _run_registered("gc", "retention")
 
 
 def _keep_job(scheduler: BackgroundScheduler, job_id: str, func: Callable[[], None],

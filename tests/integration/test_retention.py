@@ -111,7 +111,7 @@ def test_old_predictions_go_in_batches_once_reported_and_the_rest_stays(
     assert any("deleting 9 predictions of m v1" in line for line in collector.lines)
     # each old row's own clip is gone; the one a recent row still uses stays
     assert result.clip_files_deleted == 6
-    assert (store.root / shared).exists()
+    assert (store.root / shared).exists() and result.clip_files == 1
     assert not any((store.root / r.clip_path).exists() for r in old[1:])
     assert collector.run().predictions_deleted == 0  # nothing left to do
 
@@ -167,6 +167,7 @@ def test_the_clip_store_keeps_to_its_age_and_size_oldest_first(
     assert not (store.root / orphan).exists() and (store.root / fresh_orphan).exists()
     assert result.clip_rows_released == 6 and result.clip_files_deleted == 7
     assert result.clip_bytes <= 1_000_000 < result.clip_bytes + 196_736
+    assert result.clip_files == 6  # the five newest and the fresh orphan
     assert result.predictions_deleted == 0
 
 
