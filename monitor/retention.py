@@ -131,11 +131,15 @@ class GarbageCollector:
         return tuple(Protected(name, self.reports.first_window_start(report_ids))
                      for name, report_ids in self.retention.active_retrains(self.max_attempts))
 
-    def _batches(self, step: Callable[[], int]) -> int:
-        """Run ``step`` until it does nothing; the total it did."""
-        total = 0
+    def _batches(self, step: Callable[[], int], every: Callable[[int], None] | None = None
+                 ) -> int:
+        """Run ``step`` (one transaction) until it does nothing, pausing ``pause_s`` between
+        runs and calling ``every`` with the running total after each 20th; the total."""
+        total, runs = 0, 0
         while (done := step()) > 0:
-            total += done
+            total, runs = total + done, runs + 1
+            if every is not None and runs % 20 == 0:
+                every(total)
             if self.settings.pause_s:
                 time.sleep(self.settings.pause_s)
         return total
@@ -150,36 +154,39 @@ class GarbageCollector:
             f"{name} v{version}": n
             for (name, version), n in self.retention.unreported_versions(before).items()}
         for (name, version), reported in sorted(self.retention.reported_until().items()):
-            expiry = Expiry(name, version, min(before, reported),
-                            None if labeled_before is None else min(labeled_before, reported),
-                            protected)
+            expiry = Expiry(name, version, min(before, reported), labeled_before, protected)
             expected = self.retention.count_expired(expiry)
             if dry_run or expected == 0:
                 result.predictions_deleted += expected
                 continue
-            self.progress(f"deleting {expected:,} predictions of {name} v{version} made "
-                          f"before {expiry.before.isoformat()}")
-            deleted, batches = 0, 0
-            while paths := self.retention.delete_expired(expiry, s.batch_rows):
-                deleted += len(paths)
-                batches += 1
-                self._free([p for p in paths if p], result)
-                if batches % 20 == 0:
-                    self.progress(f"deleted {deleted:,} of {expected:,} predictions of "
-                                  f"{name} v{version}")
-                if s.pause_s:
-                    time.sleep(s.pause_s)
-            result.predictions_deleted += deleted
+            result.predictions_deleted += self._delete(expiry, expected, result)
         if result.predictions_unreported:
             self.progress(f"kept predictions no report covers yet: "
                           f"{result.predictions_unreported}")
 
+    def _delete(self, expiry: Expiry, expected: int, result: GcResult) -> int:
+        """Delete one version's expired rows batch by batch, and the clips they leave
+        unused; the rows deleted."""
+        what = f"predictions of {expiry.model_name} v{expiry.model_version}"
+        self.progress(f"deleting {expected:,} {what} made before {expiry.before.isoformat()}")
+
+        def delete() -> int:
+            paths = self.retention.delete_expired(expiry, self.settings.batch_rows)
+            self._free([p for p in paths if p], result)
+            return len(paths)
+
+        return self._batches(delete, lambda done: self.progress(
+            f"deleted {done:,} of {expected:,} {what}"))
+
     def _release(self, before: datetime, protected: tuple[Protected, ...],
                  result: GcResult) -> None:
         """Release the clips of rows made before ``before``, deleting files left unused."""
-        while paths := self.retention.release_clips(self.settings.batch_rows, before, protected):
-            result.clip_rows_released += len(paths)
+        def release() -> int:
+            paths = self.retention.release_clips(self.settings.batch_rows, before, protected)
             self._free(paths, result)
+            return len(paths)
+
+        result.clip_rows_released += self._batches(release)
 
     def _grace_start(self) -> float:
         # File times are the file system's (wall) time, whatever clock the data runs on.

@@ -29,9 +29,9 @@ class Protected:
 
 @dataclass(frozen=True)
 class Expiry:
-    """Which production rows of one model version may go: older than ``before`` (and than
-    the end of the newest report on the version), labeled ones older than
-    ``labeled_before`` too (None: labeled rows stay)."""
+    """Which production rows of one model version may go: older than ``before`` (which the
+    caller keeps at or before the end of the newest report on the version), labeled ones
+    older than ``labeled_before`` too (None: labeled rows stay)."""
 
     model_name: str
     model_version: str
