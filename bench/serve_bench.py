@@ -143,9 +143,15 @@ class Server:
         os.killpg(self.process.pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
     def stop(self) -> None:
-        """Graceful shutdown (SIGTERM): uvicorn drains, the writer flushes."""
+        """Graceful shutdown (SIGINT): uvicorn drains, the writer flushes. Then whatever
+        the server started and left behind in its process group is stopped too (LitServe's
+        spawned workers outlive their parent and would spin on a core for ever)."""
         self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout=120)
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # nothing was left
+            pass
 
 
 async def load(url: str, payload: bytes, requests: int, concurrency: int,

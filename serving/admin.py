@@ -59,7 +59,7 @@ async def _reload(request: Request, before: str | None = None) -> dict[str, Any]
     server's own poll may already have made the swap a promotion asked for."""
     holder = _holder(request)
     before = before or holder.runtime.version
-    result = await asyncio.get_running_loop().run_in_executor(None, holder.reload)
+    result = await holder.reload_async()
     return {**asdict(result), "previous_version": before,
             "swapped": result.version != before}
 

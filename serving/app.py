@@ -39,7 +39,7 @@ from serving.metrics import MonitoringCollector, ServiceMetrics
 from serving.routes import router
 from serving.service import PredictionService
 from serving.spool import Spool
-from serving.swap import ModelHolder, ModelSource
+from serving.swap import ModelHolder, ModelSource, in_own_thread, load_warm
 from serving.writer import DurableWriter, store_failure
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
             writer = _writer(serve, engine, repository, store_error)
             writer.start()
         device = resolve_device(serve.device)
-        runtime = source.load(settings.model_uri, str(device))
+        runtime = await in_own_thread(load_warm, source, settings.model_uri, str(device))
         models = ModelHolder(runtime, source, settings.model_uri,
                              on_swap=lambda new: metrics.set_model(new.name, new.version))
         batcher = DynamicBatcher(
