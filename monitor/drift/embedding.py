@@ -88,8 +88,9 @@ def median_bandwidth(pooled: torch.Tensor, generator: torch.Generator, sample: i
 def _fourier_features(
     rows: torch.Tensor, weights: torch.Tensor, offsets: torch.Tensor
 ) -> torch.Tensor:
-    """phi(x) = sqrt(2 / D) cos(W x + b), for rows in one block."""
-    return math.sqrt(2.0 / weights.shape[1]) * torch.cos(rows @ weights + offsets)
+    """phi(x) = sqrt(2 / D) cos(W x + b), for rows in one block (one product with the
+    offsets added in it, then in place: one matrix of the block's size, not three)."""
+    return torch.addmm(offsets, rows, weights).cos_().mul_(math.sqrt(2.0 / weights.shape[1]))
 
 
 def embedding_drift(
@@ -133,7 +134,11 @@ def embedding_drift(
     # Row i goes to the reference side of permutation p when labels[p, i] is True; row 0 of
     # labels is the observed split.
     total = m + n
-    labels = _permuted_sides(m, n, permutations, generator, strata).to(device)
+    # The permutations draw from a generator of their own, so the ones a decided window
+    # skips are never drawn.
+    shuffles = torch.Generator(device="cpu").manual_seed(seed + 1)
+    first = min(permutations, FIRST_PERMUTATIONS)
+    labels = _permuted_sides(m, n, first, shuffles, strata, observed=True).to(device)
     # Two halves of each side (alternate rows) for the witness: their mean features come
     # out of the first pass, as four extra rows beside the permutations.
     # The witness's halves are drawn at random, not by row order: rows stored in order
@@ -146,7 +151,6 @@ def embedding_drift(
     groups = _witness_groups(codes, side, half)
     sizes = groups.sum(dim=1)
     groups = (groups / sizes.clamp_min(1)[:, None]).to(device)
-    first = min(permutations, FIRST_PERMUTATIONS)
     cached = (_fourier_features(pooled, weights, offsets)
               if total * features * 4 <= FEATURE_CACHE_BYTES else None)
 
@@ -156,12 +160,15 @@ def embedding_drift(
             return cached[rows]
         return _fourier_features(pooled[rows], weights, offsets)
 
-    statistics, means = _statistics(block, total, labels[: first + 1], m, n, groups)
+    statistics, means = _statistics(block, total, labels, m, n, groups)
     # The witness is fitted on every row (its group means came with the first pass) and
     # scored on a random subset: the AUC of 40,000 rows is within about 0.003.
-    scored = torch.randperm(total, generator=generator)[:WITNESS_ROWS].sort().values
-    effect = _witness_auc(block, scored.to(device), means, sizes, codes[scored],
-                          side[scored], half[scored])
+    if total <= WITNESS_ROWS:
+        scored: torch.Tensor | slice = slice(0, total)
+    else:
+        scored = torch.randperm(total, generator=generator)[:WITNESS_ROWS].sort().values
+    effect = _witness_auc(block, scored, means, sizes, codes[scored], side[scored],
+                          half[scored])
     observed = float(statistics[0])
     exceed = int((statistics[1:] >= observed).sum())
     # The verdict at alpha needs p = (1 + exceed) / (permutations + 1) < alpha, and the
@@ -172,7 +179,8 @@ def embedding_drift(
     decided = exceed >= math.ceil(alpha * (permutations + 1) - 1) or effect < min_effect
     run = first
     if not decided and permutations > first:
-        rest, _ = _statistics(block, total, labels[first + 1 :], m, n)
+        rest, _ = _statistics(block, total, _permuted_sides(
+            m, n, permutations - first, shuffles, strata).to(device), m, n)
         exceed += int((rest >= observed).sum())
         run = permutations
     # The observed split counts as one of the permutations (Phipson & Smyth, 2010), so the
@@ -188,20 +196,24 @@ def _statistics(features_of: Callable[[slice], torch.Tensor], total: int,
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Each split's RFF-MMD^2 (row p of ``labels``: True on the reference side), from one
     blocked pass over the ``total`` pooled rows' features; with ``groups``, also those row
-    groups' mean features. Each split's mean difference accumulates block by block as
-    (sum over its reference rows)/m - (sum over the rest)/n."""
-    differences = means = None
+    groups' mean features. Each split's mean difference is (sum over its reference
+    rows)/m - (sum over the rest)/n = R (1/m + 1/n) - A/n, where R, the sum over its
+    reference rows, accumulates block by block as a product with the 0/1 labels, and A is
+    the sum over all rows."""
+    reference_sums = column_sums = means = None
     for start in range(0, total, _BLOCK):
         block = features_of(slice(start, start + _BLOCK))
-        if differences is None:
-            differences = torch.zeros(labels.shape[0], block.shape[1], device=block.device)
+        if reference_sums is None:
+            reference_sums = torch.zeros(labels.shape[0], block.shape[1], device=block.device)
+            column_sums = torch.zeros(block.shape[1], device=block.device)
             if groups is not None:
                 means = torch.zeros(groups.shape[0], block.shape[1], device=block.device)
-        coefficients = torch.where(labels[:, start : start + _BLOCK], 1.0 / m, -1.0 / n)
-        differences += coefficients @ block
+        reference_sums += labels[:, start : start + _BLOCK].float() @ block
+        column_sums += block.sum(dim=0)
         if means is not None and groups is not None:
             means += groups[:, start : start + _BLOCK] @ block
-    assert differences is not None
+    assert reference_sums is not None and column_sums is not None
+    differences = reference_sums * (1.0 / m + 1.0 / n) - column_sums / n
     return (differences**2).sum(dim=1).cpu(), means
 
 
@@ -230,26 +242,35 @@ def _witness_groups(codes: torch.Tensor, side: torch.Tensor, half: torch.Tensor
 
 
 def _permuted_sides(m: int, n: int, permutations: int, generator: torch.Generator,
-                    strata: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor:
-    """(permutations + 1, m + n) booleans, True where a row is on the reference side; row 0
-    is the observed split. With ``strata`` each class keeps its reference count."""
+                    strata: tuple[np.ndarray, np.ndarray] | None, observed: bool = False
+                    ) -> torch.Tensor:
+    """(permutations, m + n) booleans, True where a row is on the reference side of a
+    random split; with ``observed``, the observed split comes first as an extra row. With
+    ``strata`` each class keeps its reference count."""
     total = m + n
-    labels = torch.zeros(permutations + 1, total, dtype=torch.bool)
-    labels[0, :m] = True
-    if strata is None:
-        for p in range(1, permutations + 1):
-            labels[p, torch.randperm(total, generator=generator)[:m]] = True
-        return labels
+    labels = torch.zeros(permutations + observed, total, dtype=torch.bool)
+    if observed:
+        labels[0, :m] = True
     codes = _strata_codes(m, n, strata)
     for code in np.unique(codes):
         rows = torch.from_numpy(np.flatnonzero(codes == code))
         on_reference = int((rows < m).sum())
-        for p in range(1, permutations + 1):
-            labels[p, rows[torch.randperm(len(rows), generator=generator)[:on_reference]]] = True
+        for p in range(observed, permutations + observed):
+            labels[p].index_fill_(
+                0, rows[torch.randperm(len(rows), generator=generator)[:on_reference]], True)
     return labels
 
 
-def _witness_auc(features_of: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor,
+def _part(rows: torch.Tensor | slice, start: int, stop: int) -> torch.Tensor | slice:
+    """Rows ``start:stop`` of a selection of rows (indices, or a slice of the pooled
+    rows)."""
+    if isinstance(rows, slice):
+        return slice(rows.start + start, min(rows.start + stop, rows.stop))
+    return rows[start:stop]
+
+
+def _witness_auc(features_of: Callable[[torch.Tensor | slice], torch.Tensor],
+                 rows: torch.Tensor | slice,
                  means: torch.Tensor, sizes: torch.Tensor, codes: torch.Tensor,
                  side: torch.Tensor, half: torch.Tensor) -> float:
     """AUC of the witness fitted on one half of each sample and scored on the other half,
@@ -262,13 +283,17 @@ def _witness_auc(features_of: Callable[[torch.Tensor], torch.Tensor], rows: torc
     strata = int(codes.max()) + 1
     means, sizes = means.reshape(strata, 4, -1), sizes.reshape(strata, 4)
     # Even rows are scored by the witness of the odd halves, odd rows by the even one.
-    witness = torch.stack([means[:, 3] - means[:, 1], means[:, 2] - means[:, 0]])
-    scores = torch.empty(rows.shape[0], device=means.device)
-    for start in range(0, rows.shape[0], _BLOCK):
-        block = features_of(rows[start : start + _BLOCK])
-        which = witness[half[start : start + _BLOCK].long(), codes[start : start + _BLOCK]]
-        scores[start : start + _BLOCK] = (block * which.to(block.device)).sum(dim=1)
-    scores = scores.cpu()
+    # (2 C, D): row h * C + c is stratum c's witness for the rows of half h.
+    witness = torch.cat([means[:, 3] - means[:, 1], means[:, 2] - means[:, 0]])
+    count = len(codes)
+    which = half.long() * strata + codes  # each scored row's witness
+    scores = torch.empty(count)
+    for start in range(0, count, _BLOCK):
+        block = features_of(_part(rows, start, start + _BLOCK))
+        # Every witness for every row in one product, then each row's own: (block, 2 C).
+        all_scores = (block @ witness.T.to(block.device)).cpu()
+        scores[start : start + _BLOCK] = all_scores.gather(
+            1, which[start : start + _BLOCK, None]).squeeze(1)
     total, pairs = 0.0, 0
     for odd, fitted_on in ((False, (1, 3)), (True, (0, 2))):
         for c in range(strata):
