@@ -1,7 +1,8 @@
 """The registered model served by LitServe, for ``peer_serve_bench.py``: what a team might
 deploy instead of vidmon. It reads the same multipart ``.npy`` upload at the same path,
 decodes it with vidmon's own decoder, batches like vidmon (at most ``--batch-size``, no
-extra wait) and runs the same runtime; it logs nothing.
+extra wait) and runs the same network with the same preprocessing; it logs nothing and
+measures no pixel features.
 
 Usage: python bench/_litserve_peer.py --port N [--batch-size 32] [--device cpu]
 """
@@ -12,8 +13,10 @@ import argparse
 
 import litserve as ls
 import numpy as np
+import torch
 
-from monitor.runtime import resolve_device
+from monitor.preprocess import to_model_input
+from monitor.runtime import autocast_for, resolve_device
 from monitor.settings import Settings
 from monitor.video import DecodeLimits
 from serving.decode import decode_npy
@@ -36,9 +39,14 @@ class VideoClassifierAPI(ls.LitAPI):
     def batch(self, inputs):  # type: ignore[no-untyped-def]
         return np.stack(inputs)
 
+    @torch.inference_mode()
     def predict(self, clips):  # type: ignore[no-untyped-def]
-        probabilities, _, _ = self.runtime.predict(clips)
-        return probabilities
+        # The network alone, as a team would serve it: no pixel features (vidmon's runtime
+        # measures them beside the forward pass for monitoring; that cost is vidmon's).
+        pixels = torch.from_numpy(clips).to(self.runtime.device)
+        with autocast_for(self.runtime.device):
+            logits, _ = self.runtime.network(to_model_input(pixels, self.runtime.card))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def unbatch(self, output):  # type: ignore[no-untyped-def]
         return list(output)

@@ -7,7 +7,9 @@
   batch wait, logging nothing;
 - raw: forward passes of full batches, no HTTP (as ``serve_bench.py`` measures it);
 - vidmon raw body: vidmon again, the clip sent as the request body
-  (``Content-Type: application/x-npy``) instead of a multipart file.
+  (``Content-Type: application/x-npy``) instead of a multipart file;
+- vidmon logging off: a second vidmon server with ``log_predictions`` off (no records, no
+  commit; the pixel features are still measured), to show what durable logging costs.
 
 Both servers stay up and the rounds alternate between them at concurrency 1, 8 and 32, so
 whatever else the machine does hits both alike; the one not being measured is paused
@@ -54,11 +56,14 @@ def main() -> None:
     peer = [sys.executable, str(Path(__file__).with_name("_litserve_peer.py")),
             "--batch-size", str(args.batch_size), "--device", str(device)]
     servers = {"vidmon": Server(env, work),
+               "vidmon logging off": Server({**env, "VIDMON_SERVE__LOG_PREDICTIONS": "false"},
+                                            work, log="server-nolog.log"),
                "LitServe": Server(env, work, command=peer, log="litserve.log",
                                   ready_path="/health")}
     # (name, server, clip sent as the request body instead of a multipart file)
     variants = [("vidmon", servers["vidmon"], False), ("LitServe", servers["LitServe"], False),
-                ("vidmon raw body", servers["vidmon"], True)]
+                ("vidmon raw body", servers["vidmon"], True),
+                ("vidmon logging off", servers["vidmon logging off"], False)]
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     try:
         for _ in range(args.rounds):
@@ -89,10 +94,11 @@ def main() -> None:
             line += (f"\n  {name:16s} {rate:6.1f} clips/s = {rate / raw:.2f} x raw, p50 "
                      f"{1000 * median(name, level, 1):6.1f} ms, p99 "
                      f"{1000 * median(name, level, 2):6.1f} ms |")
-        ratio = median("vidmon", level, 0) / median("LitServe", level, 0)
-        raw_ratio = median("vidmon raw body", level, 0) / median("LitServe", level, 0)
-        print(f"{line} vidmon / LitServe {ratio:.2f} (raw body {raw_ratio:.2f}; median of "
-              f"{args.rounds} alternating rounds)", flush=True)
+        lit = median("LitServe", level, 0)
+        ratios = ", ".join(f"{name} {median(name, level, 0) / lit:.2f}"
+                           for name, _, _ in variants if name not in ("vidmon", "LitServe"))
+        print(f"{line} vidmon / LitServe {median('vidmon', level, 0) / lit:.2f} ({ratios}; "
+              f"median of {args.rounds} alternating rounds)", flush=True)
 
 
 if __name__ == "__main__":
