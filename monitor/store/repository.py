@@ -80,6 +80,12 @@ class PredictionRepository:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # The statements of every flush of the prediction log, built once: building them
+        # per flush was most of a one-row flush's time.
+        self._insert_predictions = insert_ignoring_duplicates(
+            engine, predictions, ["id"]).returning(predictions.c.id)
+        self._waiting_labels = sa.select(pending_labels).where(
+            pending_labels.c.id.in_(sa.bindparam("keys", expanding=True)))
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""
@@ -110,19 +116,15 @@ class PredictionRepository:
             return self._insert(connection, records)
 
     def _insert(self, connection: Connection, records: Sequence[PredictionRecord]) -> int:
-        statement = self._insert_ignoring_duplicates(predictions, ["id"])
         inserted = 0
         for start in range(0, len(records), _CHUNK):
             chunk = records[start : start + _CHUNK]
             rows = [r.to_row() for r in chunk]
-            ids = [row["id"] for row in rows]
-            before = connection.execute(
-                sa.select(sa.func.count()).where(predictions.c.id.in_(ids))).scalar_one()
-            connection.execute(statement, rows)
-            inserted += len(rows) - before
-            keys = set(ids) | {r.video_id for r in chunk if r.video_id}
-            waiting = connection.execute(sa.select(pending_labels).where(
-                pending_labels.c.id.in_(keys))).mappings().all()
+            # Rows already stored are skipped by the conflict clause and return no id.
+            inserted += len(connection.execute(self._insert_predictions, rows).all())
+            keys = {row["id"] for row in rows} | {r.video_id for r in chunk if r.video_id}
+            waiting = connection.execute(self._waiting_labels,
+                                         {"keys": list(keys)}).mappings().all()
             self._label(connection, {w["id"]: (w["label"], w["labeled_at"]) for w in waiting})
         return inserted
 
