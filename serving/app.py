@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
+from monitor import __version__
 from monitor.alerts import Alerter, Sender, check_monitor
 from monitor.api import router as monitoring_router
 from monitor.clips import ClipStore
@@ -165,11 +166,11 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
             engine.dispose()
 
     # The documentation routes are vidmon's own (serving.docs): offline, and named in metrics.
-    app = FastAPI(title="vidmon", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="vidmon", version=__version__, lifespan=lifespan,
                   description="Video classification with monitoring built in.",
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.metrics, app.state.ready = settings, metrics, False
-    app.state.source = source
+    app.state.source, app.state.clock = source, clock
 
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit_for=_body_limit(serve))  # inside Observe: counted

@@ -7,7 +7,7 @@ model versions and run links, from the model registry behind the app's source.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from importlib import resources
 from typing import Any, Protocol, runtime_checkable
 
@@ -49,12 +49,13 @@ def dashboard_data(request: Request, hours: int = 168) -> dict[str, Any]:
     source = state.source
     registry = source if isinstance(source, RegistryView) else None
     service = getattr(state, "service", None)
-    since = datetime.now(UTC) - timedelta(hours=max(1, min(hours, 24 * 90)))
+    now = state.clock()  # the service's one clock (simulations run on their own)
+    since = now - timedelta(hours=max(1, min(hours, 24 * 90)))
     reports, _ = state.reports.list(model_name=settings.model_name, limit=RECENT)
     decisions = state.retrains.list(model_name=settings.model_name, limit=100)
     latest = state.reports.get(reports[0]["id"]) if reports else None
-    lags = state.repository.label_lags(settings.model_name, since=datetime.now(UTC) -
-                                       timedelta(hours=24)) if latest else []
+    lags = state.repository.label_lags(settings.model_name, since=now - timedelta(hours=24)
+                                       ) if latest else []
     return {
         "model_name": settings.model_name,
         "serving_version": service.runtime.version if service else None,

@@ -314,3 +314,18 @@ def test_every_series_the_alert_rules_and_grafana_read_is_exported(dashboard) ->
     used = {name for text in exprs for name in re.findall(r"\bvidmon_[a-z0-9_]+", text)}
     assert len(used) >= 10
     assert used <= exported, used - exported
+
+
+def test_the_dashboard_reads_time_from_the_service_clock(dashboard) -> None:
+    """Its windows end at the service's clock (a simulation's, here three days on), not the
+    machine's: the seeded hours fall out of a 24-hour view there and stay in one here."""
+    import httpx
+
+    _, url, seeded = dashboard
+    settings = seeded["settings"]
+    later = lambda: HOUR + timedelta(days=3)  # noqa: E731
+    with running_server(create_app(settings, RegistrySource(settings), clock=later)) as other:
+        now_view, later_view = (httpx.get(u + "/v1/dashboard", params={"hours": 24}).json()
+                                for u in (url, other))
+    assert sum(h["predictions"] for h in now_view["volume"]) == seeded["records"]
+    assert later_view["volume"] == []
