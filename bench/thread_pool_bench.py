@@ -27,7 +27,7 @@ import torch
 
 from monitor.runtime import ModelRuntime
 from monitor.settings import Settings
-from serving.swap import in_own_thread
+from serving.threads import in_own_thread
 from training.job import model_config_for, training_card
 from training.modelfile import vidmon_network
 from training.synthetic import CLASS_NAMES

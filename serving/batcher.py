@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from monitor.errors import DeadlineExceeded, Overloaded
+from serving.threads import settle
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +82,6 @@ class BatchStats:
 
     size: int
     seconds: float
-
-
-def _settle(future: asyncio.Future[Outputs], result: Outputs | None,
-            error: BaseException | None) -> None:
-    """On the event loop: answer a request unless its client already went away."""
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)  # type: ignore[arg-type]
 
 
 class DynamicBatcher:
@@ -157,7 +147,7 @@ class DynamicBatcher:
     def _answer(self, item: _Pending, result: Outputs | None = None,
                 error: BaseException | None = None) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(_settle, item.future, result, error)
+        self._loop.call_soon_threadsafe(settle, item.future, result, error)
 
     def _expire(self, batch: list[_Pending]) -> list[_Pending]:
         """Answer the groups that waited past the deadline (504) and drop them: their

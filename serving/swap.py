@@ -5,15 +5,8 @@ batch and returns it with the outputs, so every prediction records the version t
 actually computed it. A new version is loaded and warmed up off the event loop, then
 replaces the old one in a single assignment; a batch already running finishes on the old.
 
-Loading and warming up run in a thread started for the purpose, which ends with them
-(:func:`in_own_thread`), never in a pooled thread that lives on. On CPU, torch's OpenMP
-runtime (libgomp) keeps a pool of worker threads for every thread that has ever run a
-parallel region; once the pools hold more threads than the machine has cores, libgomp
-stops spinning between regions for all of them ("throttled" waiting) and every operator
-pays a futex wake-up. Measured on 2 cores: the model thread's batch-of-one forward pass took
-6.0 ms while it was the only such thread and 12.0 ms once any other thread had run one
-parallel region (``torch.profiler``: batch norm 17 -> 96 us, ReLU 5 -> 34 us a call). A
-thread that ends takes its pool with it, so the model thread is left alone again.
+Loading and warming up run :func:`serving.threads.in_own_thread`, never in a pooled thread
+that lives on (see there why).
 """
 
 from __future__ import annotations
@@ -23,42 +16,16 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 
 from monitor.errors import InvalidInput
 from monitor.profile import ReferenceProfile
 from monitor.runtime import ModelRuntime
+from serving.threads import in_own_thread
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-async def in_own_thread(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a thread started for this call and ended with it: the way to run
-    torch work (loading, warming up) beside the model thread (see the module's note)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():  # the caller was cancelled
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def run() -> None:
-        try:
-            result = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=run, name="vidmon-load", daemon=True).start()
-    return await future
 
 
 def load_warm(source: ModelSource, model_uri: str, device: str,

@@ -31,6 +31,7 @@ from monitor.errors import Overloaded
 from monitor.store.records import FeedbackResult, PredictionRecord, is_issued_id
 from monitor.store.repository import PredictionRepository
 from serving.spool import Spool
+from serving.threads import settle
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,6 @@ class _Pending:
     records: Sequence[PredictionRecord]
     future: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
-
-
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():  # the client went away; its records are durable all the same
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
 
 
 def store_failure(exc: BaseException) -> str:
@@ -224,7 +216,8 @@ class DurableWriter:
                                    "prediction log now; retry shortly", retry_after_s=5)
         self.counters.flushes += 1
         for item in items:
-            item.loop.call_soon_threadsafe(_settle, item.future, error)
+            # A client that went away is not answered; its records are durable all the same.
+            item.loop.call_soon_threadsafe(settle, item.future, None, error)
 
     def _flush_loop(self) -> None:
         while not self._stop.is_set():

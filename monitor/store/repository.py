@@ -92,9 +92,6 @@ class PredictionRepository:
         with self.engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
 
-    def _insert_ignoring_duplicates(self, table: sa.Table, key: list[str]) -> sa.Insert:
-        return insert_ignoring_duplicates(self.engine, table, key)
-
     def _upsert_pending(self) -> sa.Insert:
         """Insert a waiting label; a later label for the same id replaces an earlier one (as
         on a stored row), even when two requests race on it."""

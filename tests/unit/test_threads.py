@@ -1,4 +1,4 @@
-"""Torch work beside the model thread runs in a thread that ends with it (serving.swap)."""
+"""Torch work beside the model thread runs in a thread that ends with it (serving.threads)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from serving.swap import in_own_thread
+from serving.threads import in_own_thread
 
 
 def test_in_own_thread_answers_from_a_fresh_thread_that_has_ended() -> None:
