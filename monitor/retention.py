@@ -13,7 +13,8 @@ In order, each step in transactions of at most ``batch_rows`` rows:
 3. Clip files no row refers to are deleted once ``clip_grace_s`` old.
 4. While the clip store is over ``clip_max_mb``, the oldest clips are released and deleted.
 5. Reports older than ``report_days`` lose their Evidently snapshot and page (their summary
-   stays), unless a retrain decision cites them.
+   stays), unless a retrain decision cites them. Their copies in the Evidently workspace,
+   when one is set, go by age alone (the store keeps the cited ones).
 6. Labels that waited ``prediction_days`` for a prediction that never landed are dropped.
 """
 
@@ -33,6 +34,7 @@ from monitor.clock import Clock, system_clock
 from monitor.settings import RetentionSettings, Settings
 from monitor.store.reports import ReportRepository
 from monitor.store.retention import Expiry, Protected, RetentionRepository
+from monitor.workspace import EvidentlyWorkspace
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class GcResult:
     clip_bytes: int = 0
     clip_bytes_limit: int | None = None
     reports_pruned: int = 0
+    workspace_runs_pruned: int = 0  # copies in the Evidently workspace
     pending_labels_deleted: int = 0
     protected_models: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -70,7 +73,8 @@ class GcResult:
         line = (f"retention {verb} {self.predictions_deleted:,} predictions, released "
                 f"{self.clip_rows_released:,} clips ({self.clip_files_deleted:,} files, "
                 f"{self.clip_bytes_freed / MB:,.1f} MB freed), pruned "
-                f"{self.reports_pruned:,} report pages; the clip store holds "
+                f"{self.reports_pruned:,} report pages and {self.workspace_runs_pruned:,} "
+                f"Evidently workspace runs; the clip store holds "
                 f"{self.clip_files:,} clips in {self.clip_bytes / MB:,.1f} MB ({limit})")
         if self.predictions_unreported:
             line += f"; kept until a report covers them: {self.predictions_unreported}"
@@ -85,8 +89,10 @@ class GarbageCollector:
 
     def __init__(self, settings: RetentionSettings, retention: RetentionRepository,
                  reports: ReportRepository, clips: ClipStore, *, max_attempts: int,
-                 clock: Clock = system_clock, progress: Progress = log.info) -> None:
+                 workspace: EvidentlyWorkspace | None = None, clock: Clock = system_clock,
+                 progress: Progress = log.info) -> None:
         self.settings = settings
+        self.workspace = workspace
         self.retention = retention
         self.reports = reports
         self.clips = clips
@@ -123,6 +129,8 @@ class GarbageCollector:
             result.reports_pruned = (self.retention.count_prunable_reports(before) if dry_run
                                      else self._batches(lambda: self.retention.prune_reports(
                                          before, min(s.batch_rows, 500))))
+            if self.workspace is not None:
+                result.workspace_runs_pruned = self.workspace.prune(before, dry_run)
         result.seconds = round(time.monotonic() - started, 3)
         return result
 
@@ -253,8 +261,10 @@ def build_collector(settings: Settings, engine: Engine, clock: Clock = system_cl
     """A collector over the settings' store and clip folder."""
     return GarbageCollector(settings.retention, RetentionRepository(engine),
                             ReportRepository(engine), ClipStore(settings.clip_dir),
-                            max_attempts=settings.retrain.max_attempts, clock=clock,
-                            progress=progress)
+                            max_attempts=settings.retrain.max_attempts,
+                            workspace=(EvidentlyWorkspace(settings.evidently_workspace)
+                                       if settings.evidently_workspace else None),
+                            clock=clock, progress=progress)
 
 
 def gc_command(settings: Settings, dry_run: bool) -> int:

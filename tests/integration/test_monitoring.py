@@ -95,6 +95,17 @@ def test_each_report_is_also_added_to_the_evidently_workspace(
     project = browsed.search_project("vidmon")[0]
     assert len(browsed.list_runs(project.id)) == 1  # the drift run (no labels yet)
 
+    # Retention prunes the copies by the time in their ids (the machine's clock).
+    stored = list((tmp_path / "ws").rglob("snapshots/*.json"))
+    assert len(stored) == 1
+    now = datetime.now(UTC)
+    assert workspace.prune(now - timedelta(days=1)) == 0
+    assert workspace.prune(now + timedelta(minutes=1), dry_run=True) == 1
+    assert len(browsed.list_runs(project.id)) == 1 and stored[0].exists()
+    assert workspace.prune(now + timedelta(minutes=1)) == 1
+    assert Workspace.create(str(tmp_path / "ws")).list_runs(project.id) == []
+    assert not stored[0].exists()
+
 
 def test_no_traffic_means_no_report(repository, reports) -> None:
     outcome = run_report_job(SETTINGS, repository, reports, _profile_loader(), now=HOUR)

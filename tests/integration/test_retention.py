@@ -207,6 +207,9 @@ def test_vidmon_gc_prints_what_it_did(tmp_path: Path) -> None:
         assert result["dry_run"] == bool(flags) and result["clip_bytes_limit"] is None
         assert repository.count() == (3 if flags else 0)
     assert "vidmon gc: deleting 3 predictions of m v1" in done.stderr
+    # the default Evidently workspace had no copies: gc looked, pruned none, made nothing
+    assert result["workspace_runs_pruned"] == 0
+    assert not (tmp_path / "evidently-workspace").exists()
     repository.engine.dispose()
 
 
