@@ -185,7 +185,8 @@ def _add_operations(subparsers: argparse._SubParsersAction) -> None:
         "gc", help="apply the retention settings once: old predictions, clips, report pages",
         description="Delete production predictions older than VIDMON_RETENTION__PREDICTION_DAYS "
                     "that a report has covered, release clips past their age or over the "
-                    "clip store's size limit, and prune old report pages, in small batches. "
+                    "clip store's size limit, and prune old report pages and their Evidently "
+                    "workspace copies, in small batches. "
                     "The monitor runs the same every VIDMON_RETENTION__INTERVAL_S seconds.")
     p.add_argument("--dry-run", action="store_true",
                    help="count what would be deleted and delete nothing")
