@@ -26,7 +26,7 @@ def profile_of(network: nn.Module, card: ModelCard, clips: np.ndarray, labels: n
                outputs: Predictions, features: list[dict[str, float]],
                head_clips: tuple[np.ndarray, np.ndarray] | None = None,
                more_clips: tuple[np.ndarray, np.ndarray] | None = None, *,
-               estimator_clips: int = 600) -> ReferenceProfile:
+               estimator_clips: int) -> ReferenceProfile:
     """A profile from model outputs on labeled clips and their quality features, with
     accuracy estimators fitted on at most ``estimator_clips`` of the clips (agreement heads
     trained on ``head_clips``, the model's training clips and classes, when given) and of
@@ -55,7 +55,7 @@ def profile_of(network: nn.Module, card: ModelCard, clips: np.ndarray, labels: n
 def profile_clips(network: nn.Module, card: ModelCard, part: LoadedClips,
                   outputs: Predictions | None = None,
                   head_clips: tuple[np.ndarray, np.ndarray] | None = None, *,
-                  estimator_clips: int = 600) -> ReferenceProfile:
+                  estimator_clips: int) -> ReferenceProfile:
     """The profile of decoded dataset clips (``outputs`` when already computed)."""
     outputs = outputs or predict(network, card, part.clips)
     features = [quality_features(clip, meta) for clip, meta in zip(part.clips, part.metas)]

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from monitor.card import ModelCard
+from monitor.settings import TrainSettings
 from tests.factories import feature_rows
 from training.model import ModelConfig, R2Plus1D
 from training.profiling import profile_of
@@ -24,7 +25,8 @@ def test_a_few_recent_clips_borrow_labeled_clips_for_their_estimators() -> None:
     labels[:12] = predicted[:12]  # the profile's own clips: all right
     own = predict(network, card, clips[:12])
     profile = profile_of(network, card, clips[:12], labels[:12], own,
-                         feature_rows(12, rng), more_clips=(clips[12:], labels[12:]))
+                         feature_rows(12, rng), more_clips=(clips[12:], labels[12:]),
+                         estimator_clips=TrainSettings().estimator_clips)
     assert profile.accuracy == 1.0 and len(profile.table) == 12
     assert profile.estimator is not None
     assert profile.estimator.reference_accuracy == float(np.mean(labels == predicted))
