@@ -129,7 +129,10 @@ class PredictionRepository:
     def _label(connection: Connection, labels: Mapping[str, tuple[str, datetime]]) -> None:
         """Set true labels on rows by prediction or video id, unless the row holds a label
         given later (a label replayed from a spool must not undo a newer one); drop them
-        from the waiting list."""
+        from the waiting list, but not a newer waiting label: one that a concurrent
+        feedback request upserted while this transaction ran stays, and
+        :meth:`resolve_pending_labels` applies it (deleting every waiting label of these
+        ids lost such an acknowledged label on PostgreSQL)."""
         for key, (label, labeled_at) in labels.items():
             connection.execute(
                 predictions.update()
@@ -137,9 +140,8 @@ class PredictionRepository:
                        sa.or_(predictions.c.labeled_at.is_(None),
                               predictions.c.labeled_at <= labeled_at))
                 .values(true_label=label, labeled_at=labeled_at))
-        for start in range(0, len(labels), _CHUNK):
             connection.execute(pending_labels.delete().where(
-                pending_labels.c.id.in_(list(labels)[start:start + _CHUNK])))
+                pending_labels.c.id == key, pending_labels.c.labeled_at <= labeled_at))
 
     def _known(self, connection: Connection, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are stored, as a prediction's or a video's id."""

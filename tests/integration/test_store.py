@@ -56,6 +56,23 @@ def test_feedback_stores_known_ids_reports_unknown_ones_and_is_idempotent(reposi
     assert rows[records[1].id]["true_label"] is None
 
 
+def test_applying_a_label_keeps_a_newer_waiting_one(repository) -> None:
+    """A feedback request can upsert a newer waiting label while another transaction applies
+    an older one to the same id (its row landing); the older one must not delete it."""
+    from datetime import UTC, datetime, timedelta
+
+    record = make_record(0)
+    repository.add_predictions([record])
+    older = datetime(2026, 1, 1, tzinfo=UTC)
+    with repository.engine.begin() as connection:  # the newer label, still waiting
+        connection.execute(repository._upsert_pending(), [
+            {"id": record.id, "label": "move_left", "labeled_at": older + timedelta(1)}])
+    repository.apply_feedback({record.id: "move_right"}, now=older)
+    assert repository.pending_label_count() == 1
+    assert repository.resolve_pending_labels() == 1
+    assert repository.get([record.id])[record.id]["true_label"] == "move_left"
+
+
 def test_counts_by_source_and_version(repository) -> None:
     repository.add_predictions([make_record(0), make_record(1, source="reference"),
                                 make_record(2, model_version="2")])
