@@ -81,14 +81,23 @@ def importance_weighted_accuracy(p_wrong: np.ndarray, inclusion: np.ndarray,
     return Estimate(METHOD, value, max(0.0, value - half), min(1.0, value + half))
 
 
+def wilson_interval(successes: float, trials: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (sensible at 0 or 100 %); ``z`` = 1.96 for a
+    two-sided 95 % interval."""
+    if trials <= 0:
+        raise ValueError("a proportion needs at least one trial")
+    p = successes / trials
+    centre = (p + z ** 2 / (2 * trials)) / (1 + z ** 2 / trials)
+    half = (z * math.sqrt(p * (1 - p) / trials + z ** 2 / (4 * trials * trials))
+            / (1 + z ** 2 / trials))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def uniform_accuracy(correct: np.ndarray) -> Estimate | None:
     """Share of right answers among labeled predictions taken as a uniform sample, with a
-    Wilson 95 % interval (sensible at 0 or 100 %); None without labels."""
+    Wilson 95 % interval; None without labels."""
     correct = np.asarray(correct, dtype=float)
     m = len(correct)
     if m == 0:
         return None
-    p = float(correct.mean())
-    centre = (p + Z95 ** 2 / (2 * m)) / (1 + Z95 ** 2 / m)
-    half = Z95 * math.sqrt(p * (1 - p) / m + Z95 ** 2 / (4 * m * m)) / (1 + Z95 ** 2 / m)
-    return Estimate(UNIFORM, p, max(0.0, centre - half), min(1.0, centre + half))
+    return Estimate(UNIFORM, float(correct.mean()), *wilson_interval(float(correct.sum()), m))

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from simulations.timeline import WindowRow, check_timeline, pooled_accuracy
+from simulations.timeline import (
+    RECOVERY_POINTS,
+    WindowRow,
+    accuracy_gap_bound,
+    check_timeline,
+    pooled_accuracy,
+)
 
 
 def row(hour: int, phase: str, kind: str, correct: int, verdict: str = "no_drift",
@@ -44,7 +50,7 @@ def test_each_check_fails_when_the_loop_misbehaves() -> None:
     rows[1].verdict = "drift"  # a false alarm on clean traffic
     rows[3].verdict = rows[4].verdict = "no_drift"  # blur seen only from its third window
     rows[5].verdict = "drift"
-    rows[9].correct = 90  # the promoted mirror model falls 4 points short
+    rows[9].correct = 80  # the promoted mirror model falls 9 points short
     rows[7].verdict = "drift"  # and the mirror looked like input drift twice
     checks = check_timeline(rows)
     assert [c.passed for c in checks] == [False, False, True, False, False], checks
@@ -62,3 +68,23 @@ def test_no_promotion_means_no_recovery() -> None:
     checks = check_timeline(rows)
     assert not checks[-1].passed and "no challenger was promoted" in checks[-1].detail
     assert pooled_accuracy([]) is None
+
+
+def windows(correct: int, requests: int = 160, count: int = 2) -> list[WindowRow]:
+    rows = [row(h, "blur", "covariate", 0) for h in range(count)]
+    for r in rows:
+        r.requests, r.correct = requests, correct
+    return rows
+
+
+def test_recovery_allows_sampling_noise_but_not_a_real_shortfall() -> None:
+    before = windows(156)  # 0.975 of 320
+    # 0.9375 of 320 after: 3.75 points short as measured, which two windows of 160
+    # requests cannot tell from 3 (a demo run in CI failed a point check on exactly this)
+    noisy = accuracy_gap_bound(windows(150), before)
+    assert -0.0375 < noisy and noisy >= -RECOVERY_POINTS
+    assert accuracy_gap_bound(windows(144), before) < -RECOVERY_POINTS  # 0.90: 7.5 short
+    # the bound narrows with traffic: 0.93 of 320 passes, 0.93 of 3,200 is a real shortfall
+    assert accuracy_gap_bound(windows(149), before) >= -RECOVERY_POINTS
+    assert accuracy_gap_bound(windows(1488, 1600), windows(1560, 1600)) < -RECOVERY_POINTS
+    assert 0 < accuracy_gap_bound(windows(160), windows(160)) < 0.02  # both perfect
