@@ -106,7 +106,7 @@ def test_stratified_embedding_test_is_calibrated_against_a_balanced_reference() 
     centres = np.random.default_rng(1234).normal(0, 3, (5, 16))
     ref_classes = np.repeat(np.arange(5), 60)
     plain, stratified = [], []
-    for i in range(30):
+    for i in range(60):  # 30 left the plain mean within a few hundredths of its bound
         rng = np.random.default_rng(i)
         cur_classes = rng.integers(0, 5, 200)
         ref = centres[ref_classes] + rng.normal(0, 1, (300, 16))
@@ -117,5 +117,5 @@ def test_stratified_embedding_test_is_calibrated_against_a_balanced_reference() 
         stratified.append(result.p_value)
         assert 0.35 < result.effect < 0.65
     assert np.mean(plain) > 0.6
-    assert 0.3 < np.mean(stratified) < 0.6
-    assert sum(p < 0.05 for p in stratified) <= 5
+    assert 0.4 < np.mean(stratified) < 0.6
+    assert sum(p < 0.05 for p in stratified) <= 8
