@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from monitor.drift.effect import MIN_AUC, auc
+from monitor.drift.permutations import permuted_sides, strata_codes
 
 _BLOCK = 2048
 # Permutations run before checking whether the verdict is already decided (a clean window
@@ -148,11 +149,9 @@ class _FeatureBlocks:
                                          self.buffer[: rows.stop - rows.start])
         self.filled = self.cache is not None
 
-    def of(self, rows: torch.Tensor | slice) -> torch.Tensor:
-        """Features of at most a block of pooled rows (indices or a slice) after the first
-        pass."""
-        if not isinstance(rows, slice):
-            rows = rows.to(self.pooled.device)
+    def of(self, rows: torch.Tensor) -> torch.Tensor:
+        """Features of at most a block of pooled rows (indices) after the first pass."""
+        rows = rows.to(self.pooled.device)
         if self.cache is not None and self.filled:
             return self.cache[rows]
         selected = self.pooled[rows]
@@ -209,7 +208,7 @@ def embedding_drift(
     phi = _FeatureBlocks(pooled, frequencies)
 
     total = m + n
-    codes_np = _strata_codes(m, n, strata)
+    codes_np = strata_codes(m, n, strata)
     # The permutations draw from a generator of their own, so the ones a decided window
     # skips are never drawn. Its stream is keyed by a constant beside the seed: with
     # default_rng(seed + 1), a benchmark whose data came from default_rng(1) got a first
@@ -218,7 +217,7 @@ def embedding_drift(
     first = min(permutations, FIRST_PERMUTATIONS)
     # Row p of labels is True where a row is on the reference side of split p; row 0 is
     # the observed split.
-    labels = torch.from_numpy(_permuted_sides(m, n, first, shuffles, codes_np, observed=True))
+    labels = torch.from_numpy(permuted_sides(m, n, first, shuffles, codes_np, observed=True))
     # Two halves of each side for the witness: their mean features come out of the first
     # pass, as extra rows beside the permutations. The halves are drawn at random, not by
     # row order: rows stored in order (a reference written class by class, clips
@@ -244,7 +243,7 @@ def embedding_drift(
     undecided = exceed < math.ceil(alpha * (permutations + 1) - 1) and permutations > first
 
     def remaining() -> torch.Tensor:
-        return torch.from_numpy(_permuted_sides(m, n, permutations - first, shuffles,
+        return torch.from_numpy(permuted_sides(m, n, permutations - first, shuffles,
                                                 codes_np))
 
     rest: torch.Tensor | None = None
@@ -316,20 +315,6 @@ def _pass(phi: _FeatureBlocks, labels: torch.Tensor | None, m: int, n: int, *,
     return statistics, means, scores
 
 
-def _strata_codes(m: int, n: int, strata: tuple[np.ndarray, np.ndarray] | None
-                  ) -> np.ndarray:
-    """Each pooled row's stratum as 0..C-1 (all 0 without strata)."""
-    if strata is None:
-        return np.zeros(m + n, dtype=np.int64)
-    ref_strata, cur_strata = (np.asarray(s) for s in strata)
-    if len(ref_strata) != m or len(cur_strata) != n:
-        raise ValueError(f"strata of {len(ref_strata)} and {len(cur_strata)} rows for samples "
-                         f"of {m} and {n}")
-    _, codes = np.unique(np.concatenate([ref_strata, cur_strata]).astype(str),
-                         return_inverse=True)
-    return codes.astype(np.int64)
-
-
 def _witness_groups(codes: torch.Tensor, side: torch.Tensor, half: torch.Tensor
                     ) -> torch.Tensor:
     """(4 C, rows) indicators of each stratum's reference even, reference odd, current even
@@ -338,49 +323,6 @@ def _witness_groups(codes: torch.Tensor, side: torch.Tensor, half: torch.Tensor
     return torch.stack([strata & side & ~half, strata & side & half,
                         strata & ~side & ~half, strata & ~side & half], dim=1
                        ).reshape(-1, codes.shape[0]).float()
-
-
-def _permuted_sides(m: int, n: int, permutations: int, rng: np.random.Generator,
-                    codes: np.ndarray, observed: bool = False) -> np.ndarray:
-    """(permutations, m + n) booleans, True where a row is on the reference side of a
-    random split that keeps each stratum's (``codes``) reference count; with ``observed``,
-    the observed split comes first as an extra row."""
-    labels = np.zeros((permutations + observed, m + n), dtype=bool)
-    if observed:
-        labels[0, :m] = True
-    strata = np.unique(codes)
-    if len(strata) == 1:
-        _random_subsets(rng, m, labels[observed:])
-        return labels
-    for code in strata:
-        rows = np.flatnonzero(codes == code)
-        drawn = np.empty((permutations, len(rows)), dtype=bool)
-        _random_subsets(rng, int((rows < m).sum()), drawn)
-        labels[observed:, rows] = drawn
-    return labels
-
-
-def _random_subsets(rng: np.random.Generator, k: int, out: np.ndarray) -> None:
-    """Fill ``out`` (count, size) with booleans, each row an independent, uniformly random
-    choice of ``k`` of its positions: where the k smallest of i.i.d. uniform keys are. A
-    row whose k-th and (k+1)-th keys tie (float32 keys, so now and then) is drawn again;
-    since a tie does not depend on which positions hold the keys, the rows kept stay
-    uniform. Keys are drawn for a few rows at a time, about a megabyte of them, which
-    the allocator hands out again without new page faults (176 x 20,000: 25 ms in one
-    draw, 16 ms in megabyte chunks)."""
-    count, size = out.shape
-    if k in (0, size):
-        out[:] = k == size
-        return
-    step = max(1, (1 << 18) // size)
-    for start in range(0, count, step):
-        rows = out[start : start + step]
-        keys = rng.random(rows.shape, dtype=np.float32)
-        np.less_equal(keys, np.partition(keys, k - 1, axis=1)[:, k - 1 : k], out=rows)
-        for tied in np.flatnonzero(np.count_nonzero(rows, axis=1) != k):
-            while np.count_nonzero(rows[tied]) != k:
-                keys = rng.random(size, dtype=np.float32)
-                np.less_equal(keys, np.partition(keys, k - 1)[k - 1], out=rows[tied])
 
 
 def _witness(means: torch.Tensor, codes: torch.Tensor, half: torch.Tensor
