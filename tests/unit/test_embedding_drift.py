@@ -69,3 +69,22 @@ def test_stopping_early_never_changes_a_verdict(monkeypatch: pytest.MonkeyPatch)
     assert any(r.permutations == 24 for r in early)  # clean windows stopped early
     assert all(r.permutations == 200 for r in early if r.drifted)
     assert any(r.drifted for r in early) and not all(r.drifted for r in early)
+
+
+def test_large_window_paths_give_the_same_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Above WITNESS_ROWS the witness is scored on a subset and the remaining permutations
+    # take a pass of their own; above FEATURE_CACHE_BYTES every pass computes the features
+    # again. Shrunk here, so a small window takes those paths.
+    from monitor.drift import embedding
+
+    reference = clusters(600, seed=1)
+    windows = [clusters(500, seed=2), clusters(500, seed=3, shift=0.5)]
+    small = [embedding_drift(reference, w) for w in windows]
+    monkeypatch.setattr(embedding, "WITNESS_ROWS", 700)
+    monkeypatch.setattr(embedding, "FEATURE_CACHE_BYTES", 0)
+    large = [embedding_drift(reference, w) for w in windows]
+    assert [r.drifted for r in small] == [r.drifted for r in large] == [False, True]
+    for a, b in zip(small, large):
+        assert a.statistic == pytest.approx(b.statistic, rel=1e-5)
+        assert abs(a.effect - b.effect) < 0.05
+    assert large[1].permutations == 200
