@@ -7,6 +7,8 @@ statistic keeps its level exactly.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -47,11 +49,11 @@ def permuted_sides(m: int, n: int, permutations: int, rng: np.random.Generator,
 def _random_subsets(rng: np.random.Generator, k: int, out: np.ndarray) -> None:
     """Fill ``out`` (count, size) with booleans, each row an independent, uniformly random
     choice of ``k`` of its positions: where the k smallest of i.i.d. uniform keys are. A
-    row whose k-th and (k+1)-th keys tie (float32 keys, so now and then) is drawn again;
+    row whose k-th and (k+1)-th keys tie (32-bit keys, so now and then) is drawn again;
     since a tie does not depend on which positions hold the keys, the rows kept stay
     uniform. Keys are drawn for a few rows at a time, about a megabyte of them, which
     the allocator hands out again without new page faults (176 x 20,000: 25 ms in one
-    draw, 16 ms in megabyte chunks)."""
+    draw, 16 ms in megabyte chunks, on an older VM)."""
     count, size = out.shape
     if k in (0, size):
         out[:] = k == size
@@ -59,9 +61,18 @@ def _random_subsets(rng: np.random.Generator, k: int, out: np.ndarray) -> None:
     step = max(1, (1 << 18) // size)
     for start in range(0, count, step):
         rows = out[start : start + step]
-        keys = rng.random(rows.shape, dtype=np.float32)
+        keys = _keys(rng, rows.shape)
         np.less_equal(keys, np.partition(keys, k - 1, axis=1)[:, k - 1 : k], out=rows)
         for tied in np.flatnonzero(np.count_nonzero(rows, axis=1) != k):
             while np.count_nonzero(rows[tied]) != k:
-                keys = rng.random(size, dtype=np.float32)
+                keys = _keys(rng, (size,))
                 np.less_equal(keys, np.partition(keys, k - 1)[k - 1], out=rows[tied])
+
+
+def _keys(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """I.i.d. uniform 32-bit keys: the bit generator's raw 64-bit words, each split in two.
+    rng.random(dtype=float32) converts every key to a float; for 176 x 20,000 splits the
+    raw words took 6.6 ms where float keys took 11 ms (2-core VM)."""
+    count = math.prod(shape)
+    words = rng.bit_generator.random_raw((count + 1) // 2)
+    return words.view(np.uint32)[:count].reshape(shape)

@@ -33,13 +33,14 @@ class _TiesFirst:
     """A generator whose first draws are all one value (every key tied), then real."""
 
     def __init__(self, tied_draws: int) -> None:
-        self.left, self.real = tied_draws, np.random.default_rng(2)
+        self.left, self.real = tied_draws, np.random.default_rng(2).bit_generator
+        self.bit_generator = self
 
-    def random(self, shape, dtype=np.float64):  # type: ignore[no-untyped-def]
+    def random_raw(self, size: int) -> np.ndarray:
         if self.left:
             self.left -= 1
-            return np.full(shape, 0.5, dtype=dtype)
-        return self.real.random(shape, dtype=dtype)
+            return np.full(size, (7 << 32) | 7, dtype=np.uint64)  # both halves 7
+        return self.real.random_raw(size)
 
 
 def test_a_tied_draw_is_drawn_again() -> None:
