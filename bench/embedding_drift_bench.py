@@ -78,7 +78,7 @@ def main() -> None:
         # ours: the median of 5 runs (a tenth of a second each, so one run is at the
         # mercy of a busy machine); Evidently's single run lasts seconds
         ours, p_value, ours_s = timed(reference, current, repeat=5)
-        line = f"10k x {DIM} {name:15s}: ours drift={ours!s:5} p={p_value:.3f} {ours_s:6.2f} s"
+        line = f"10k x {DIM} {name:15s}: ours drift={ours!s:5} p={p_value:.3f} {ours_s:6.3f} s"
         if not args.skip_evidently:
             theirs, theirs_s = evidently_mmd(reference, current)
             ratios.append(theirs_s / ours_s)
