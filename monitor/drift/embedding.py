@@ -192,7 +192,7 @@ class _FeatureBlocks:
 
 def product_dtype(device: torch.device) -> torch.dtype:
     """bfloat16 where the device multiplies it natively (CUDA from Ampere, CPUs with
-    AVX512-BF16 or AMX: 3.5-4x float32's speed for the permutations' product on a 2-core
+    AVX512-BF16 or AMX: 4-5x float32's speed for the permutations' product on a 2-core
     Sapphire Rapids VM), else float32 (elsewhere bfloat16 is converted, and slower)."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
