@@ -268,7 +268,7 @@ def embedding_drift(
     sizes = groups.sum(dim=1)
     phi.centre_on(torch.randperm(total, generator=generator)[:CENTRE_ROWS])
 
-    statistics, sums, _ = _pass(phi, labels, m, n, groups=groups.to(device))
+    statistics, sums, _ = _pass(phi, labels, m, n, groups=groups)
     assert statistics is not None and sums is not None
     means = sums / sizes.clamp_min(1).to(device)[:, None]
     observed = float(statistics[0])
