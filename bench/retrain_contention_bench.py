@@ -7,9 +7,14 @@ synthetic batches (the retrain's inner loop: forward, backward, step) under the 
 
 - idle: no training;
 - unlimited: as before the limits existed (every core, normal priority);
-- limited: the defaults of ``RetrainSettings`` (half the cores, nice 10).
+- limited: the defaults of ``RetrainSettings`` (half the cores, nice 10);
 
-Rounds alternate between the three, and each prints served clips/s, p50 and p99 latency
+each against two servers, one paused while the other is measured:
+
+- before: the model computes on every core (``VIDMON_SERVE__THREADS`` = the cores);
+- after: the default, the cores other processes leave it (:mod:`serving.cpu_share`).
+
+Rounds alternate between the six, and each prints served clips/s, p50 and p99 latency
 and the training process's steps/s (a retrain's own speed under each limit).
 
 Usage: python bench/retrain_contention_bench.py [--requests 300] [--rounds 3]
@@ -64,6 +69,14 @@ def train_child(threads: int | None, nice: int, stop_file: Path) -> None:
     print(f"{steps / (time.perf_counter() - started):.3f}", flush=True)
 
 
+def start_trainer(limits: tuple[int, int], stop: Path) -> subprocess.Popen[str]:
+    """A :func:`train_child` process under ``limits`` (threads, nice)."""
+    return subprocess.Popen(
+        [sys.executable, __file__, "--train-child", str(limits[0]), str(limits[1]), str(stop)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
@@ -78,24 +91,37 @@ def main() -> None:
         return
     work, env, _, _, payload = bench_setup("vidmon-contention-", device="cpu")
     defaults = RetrainSettings()
+    from serving.cpu_share import allowed_cpus
     from training.resources import default_threads
 
-    phases = {"idle": None, "unlimited (all cores, nice 0)": (0, 0),
-              f"limited ({defaults.threads or default_threads()} threads, nice "
-              f"{defaults.nice})": (defaults.threads or default_threads(), defaults.nice)}
-    server = Server(env, work)
-    results: dict[str, list[tuple[float, float, float, float]]] = {p: [] for p in phases}
+    cores = len(allowed_cpus())
+    retrain_threads = defaults.threads or default_threads()
+    trainers = {"idle": None, "unlimited retrain (all cores, nice 0)": (0, 0),
+                f"limited retrain ({retrain_threads} threads, nice {defaults.nice})":
+                    (retrain_threads, defaults.nice)}
+    servers = {  # each with its own store and spool: one is paused while the other serves
+        f"before: model on all {cores} cores": Server(
+            {**env, "VIDMON_SERVE__THREADS": str(cores),
+             "VIDMON_DATABASE_URL": f"sqlite:///{work / 'fixed.db'}",
+             "VIDMON_SERVE__SPOOL_PATH": str(work / "fixed-spool.jsonl")}, work, log="fixed.log"),
+        "after: model on the cores left (default)": Server(
+            {**env, "VIDMON_DATABASE_URL": f"sqlite:///{work / 'share.db'}",
+             "VIDMON_SERVE__SPOOL_PATH": str(work / "share-spool.jsonl")}, work, log="share.log"),
+    }
+    phases = [(s, t) for s in servers for t in trainers]
+    results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {
+        phase: [] for phase in phases}
     try:
+        for server in servers.values():
+            server.pause(True)
         for _ in range(args.rounds):
-            for phase, limits in phases.items():
+            for name, trainer_name in phases:
+                server, limits = servers[name], trainers[trainer_name]
+                server.pause(False)
                 stop = work / f"stop-{time.monotonic_ns()}"
-                trainer = None
-                if limits is not None:
-                    trainer = subprocess.Popen(
-                        [sys.executable, __file__, "--train-child", str(limits[0]),
-                         str(limits[1]), str(stop)], cwd=ROOT, stdout=subprocess.PIPE,
-                        text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-                    time.sleep(5)  # imports and the first steps
+                trainer = start_trainer(limits, stop) if limits is not None else None
+                time.sleep(5 if trainer is not None else 1)  # imports and the first steps
+                asyncio.run(load(server.url, payload, 30, args.concurrency))  # settle
                 latencies: list[float] = []
                 rate, failures = asyncio.run(load(server.url, payload, args.requests,
                                                   args.concurrency, latencies))
@@ -103,20 +129,27 @@ def main() -> None:
                 if trainer is not None:
                     stop.touch()
                     steps = float(trainer.communicate(timeout=120)[0].strip() or 0)
+                server.pause(True)
                 if failures:
-                    print(f"  {failures} requests failed in phase {phase}")
-                results[phase].append((rate, float(np.percentile(latencies, 50)),
-                                       float(np.percentile(latencies, 99)), steps))
+                    print(f"  {failures} requests failed in {name}, {trainer_name}")
+                results[(name, trainer_name)].append(
+                    (rate, float(np.percentile(latencies, 50)),
+                     float(np.percentile(latencies, 99)), steps))
     finally:
-        server.stop()
+        for server in servers.values():
+            server.pause(False)
+            server.stop()
     print(f"serving at concurrency {args.concurrency}, median of {args.rounds} alternating "
-          f"rounds of {args.requests} requests ({os.cpu_count()} cores):")
-    idle = np.median([r[0] for r in results["idle"]])
-    for phase, rows in results.items():
-        rate, p50, p99, steps = (float(np.median([r[i] for r in rows])) for i in range(4))
-        training = f", training {steps:5.2f} steps/s" if steps else ""
-        print(f"  {phase:32s} {rate:6.1f} clips/s ({rate / idle:.2f} x idle), p50 "
-              f"{1000 * p50:6.1f} ms, p99 {1000 * p99:6.1f} ms{training}")
+          f"rounds of {args.requests} requests ({cores} cores):")
+    for name in servers:
+        print(f" {name}")
+        idle = float(np.median([r[0] for r in results[(name, "idle")]]))
+        for trainer_name in trainers:
+            rows = results[(name, trainer_name)]
+            rate, p50, p99, steps = (float(np.median([r[i] for r in rows])) for i in range(4))
+            training = f", training {steps:5.2f} steps/s" if steps else ""
+            print(f"  {trainer_name:38s} {rate:6.1f} clips/s ({rate / idle:.2f} x idle), "
+                  f"p50 {1000 * p50:6.1f} ms, p99 {1000 * p99:6.1f} ms{training}")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,13 @@ class ServeSettings(BaseModel):
         description="records and labels the store could not take; one per replica")
     model_poll_interval_s: float = Field(
         default=30.0, gt=0, description="how often to check whether the champion moved")
+    threads: PositiveInt | None = Field(
+        default=None,
+        description="threads the model computes on; none: the cores other processes leave "
+                    "it (a retrain, the report job), re-measured every threads_interval_s "
+                    "(Linux; elsewhere every core)")
+    threads_interval_s: float = Field(
+        default=1.0, gt=0, description="how often the model's share of the cores is measured")
 
 
 class MonitorSettings(BaseModel):

@@ -33,6 +33,7 @@ from monitor.store.retrains import RetrainRepository
 from monitor.video import DecodeLimits
 from serving.admin import router as admin_router
 from serving.batcher import DynamicBatcher
+from serving.cpu_share import CoreShare, ThreadBudget
 from serving.dashboard import router as dashboard_router
 from serving.docs import router as docs_router
 from serving.http import BodyLimit, Observe, install_error_handlers
@@ -121,10 +122,12 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
         runtime = await in_own_thread(load_warm, source, settings.model_uri, str(device))
         models = ModelHolder(runtime, source, settings.model_uri,
                              on_swap=lambda new: metrics.set_model(new.name, new.version))
+        threads = ThreadBudget(serve.threads or CoreShare(serve.threads_interval_s))
         batcher = DynamicBatcher(
             models.predict, serve.max_batch_size, serve.max_wait_ms,
             on_batch=lambda stats: metrics.batch_size.observe(stats.size),
-            max_queued_clips=serve.max_queued_clips, deadline_s=serve.request_deadline_s)
+            max_queued_clips=serve.max_queued_clips, deadline_s=serve.request_deadline_s,
+            before_batch=threads)
         await batcher.start()
         poller = asyncio.create_task(models.poll(serve.model_poll_interval_s))
         watchdog = asyncio.create_task(_watch_monitor(settings, app, repository))
@@ -135,6 +138,8 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
         metrics.set_model(runtime.name, runtime.version)
         metrics.gauge("vidmon_batcher_queue_depth", "clips waiting for the model",
                       lambda: batcher.queued)
+        metrics.gauge("vidmon_model_threads", "threads the model computes on (0 before "
+                      "the first forward pass)", lambda: float(threads.threads or 0))
         if writer is not None:
             for name in ("queued", "written", "spooled", "replayed", "rejected", "flushes",
                          "labels_spooled"):

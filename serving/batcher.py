@@ -96,8 +96,12 @@ class DynamicBatcher:
         on_batch: Callable[[BatchStats], None] | None = None,
         max_queued_clips: int = 1024,
         deadline_s: float = 30.0,
+        before_batch: Callable[[], None] | None = None,
     ) -> None:
+        """``before_batch`` runs in the model thread before each forward pass (the place
+        to size its thread pool)."""
         self.predict = predict
+        self.before_batch = before_batch
         self.max_queued_clips = max_queued_clips
         self.deadline_s = deadline_s
         self.max_batch_size = max_batch_size
@@ -176,6 +180,8 @@ class DynamicBatcher:
             batch = self._expire(batch)
             if not batch:
                 continue
+            if self.before_batch is not None:
+                self.before_batch()
             started = time.perf_counter()
             try:
                 clips = np.concatenate([item.clips for item in batch])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,6 +172,8 @@ def test_operations_endpoints(server) -> None:
                  'vidmon_model_info{name="vidmon-serving-model",version="1"}'):
         assert name in metrics
     assert 'route="/v1/predict",status="200"' in metrics
+    threads = re.search(r"^vidmon_model_threads (\S+)$", metrics, re.MULTILINE)
+    assert threads and 1 <= float(threads.group(1)) <= len(os.sched_getaffinity(0))
     client.get("/no/such/path/1234")
     assert "/no/such/path" not in client.get("/metrics").text  # unknown paths share one label
     assert client.get("/openapi.json").json()["paths"]["/v1/predict"]

@@ -107,6 +107,26 @@ def test_a_failing_batch_fails_its_requests_and_the_batcher_keeps_serving() -> N
     assert float(after[0][0, 0]) == 2 * 54
 
 
+def test_before_batch_runs_in_the_model_thread_before_every_forward_pass() -> None:
+    events: list[tuple[str, str]] = []
+
+    def model(clips: np.ndarray) -> tuple[np.ndarray]:
+        events.append(("forward", threading.current_thread().name))
+        return (clips.reshape(len(clips), -1).sum(axis=1),)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(model, max_batch_size=2, max_wait_ms=0, before_batch=lambda:
+                                 events.append(("before", threading.current_thread().name)))
+        await batcher.start()
+        await asyncio.gather(*[batcher.submit(_clip(i)) for i in range(5)])
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    forwards = sum(kind == "forward" for kind, _ in events)
+    assert forwards >= 3  # 5 clips, at most 2 a batch
+    assert events == [("before", "vidmon-model"), ("forward", "vidmon-model")] * forwards
+
+
 def test_submit_before_start_is_an_error() -> None:
     async def scenario() -> None:
         await DynamicBatcher(CountingModel()).submit(_clip(0))
