@@ -200,7 +200,7 @@ class DurableWriter:
         durable = False
         if self._store_ok.is_set():
             try:
-                self.repository.add_predictions(records)
+                self.repository.add_fresh_predictions(records)
                 self.counters.written += len(records)
                 durable = True
             except SQLAlchemyError as exc:

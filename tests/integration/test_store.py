@@ -42,6 +42,22 @@ def test_inserting_the_same_records_again_writes_each_once(repository) -> None:
     assert repository.count() == 5
 
 
+def test_the_logs_flush_writes_the_same_rows_and_skips_ids_already_stored(repository) -> None:
+    records = [make_record(i) for i in range(4)]
+    repository.add_predictions(records[:1])
+    repository.add_fresh_predictions(records)  # one already stored: skipped, no error
+    repository.add_fresh_predictions([])
+    assert repository.count() == 4
+    rows = repository.get(r.id for r in records)
+    np.testing.assert_array_equal(decode_embedding(rows[records[2].id]["embedding"]),
+                                  np.arange(8) + 2)
+    fresh, stored = rows[records[2].id], rows[records[0].id]
+    assert fresh["probabilities"] == {"move_left": 0.9, "move_right": 0.1}
+    assert fresh["brightness"] == 2.0 and fresh["fps"] is None
+    # Stored alike, whichever way they came in (dates, JSON, blobs).
+    assert {k: type(v) for k, v in fresh.items()} == {k: type(v) for k, v in stored.items()}
+
+
 def test_feedback_stores_known_ids_reports_unknown_ones_and_is_idempotent(repository) -> None:
     records = [make_record(i) for i in range(2)]
     repository.add_predictions(records)
