@@ -8,13 +8,13 @@ statistic: permuting the pooled rows between the samples is exact under "same
 distribution" for any statistic, so the false alarm rate is alpha by construction. All of
 it runs in blocks of rows: time O((m + n) d D + P (m + n) D), memory O((m + n) (d + P) +
 P x block): the pooled rows, one byte per row and permutation, and one block; CPU or GPU.
-The feature matrix, (m + n) x D values, is kept between the passes while it fits in
-FEATURE_CACHE_BYTES (256 MB: 10k rows per side at D = 512 take 41 MB in float32, 20 MB in
-bfloat16). The features are multiplied in bfloat16 where the device does that natively
-(:func:`product_dtype`): the products with the permutations' 0/1 splits, most of the
-work, run 4-5x faster than in float32 on a CPU with AVX512-BF16, the angles' product 6x,
-and the statistic stays float32's to 0.2 % (see :class:`_FeatureBlocks` for why, and why
-the level stays exact).
+The feature matrix (:mod:`monitor.drift.fourier`), (m + n) x D values, is kept between
+the passes while it fits in FEATURE_CACHE_BYTES (256 MB: 10k rows per side at D = 512
+take 41 MB in float32, 20 MB in bfloat16). The features are multiplied in bfloat16 where
+the device does that natively (:func:`product_dtype`): the products with the
+permutations' 0/1 splits, most of the work, run 4-5x faster than in float32 on a CPU with
+AVX512-BF16, the angles' product 6x, and the statistic stays float32's to 0.2 % (see
+:class:`~monitor.drift.fourier.FeatureBlocks` for why, and why the level stays exact).
 
 The kernel is a mixture of Gaussians with bandwidths 0.25x to 2x the median pairwise
 distance of a subsample of the pooled data (the median heuristic alone is dominated by the
@@ -43,26 +43,22 @@ other way round), so it is 0.5 when nothing moved whatever the sample sizes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from monitor.drift.effect import MIN_AUC, auc
+from monitor.drift.fourier import BLOCK_ROWS, FeatureBlocks, product_dtype
 from monitor.drift.permutations import permuted_sides, strata_codes
 
-_BLOCK = 2048
 # Permutations run before checking whether the verdict is already decided (a clean window
 # usually is: half of all permutations exceed its statistic).
 FIRST_PERMUTATIONS = 24
 WITNESS_ROWS = 40_000  # rows the witness AUC is scored on, at most
-# Pooled rows x features up to this many bytes keep their feature matrix between the passes
-# (first permutations, then witness and remaining permutations) instead of computing it again.
-FEATURE_CACHE_BYTES = 256 * 1024 * 1024
 LARGE_ROWS = 200_000  # pooled rows above which the test uses fewer Fourier features
 BANDWIDTH_SCALES = (0.25, 0.5, 1.0, 2.0)
-CENTRE_ROWS = 1000  # rows whose mean features centre all features (see _FeatureBlocks)
+CENTRE_ROWS = 1000  # rows whose mean row and features centre all (see FeatureBlocks)
 _SHUFFLE_STREAM = 0x766D  # keys the permutations' random stream apart from plain seeds
 
 
@@ -95,133 +91,6 @@ def median_bandwidth(pooled: torch.Tensor, generator: torch.Generator, sample: i
     middle = (distances.size - 1) // 2
     median = float(np.partition(distances, middle)[middle])
     return median if median > 0 else 1.0
-
-
-class _FeatureBlocks:
-    """The pooled rows' random Fourier features, block by block:
-    phi(x) = sqrt(1 / F) [cos(W (x - o)), sin(W (x - o))] - c for F frequencies (the
-    columns of W), so phi(x) . phi(y) = mean over the frequencies of cos(w . (x - y)),
-    which averages to the kernel, up to the constant c. Against the one-cosine form
-    sqrt(2 / D) cos(W x + b), the pair gives the same number of features from half the
-    frequencies (half the product) and a lower variance for Gaussian kernels (Sutherland &
-    Schneider, 2015). The blocks hold the features unscaled; :func:`_pass` applies the
-    scale's square to the statistics (the p-value and the witness AUC do not depend on it).
-
-    o and c, the mean row and the mean feature vector of a random subsample
-    (:meth:`centre_on`), change no kernel value and no mean difference, and so no
-    statistic: the pair's inner product depends on x - y only. They are what lets the
-    work run in bfloat16 (``dtype``). o keeps the angles W (x - o) small (a few radians,
-    not tens), so their product runs in bfloat16 too; its result is rounded to 8 bits of
-    mantissa (the CPU's bf16 product has no float32 output): 0.2 % of an angle, a few
-    thousandths of a radian for most. c keeps the sums the passes accumulate near zero, which is what lets the
-    features and the 0/1 splits be multiplied in bfloat16: rounded sums are harmless near
-    zero and would not be near m times the mean feature. Each block's sums are added in
-    float32. Rounding is a fixed function of the rows, applied alike to the observed split
-    and to every permutation, so the permutation test keeps its level exactly; against
-    float32 throughout, over 46 windows of 500 and 10,000 rows per side, the statistic
-    moved by at most 0.2 % (0.1 % with float32 angles), the p-value by at most one
-    permutation, the effect by at most 0.0003, and no verdict changed.
-
-    Each block is computed into memory that is written once and reused: a matrix of all
-    rows' features when it fits :data:`FEATURE_CACHE_BYTES` (filled on the first pass,
-    read on the later ones), otherwise one block-sized buffer, refilled on every pass. A
-    block of :data:`_BLOCK` rows stays in the processor's cache between its product, its
-    cosine and the products that consume it. Fresh memory is not free: its first write
-    is page faults, and the cache is allocated by torch, not numpy: numpy asks the kernel
-    for huge pages on large arrays (madvise), which under the common THP setting
-    ``defrag=madvise`` compacts memory on the fault: 41 MB took 48 ms to fill from numpy
-    and 8.5 ms from torch on a 2-core VM. In bfloat16 the cache is half the size."""
-
-    def __init__(self, pooled: torch.Tensor, frequencies: torch.Tensor,
-                 dtype: torch.dtype) -> None:
-        self.pooled, self.dtype = pooled, dtype
-        self.frequencies = frequencies.to(dtype)
-        self.total, count = pooled.shape[0], frequencies.shape[1]
-        self.width = 2 * count
-        self.scale = math.sqrt(1.0 / count)
-        device = pooled.device
-        self.origin = torch.zeros(pooled.shape[1], device=device)
-        self.centre = torch.zeros(2, count, device=device)
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        fits = self.total * self.width * itemsize <= FEATURE_CACHE_BYTES
-        self.cache = (torch.empty(self.total, self.width, device=device, dtype=dtype)
-                      if fits else None)
-        self.filled = False
-        block = min(_BLOCK, self.total)
-        self.buffer = None if fits else torch.empty(block, self.width, device=device,
-                                                    dtype=dtype)
-        self.rows = torch.empty(block, pooled.shape[1], device=device, dtype=dtype)
-        self.products = torch.empty(block, count, device=device, dtype=dtype)
-        # float32 angles for the wave functions, when the product gives another type
-        self.angles = (None if dtype == torch.float32
-                       else torch.empty(block, count, device=device))
-        self.waves = torch.empty(block, count, device=device)
-
-    def centre_on(self, rows: torch.Tensor) -> None:
-        """Make the origin o the mean of ``rows`` (indices of pooled rows) and c their mean
-        features; before any pass."""
-        assert not self.filled
-        device = self.pooled.device
-        self.origin = self.pooled[rows.to(device)].mean(dim=0)
-        total = torch.zeros(self.width, device=device)
-        for start in range(0, len(rows), _BLOCK):
-            part = self.pooled[rows[start:start + _BLOCK].to(device)]
-            out = torch.empty(part.shape[0], self.width, device=device)
-            total += self.compute(part, out).sum(dim=0)
-        self.centre = (total / max(len(rows), 1)).reshape(2, -1)
-
-    def compute(self, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Unscaled features of ``rows`` (at most a block of embeddings) into ``out``:
-        cos(W (x - o)) - c_cos and sin(W (x - o)) - c_sin; the statistics take the scale."""
-        size = rows.shape[0]
-        centred = torch.sub(rows, self.origin, out=self.rows[:size])
-        products = torch.mm(centred, self.frequencies, out=self.products[:size])
-        # The wave functions in float32 scratch from float32 angles (from bfloat16 ones
-        # they take a slow path, 2.5x), then one copy into each half of ``out``, rounding
-        # to its type on the way.
-        angles = products if self.angles is None else self.angles[:size].copy_(products)
-        waves = self.waves[:size]
-        out[:, :waves.shape[1]].copy_(torch.cos(angles, out=waves).sub_(self.centre[0]))
-        out[:, waves.shape[1]:].copy_(torch.sin(angles, out=waves).sub_(self.centre[1]))
-        return out
-
-    def blocks(self) -> Iterator[tuple[slice, torch.Tensor]]:
-        """(rows, their features) for every block of pooled rows, in order. A block is
-        valid until the next one is asked for."""
-        for start in range(0, self.total, _BLOCK):
-            rows = slice(start, min(start + _BLOCK, self.total))
-            if self.cache is not None:
-                if not self.filled:
-                    self.compute(self.pooled[rows], self.cache[rows])
-                yield rows, self.cache[rows]
-            else:
-                assert self.buffer is not None
-                yield rows, self.compute(self.pooled[rows],
-                                         self.buffer[: rows.stop - rows.start])
-        self.filled = self.cache is not None
-
-    def of(self, rows: torch.Tensor) -> torch.Tensor:
-        """Features of at most a block of pooled rows (indices) after the first pass."""
-        rows = rows.to(self.pooled.device)
-        if self.cache is not None and self.filled:
-            return self.cache[rows]
-        selected = self.pooled[rows]
-        return self.compute(selected, torch.empty(selected.shape[0], self.width,
-                                                  device=self.pooled.device,
-                                                  dtype=self.dtype))
-
-
-def product_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 where the device multiplies it natively (CUDA from Ampere, CPUs with
-    AVX512-BF16 or AMX: 4-5x float32's speed for the permutations' product on a 2-core
-    Sapphire Rapids VM), else float32 (elsewhere bfloat16 is converted, and slower)."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if device.type == "cpu":
-        native = (getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-                  or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
-        return torch.bfloat16 if native else torch.float32
-    return torch.float32
 
 
 def embedding_drift(
@@ -264,7 +133,7 @@ def embedding_drift(
     scales = torch.tensor(BANDWIDTH_SCALES).repeat_interleave(
         math.ceil(count / len(BANDWIDTH_SCALES)))[:count] * bandwidth
     frequencies = (torch.randn(dim, count, generator=generator) / scales).to(device)
-    phi = _FeatureBlocks(pooled, frequencies, dtype or product_dtype(pooled.device))
+    phi = FeatureBlocks(pooled, frequencies, dtype or product_dtype(pooled.device))
 
     total = m + n
     codes_np = strata_codes(m, n, strata)
@@ -336,7 +205,7 @@ def embedding_drift(
                        effect, "witness_auc", min_effect, run)
 
 
-def _pass(phi: _FeatureBlocks, labels: torch.Tensor | None, m: int, n: int, *,
+def _pass(phi: FeatureBlocks, labels: torch.Tensor | None, m: int, n: int, *,
           groups: torch.Tensor | None = None,
           witness: tuple[torch.Tensor, torch.Tensor] | None = None,
           ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
@@ -410,12 +279,12 @@ def _score(block: torch.Tensor, witness: torch.Tensor, which: torch.Tensor) -> t
     return (block.to(witness.dtype) @ witness.T).cpu().gather(1, which[:, None]).squeeze(1)
 
 
-def _subset_scores(phi: _FeatureBlocks, rows: torch.Tensor, witness: torch.Tensor,
+def _subset_scores(phi: FeatureBlocks, rows: torch.Tensor, witness: torch.Tensor,
                    which: torch.Tensor) -> torch.Tensor:
     """Witness scores of some pooled rows (indices), with their witnesses ``which``."""
     scores = torch.empty(len(rows))
-    for start in range(0, len(rows), _BLOCK):
-        part = slice(start, start + _BLOCK)
+    for start in range(0, len(rows), BLOCK_ROWS):
+        part = slice(start, start + BLOCK_ROWS)
         scores[part] = _score(phi.of(rows[part]), witness, which[part])
     return scores
 

@@ -75,13 +75,13 @@ def test_large_window_paths_give_the_same_verdicts(monkeypatch: pytest.MonkeyPat
     # Above WITNESS_ROWS the witness is scored on a subset and the remaining permutations
     # take a pass of their own; above FEATURE_CACHE_BYTES every pass computes the features
     # again. Shrunk here, so a small window takes those paths.
-    from monitor.drift import embedding
+    from monitor.drift import embedding, fourier
 
     reference = clusters(600, seed=1)
     windows = [clusters(500, seed=2), clusters(500, seed=3, shift=0.5)]
     small = [embedding_drift(reference, w) for w in windows]
     monkeypatch.setattr(embedding, "WITNESS_ROWS", 700)
-    monkeypatch.setattr(embedding, "FEATURE_CACHE_BYTES", 0)
+    monkeypatch.setattr(fourier, "FEATURE_CACHE_BYTES", 0)
     large = [embedding_drift(reference, w) for w in windows]
     assert [r.drifted for r in small] == [r.drifted for r in large] == [False, True]
     for a, b in zip(small, large):
