@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 DRIFT, MONITOR_STALE, ROLLBACK = "drift", "monitor_stale", "rollback"
 RETRAIN_TRIGGERED, PROMOTED, REJECTED = "retrain_triggered", "promoted", "rejected"
 RETRAIN_FAILED, RETRAIN_ABANDONED = "retrain_failed", "retrain_abandoned"
+RETRAIN_CANCELLED = "retrain_cancelled"
 STORE_RETRY_S = 30.0  # how long a sender waits after the store failed it
 # Alerts still to act on: the dashboard's "open alerts" are these since the last promotion.
 ACTION_NEEDED = (DRIFT, MONITOR_STALE, RETRAIN_FAILED, RETRAIN_ABANDONED, REJECTED)
@@ -98,10 +99,19 @@ class Alerter:
             reasons=[gate.get("reason", "")], gate=gate, mlflow_run_url=run_url)
 
     def retrain_outcome(self, decision: dict[str, Any]) -> bool:
-        """Alert on where a retrain ended: promoted or rejected, or failed (abandoned once
-        it has used ``max_attempts``); nothing while it is still pending or running."""
+        """Alert on where a retrain ended: promoted, rejected or cancelled, or failed
+        (abandoned once it has used ``max_attempts``); nothing while it is still pending or
+        running."""
         if decision["status"] in ("promoted", "rejected"):
             return self.retrain_finished(decision)
+        if decision["status"] == "cancelled":
+            return self._record(
+                f"{RETRAIN_CANCELLED}:{decision['id']}", RETRAIN_CANCELLED,
+                decision["model_name"], decision["model_version"],
+                f"retrain of {decision['model_name']} v{decision['model_version']} cancelled: "
+                f"{decision.get('error') or ''}", decision_id=decision["id"],
+                reasons=[decision.get("error") or ""],
+                challenger_version=decision.get("challenger_version"))
         if decision["status"] == "failed":
             return self.retrain_failed(
                 decision, decision["attempts"] >= self.settings.retrain.max_attempts)

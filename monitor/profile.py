@@ -58,8 +58,11 @@ class ReferenceProfile:
         probabilities: np.ndarray,
         embeddings: np.ndarray,
         features: list[dict[str, float]],
+        videos: np.ndarray | None = None,
     ) -> "ReferenceProfile":
-        """Assemble a profile from model outputs and per-clip quality features."""
+        """Assemble a profile from model outputs and per-clip quality features; ``videos``
+        names each clip's video (clips of one video share it), each clip its own video
+        when None."""
         names = np.asarray(label_names)
         predicted = probabilities.argmax(axis=1)
         table = pd.DataFrame({
@@ -67,10 +70,30 @@ class ReferenceProfile:
             "predicted_label": names[predicted],
             "confidence": probabilities.max(axis=1),
         })
+        if videos is not None:
+            if len(videos) != len(table):
+                raise ValueError(f"{len(videos)} video ids for {len(table)} clips")
+            table["video_id"] = [str(v) for v in videos]
         for i, label in enumerate(label_names):
             table[probability_column(label)] = probabilities[:, i]
         table = pd.concat([table, pd.DataFrame(features)], axis=1)
         return cls(table, embeddings.astype(np.float32), tuple(label_names))
+
+    @property
+    def videos(self) -> np.ndarray:
+        """Each row's video (its row number for a profile without video ids)."""
+        if "video_id" in self.table:
+            return self.table["video_id"].astype(str).to_numpy()
+        return np.arange(len(self.table)).astype(str)
+
+    def class_accuracy(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per class of ``label_names``: (rows right, rows) of the reference."""
+        index = {c: i for i, c in enumerate(self.label_names)}
+        true = self.table["true_label"].map(index).to_numpy()
+        right = (self.table["true_label"] == self.table["predicted_label"]).to_numpy()
+        n = len(self.label_names)
+        return (np.bincount(true[right], minlength=n)[:n].astype(int),
+                np.bincount(true, minlength=n)[:n].astype(int))
 
     @property
     def accuracy(self) -> float:

@@ -17,6 +17,7 @@ def reference_records(
     probabilities = table[[probability_column(c) for c in profile.label_names]].to_numpy()
     entropies = entropy(probabilities)
     features = table[list(FEATURE_NAMES)].to_numpy(dtype=float)
+    videos = table["video_id"].tolist() if "video_id" in table else [None] * len(table)
     records = []
     for i, row in enumerate(table.itertuples(index=False)):
         records.append(PredictionRecord(
@@ -30,6 +31,7 @@ def reference_records(
             features=dict(zip(FEATURE_NAMES, features[i].tolist())),
             source="reference",
             true_label=str(row.true_label),
+            video_id=videos[i],
         ))
     return records
 

@@ -194,11 +194,16 @@ class RetrainSettings(BaseModel):
     learning_rate: float = Field(default=1e-3, gt=0)
     original_clips_per_class: NonNegativeInt = Field(
         default=50, description="original training clips per class mixed into fine-tuning")
-    relabeled_accuracy: float = Field(
-        default=0.5, ge=0, le=1,
-        description="a class the champion gets right less often than this on recent labels "
-                    "is taken as relabeled (concept drift): its original clips are left out "
-                    "of fine-tuning and of the gate's original test")
+    relabeled_ratio: float = Field(
+        default=0.5, gt=0, le=1,
+        description="a class is taken as relabeled (concept drift) when the champion now "
+                    "gets it right significantly less often than on its reference (one-sided "
+                    "test on the counts at relabeled_alpha) and under this share of its "
+                    "reference accuracy: its original clips are left out of fine-tuning and "
+                    "of the gate's original test")
+    relabeled_alpha: float = Field(
+        default=0.05, gt=0, lt=1,
+        description="level of the relabeling test, split over the classes tested")
     relabeled_min_clips: PositiveInt = Field(
         default=5, description="recent labeled clips a class needs before it can be relabeled")
     max_production_clips: PositiveInt = 2000
@@ -214,12 +219,16 @@ class RetrainSettings(BaseModel):
                       description="how much lower a retrain's scheduling priority is than "
                                   "serving's (Unix nice increment)")
     holdout_fraction: float = Field(default=0.3, gt=0, lt=1,
-                                    description="recent labeled clips kept for the gate")
-    gate_margin: float = Field(default=0.02, ge=0,
-                               description="challenger must beat the champion on recent data "
-                                           "by this much")
-    gate_tolerance: float = Field(default=0.02, ge=0,
-                                  description="and may lose at most this on the original test")
+                                    description="recent labeled videos kept for the gate")
+    gate_margin: float = Field(
+        default=0.02, ge=-1, le=1,
+        description="the challenger must beat the champion on held-out recent videos by "
+                    "this much at the low end of the paired difference's 95 % interval "
+                    "(bootstrap over videos)")
+    gate_tolerance: float = Field(
+        default=0.02, ge=0, le=1,
+        description="and may lose at most this on the original test set, at the low end "
+                    "of the same interval")
     max_attempts: PositiveInt = 3
     backoff_s: float = Field(default=60.0, gt=0, description="first retry delay; doubles")
     auto_start: bool = Field(default=True, description="the monitor starts due retrains")

@@ -73,7 +73,8 @@ class ServiceMetrics:
 
 
 VERDICTS = {"drift": 1.0, "no_drift": 0.0}  # anything else (insufficient_data): -1
-RETRAIN_STATES = ("none", "pending", "running", "promoted", "rejected", "failed", "merged")
+RETRAIN_STATES = ("none", "pending", "running", "promoted", "rejected", "failed", "merged",
+                  "cancelled")
 
 
 class MonitoringCollector(Collector):

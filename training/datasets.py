@@ -22,7 +22,7 @@ import csv
 import hashlib
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -193,15 +193,33 @@ def _with_splits(rows: list[tuple[Path, str, str | None]], seed: int, test_fract
             for i, (path, label, split) in enumerate(rows)]
 
 
+def video_key(path: Path) -> str:
+    """A dataset video's id in the store's ``video_id`` column (32 hex characters of its
+    path's hash), shared by every clip cut from it."""
+    return hashlib.blake2b(str(path).encode(), digest_size=16).hexdigest()
+
+
 @dataclass
 class LoadedClips:
-    """Decoded clips of some items, their label indices and metadata, and what was skipped."""
+    """Decoded clips of some items, one row per clip: label indices, the source file's
+    metadata, the item and its video id (a long video gives several clips, as serving
+    cuts it), and what was skipped."""
 
     clips: np.ndarray
     labels: np.ndarray
     metas: list[VideoMeta]
     items: list[VideoItem]
     skipped: list[tuple[Path, str]]
+    videos: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.videos is None:
+            self.videos = np.array([video_key(item.path) for item in self.items], dtype=object)
+
+    @property
+    def video_count(self) -> int:
+        """Distinct videos the clips came from."""
+        return len(set(self.videos.tolist()))
 
     def report(self) -> str:
         """A line on the skipped files (count and the first few), or ''."""
@@ -212,30 +230,36 @@ class LoadedClips:
 
 
 def load_clips(items: list[VideoItem], card: ModelCard, *, max_frames: int = 2000,
-               description: str = "decoding videos") -> LoadedClips:
-    """Decode each file into one clip (the centre clip under stride sampling) through the
-    service's decoder. Unusable files are skipped and reported; a label the card does not
-    know is an error (see :func:`require_usable` for class sizes)."""
+               max_clips: int = 1, description: str = "decoding videos") -> LoadedClips:
+    """Decode each file into its clips through the service's decoder and clip plan: under
+    stride sampling a long video gives up to ``max_clips`` evenly spaced clips, as serving
+    cuts an upload (``ServeSettings.max_clips_per_video``; 1: the centre clip). Unusable
+    files are skipped and reported; a label the card does not know is an error (see
+    :func:`require_usable` for class sizes)."""
     unknown = sorted({item.label for item in items} - set(card.labels))
     if unknown:
         raise DatasetError(f"labels {unknown} are not in the model card's labels")
-    clips, labels, metas, kept, skipped = [], [], [], [], []
+    clips, labels, metas, kept, videos, skipped = [], [], [], [], [], []
+    limits = replace(DecodeLimits.trusted(max_frames), max_clips=max(1, max_clips))
     for item in tqdm(items, desc=description, unit="video", disable=None):
         try:
-            decoded = decode_video(item.path.read_bytes(), card,
-                                   DecodeLimits.trusted(max_frames))
+            decoded = decode_video(item.path.read_bytes(), card, limits)
         except FileNotFoundError:
             skipped.append((item.path, "missing"))
             continue
         except (InvalidInput, PayloadTooLarge, OSError) as exc:
             skipped.append((item.path, str(exc)))
             continue
-        clips.append(decoded.clips[0])
-        labels.append(card.labels.index(item.label))
-        metas.append(decoded.meta)
-        kept.append(item)
+        key = video_key(item.path)
+        for clip in decoded.clips:
+            clips.append(clip)
+            labels.append(card.labels.index(item.label))
+            metas.append(decoded.meta)
+            kept.append(item)
+            videos.append(key)
     loaded = LoadedClips(np.stack(clips) if clips else np.zeros((0, *card.clip_shape), np.uint8),
-                         np.asarray(labels, dtype=np.int64), metas, kept, skipped)
+                         np.asarray(labels, dtype=np.int64), metas, kept, skipped,
+                         np.asarray(videos, dtype=object))
     if loaded.skipped:
         log.warning("%s", loaded.report())
     if not clips:
@@ -245,10 +269,11 @@ def load_clips(items: list[VideoItem], card: ModelCard, *, max_frames: int = 200
 
 
 def require_usable(dataset: VideoDataset, *parts: LoadedClips, minimum: int = 2) -> None:
-    """Every class of the dataset needs ``minimum`` usable clips across ``parts``."""
-    counts = Counter(item.label for part in parts for item in part.items)
+    """Every class of the dataset needs ``minimum`` usable videos across ``parts``."""
+    counts = Counter(item.label for item in {i.path: i for part in parts
+                                               for i in part.items}.values())
     small = [label for label in dataset.labels if counts[label] < minimum]
     if small:
-        raise DatasetError(f"classes {small} have fewer than {minimum} usable clips "
+        raise DatasetError(f"classes {small} have fewer than {minimum} usable videos "
                            f"({', '.join(f'{c}: {counts[c]}' for c in small)}) in "
                            f"{dataset.source}")

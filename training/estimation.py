@@ -49,10 +49,11 @@ def fit_for_model(network: nn.Module, card: ModelCard, clips: np.ndarray, labels
                   *, reference: Predictions | None = None,
                   head_data: tuple[np.ndarray, np.ndarray] | None = None,
                   families: Iterable[str] | None = None, max_clips: int = 600,
-                  seed: int = 0) -> AccuracyEstimator:
+                  seed: int = 0, videos: np.ndarray | None = None) -> AccuracyEstimator:
     """Fit the estimators of ``network`` on its labeled reference clips (at most
     ``max_clips`` of them, drawn at random, keep the cost bounded) under the corruption
-    families named (all of :data:`CORRUPTIONS` by default)."""
+    families named (all of :data:`CORRUPTIONS` by default); ``videos`` keeps the clips of
+    one video on one side of the fit's held-out halves."""
     started = time.perf_counter()
     names = list(CORRUPTIONS) if families is None else list(families)
     unknown = sorted(set(names) - set(CORRUPTIONS))
@@ -64,9 +65,10 @@ def fit_for_model(network: nn.Module, card: ModelCard, clips: np.ndarray, labels
         keep = np.sort(np.random.default_rng(seed).choice(len(clips), max_clips, replace=False))
         clips, labels = clips[keep], labels[keep]
         outputs = Predictions(outputs.logits[keep], outputs.embeddings[keep])
+        videos = None if videos is None else np.asarray(videos, dtype=object)[keep]
     shifted = shifted_sets(network, card, clips, labels, [CORRUPTIONS[n] for n in names], seed)
     estimator = fit_estimator(outputs_of(outputs, clips, labels), shifted, len(card.labels),
-                              head_data=head_data, seed=seed)
+                              head_data=head_data, seed=seed, groups=videos)
     log.info("accuracy estimators fitted on %d reference clips under %d corrupted windows "
              "(%.0fs); error on held-out families, RMS (near the reference): %s",
              len(clips), len(shifted), time.perf_counter() - started,

@@ -126,13 +126,13 @@ def run_training(settings: Settings) -> TrainingOutcome:
     source = train.data or synthetic_data(train)
     dataset = VideoDataset.open(source, seed=train.seed, test_fraction=train.test_fraction)
     card = training_card(train, dataset.labels)
-    max_frames = settings.serve.max_video_frames
+    max_frames, max_clips = settings.serve.max_video_frames, settings.serve.max_clips_per_video
     train_part = load_clips(dataset.split("train"), card, max_frames=max_frames,
-                            description="decoding training videos")
+                            max_clips=max_clips, description="decoding training videos")
     if not dataset.split("held_out"):
         raise DatasetError(f"{dataset.source} has no test or val split to evaluate on")
     test_part = load_clips(dataset.split("held_out"), card, max_frames=max_frames,
-                           description="decoding held-out videos")
+                           max_clips=max_clips, description="decoding held-out videos")
     require_usable(dataset, train_part, test_part)
     clips, test_clips = train_part.clips, test_part.clips
     if train.shuffle_frames:

@@ -51,6 +51,7 @@ def register_model(settings: Settings, model_file: Path, card_file: Path,
     check_against_card(loaded, card)
     dataset = VideoDataset.open(reference_data)
     part = load_clips(list(dataset.items), card, max_frames=settings.serve.max_video_frames,
+                      max_clips=settings.serve.max_clips_per_video,
                       description="profiling reference videos")
     require_usable(dataset, part, minimum=1)
     profile = profile_clips(loaded.network, card, part,

@@ -253,14 +253,15 @@ def _fit_parts(reference: Outputs, shifted: Sequence[ShiftedSet], heads: Agreeme
 
 def fit_estimator(reference: Outputs, shifted: Sequence[ShiftedSet], n_classes: int, *,
                   head_data: tuple[np.ndarray, np.ndarray] | None = None,
-                  seed: int = 0) -> AccuracyEstimator:
+                  seed: int = 0, groups: np.ndarray | None = None) -> AccuracyEstimator:
     """Fit every estimator on labeled ``reference`` outputs and their corrupted copies
     (``shifted``, at least two families). ``head_data`` (embeddings, true classes) trains
     the agreement heads, by default the reference itself: the model's own training data is
     better, since the heads then agree on the reference as they will on clean traffic.
 
     The spreads come from held-out errors: each family estimated by a fit without it, and
-    each half of the reference by a fit on the other half (the error on clean traffic)."""
+    each half of the reference by a fit on the other half (the error on clean traffic);
+    the halves split ``groups`` (each clip's video), so no video is on both sides."""
     families = tuple(dict.fromkeys(s.family for s in shifted))
     if reference.labels is None or any(s.outputs.labels is None for s in shifted):
         raise ValueError("fitting needs true labels on the reference and every shifted set")
@@ -269,8 +270,7 @@ def fit_estimator(reference: Outputs, shifted: Sequence[ShiftedSet], n_classes: 
     embeddings, labels = head_data or (reference.embeddings, reference.labels)
     heads = fit_heads(embeddings, labels, n_classes, seed=seed)
     full = _fit_parts(reference, shifted, heads, n_classes)
-    order = np.random.default_rng(seed).permutation(len(reference))
-    halves = (order[: len(order) // 2], order[len(order) // 2:])
+    halves = group_halves(len(reference), groups, seed)
     clean = _held_out_errors([(_fit_parts(reference.take(fit_on), shifted, heads, n_classes),
                                [reference.take(judge)])
                               for fit_on, judge in (halves, halves[::-1])])
@@ -286,6 +286,19 @@ def fit_estimator(reference: Outputs, shifted: Sequence[ShiftedSet], n_classes: 
     spreads = {m: fit_spread(clean[m], shifts["novelty"], shifts[m]) for m in (*METHODS,
                                                                               COMBINED)}
     return replace(full, spreads=spreads, weights=weights)
+
+
+def group_halves(n: int, groups: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two halves of ``n`` rows, whole groups (videos) on one side each: the groups in a
+    random order, cut where half of the rows are on each side."""
+    keys = np.arange(n) if groups is None else np.unique(
+        np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
+    order = np.random.default_rng(seed).permutation(int(keys.max()) + 1 if n else 0)
+    sizes = np.bincount(keys)[order]
+    first = set(order[: int(np.searchsorted(np.cumsum(sizes), n / 2)) + 1].tolist()) \
+        if n else set()
+    mask = np.isin(keys, list(first))
+    return np.flatnonzero(mask), np.flatnonzero(~mask)
 
 
 def _held_out_errors(folds: list[tuple[AccuracyEstimator, list[Outputs]]]

@@ -135,6 +135,14 @@ class LabeledClip:
     # The labeling queue's chance of choosing it, when the queue chose it; None for a label
     # that came without the queue.
     inclusion: float | None = None
+    # The video the clip was cut from (its upload); the clip's own id for rows logged
+    # before videos had ids. Splits keep a video's clips on one side.
+    video_id: str | None = None
+
+    @property
+    def video(self) -> str:
+        """The clip's video, for splits by video."""
+        return self.video_id or self.id
 
 
 @dataclass(frozen=True)

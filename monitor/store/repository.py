@@ -32,7 +32,7 @@ _CHUNK = 500
 WINDOW_COLUMNS: tuple[str, ...] = (
     "id", "created_at", "predicted_label", "confidence", "entropy", "probabilities",
     *FEATURE_NAMES, "true_label", "labeled_at", "clip_path", "queue_p_wrong",
-    "queue_inclusion", "queue_selected",
+    "queue_inclusion", "queue_selected", "video_id",
 )
 
 
@@ -389,7 +389,7 @@ class PredictionRepository:
         chosen = sa.case((predictions.c.queue_selected.is_(True), predictions.c.queue_inclusion),
                          else_=None)
         query = sa.select(predictions.c.id, predictions.c.clip_path, predictions.c.true_label,
-                          predictions.c.created_at, chosen,
+                          predictions.c.created_at, chosen, predictions.c.video_id,
                           *[predictions.c[name] for name in FEATURE_NAMES]).where(
             predictions.c.model_name == model_name, predictions.c.source == "production",
             predictions.c.true_label.is_not(None), predictions.c.clip_path.is_not(None))
@@ -403,7 +403,7 @@ class PredictionRepository:
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()[::-1]
         return [LabeledClip(row[0], row[1], row[2], as_utc(row[3]),
-                            dict(zip(FEATURE_NAMES, row[5:])), row[4]) for row in rows]
+                            dict(zip(FEATURE_NAMES, row[6:])), row[4], row[5]) for row in rows]
 
     def get(self, prediction_ids: Iterable[str]) -> dict[str, dict]:
         """Rows by id, as dicts of column values."""

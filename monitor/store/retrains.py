@@ -16,6 +16,7 @@ from monitor.store.reports import as_row
 from monitor.store.schema import retrain_decisions as decisions
 
 ACTIVE = ("pending", "running")
+FINISHED = ("promoted", "rejected", "cancelled")
 
 
 class RetrainRepository:
@@ -28,23 +29,36 @@ class RetrainRepository:
                now: datetime | None = None) -> str:
         """Store a decision made at ``now``; a triggered one starts as ``pending``, due. A
         model has at most one pending decision (a unique index says so): triggering while
-        one is pending returns the pending one's id, whoever raced to insert it."""
+        one is pending returns the pending one's id, whoever raced to insert it, unless it
+        was decided for another version: a champion replaced since then makes it moot, so
+        it is cancelled and this one takes its place."""
         decision_id = uuid.uuid4().hex
         now = now or datetime.now(UTC)
-        try:
-            with self.engine.begin() as connection:
-                connection.execute(decisions.insert(), {
-                    "id": decision_id, "created_at": now, "model_name": model_name,
-                    "model_version": model_version, "triggered": decision.triggered,
-                    "reasons": decision.reasons, "report_ids": decision.report_ids,
-                    "status": "pending" if decision.triggered else "not_triggered",
-                    "attempts": 0, "next_attempt_at": now if decision.triggered else None})
-        except IntegrityError:
-            pending = self.pending(model_name)
-            if pending is None:  # it started between our insert and this read
-                raise
-            return pending["id"]
-        return decision_id
+        row = {"id": decision_id, "created_at": now, "model_name": model_name,
+               "model_version": model_version, "triggered": decision.triggered,
+               "reasons": decision.reasons, "report_ids": decision.report_ids,
+               "status": "pending" if decision.triggered else "not_triggered",
+               "attempts": 0, "next_attempt_at": now if decision.triggered else None}
+        for _ in range(2):
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(decisions.insert(), row)
+                return decision_id
+            except IntegrityError:
+                pending = self.pending(model_name)
+                if pending is None:  # it started between our insert and this read
+                    raise
+                if pending["model_version"] == model_version:
+                    return pending["id"]
+                self._supersede(pending["id"], model_version, now)
+        raise RuntimeError(f"could not record a retrain decision for {model_name}")
+
+    def _supersede(self, decision_id: str, model_version: str, now: datetime) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(decisions.update().where(
+                decisions.c.id == decision_id, decisions.c.status == "pending").values(
+                status="cancelled", finished_at=now,
+                error=f"superseded by a decision for v{model_version}, the champion now"))
 
     def pending(self, model_name: str) -> dict[str, Any] | None:
         """The model's pending decision, if any."""
@@ -118,14 +132,24 @@ class RetrainRepository:
                 status="failed", error=error[-4000:],
                 next_attempt_at=now + backoff * 2 ** max(attempts - 1, 0)))
 
-    def finish(self, decision_id: str, *, promoted: bool, run_id: str, version: str,
-               gate: dict[str, Any], now: datetime | None = None) -> None:
-        """Record a retrain finished at ``now`` and its gate."""
+    def finish(self, decision_id: str, *, status: str, run_id: str, version: str,
+               gate: dict[str, Any], now: datetime | None = None,
+               error: str | None = None) -> None:
+        """Record a retrain finished at ``now`` (``promoted``, ``rejected`` or
+        ``cancelled``) and its gate."""
+        if status not in FINISHED:
+            raise ValueError(f"a finished retrain is one of {FINISHED}, not {status!r}")
         with self.engine.begin() as connection:
             connection.execute(decisions.update().where(decisions.c.id == decision_id).values(
-                status="promoted" if promoted else "rejected", mlflow_run_id=run_id,
-                challenger_version=version, gate=json_safe(gate), finished_at=now or datetime.now(UTC),
-                error=None))
+                status=status, mlflow_run_id=run_id, challenger_version=version,
+                gate=json_safe(gate), finished_at=now or datetime.now(UTC), error=error))
+
+    def cancel(self, decision_id: str, reason: str, now: datetime | None = None) -> None:
+        """Cancel a decision that no longer applies (the champion it was made for was
+        replaced); it is never retried."""
+        with self.engine.begin() as connection:
+            connection.execute(decisions.update().where(decisions.c.id == decision_id).values(
+                status="cancelled", error=reason[-4000:], finished_at=now or datetime.now(UTC)))
 
     def attach_run(self, decision_id: str, run_id: str) -> None:
         """Link the MLflow run as soon as it exists (visible while it trains)."""

@@ -112,7 +112,7 @@ def test_unusable_datasets_are_clear_errors(tmp_path: Path) -> None:
     (root / "move_left" / "b.mp4").write_bytes(b"broken")
     dataset = VideoDataset.open(root)
     part = load_clips(list(dataset.items), CARD)
-    with pytest.raises(DatasetError, match=r"\['move_left'\] have fewer than 2 usable clips"):
+    with pytest.raises(DatasetError, match=r"\['move_left'\] have fewer than 2 usable videos"):
         require_usable(dataset, part)
 
 

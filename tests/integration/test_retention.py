@@ -142,7 +142,7 @@ def test_a_pending_retrain_keeps_its_training_rows_and_clips(
     assert all(path is not None and (store.root / path).exists() for path in kept.values())
 
     retrains.start(decision)
-    retrains.finish(decision, promoted=True, run_id="r", version="2", gate={}, now=NOW)
+    retrains.finish(decision, status="promoted", run_id="r", version="2", gate={}, now=NOW)
     assert collector.run().predictions_deleted == 3  # its lineage is in its MLflow run
 
 

@@ -24,9 +24,12 @@ def test_a_few_recent_clips_borrow_labeled_clips_for_their_estimators() -> None:
     labels = np.where(np.arange(72) % 3 == 0, (predicted + 1) % 3, predicted)
     labels[:12] = predicted[:12]  # the profile's own clips: all right
     own = predict(network, card, clips[:12])
+    videos = np.array([f"v{i // 3}" for i in range(72)], dtype=object)  # 3 clips a video
     profile = profile_of(network, card, clips[:12], labels[:12], own,
-                         feature_rows(12, rng), more_clips=(clips[12:], labels[12:]),
-                         estimator_clips=TrainSettings().estimator_clips)
+                         feature_rows(12, rng),
+                         more_clips=(clips[12:], labels[12:], videos[12:]),
+                         estimator_clips=TrainSettings().estimator_clips, videos=videos[:12])
     assert profile.accuracy == 1.0 and len(profile.table) == 12
+    assert profile.table["video_id"].tolist() == list(videos[:12])
     assert profile.estimator is not None
     assert profile.estimator.reference_accuracy == float(np.mean(labels == predicted))

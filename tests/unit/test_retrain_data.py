@@ -5,26 +5,54 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.retrain import recent_repeats, relabeled_classes, stratified_split
+from training.gate import relabeled_classes
+from training.retrain import recent_repeats, stratified_split
 
 
-def test_relabeled_classes_are_those_the_champion_now_mostly_gets_wrong() -> None:
-    true = np.array([0] * 10 + [1] * 10 + [2] * 3)
-    predicted = np.array([1] * 9 + [0] + [1] * 7 + [0] * 3 + [0] * 3)
-    # Class 0 is mostly called 1 (relabeled); class 1 is still 70% right; class 2 has too
-    # few labels to judge.
-    assert relabeled_classes(true, predicted, 3, below=0.5, min_clips=5) == [0]
+def test_a_weak_class_that_stays_weak_is_not_relabeled_and_a_swapped_one_is() -> None:
+    # Reference: class 0 right 37 of 100 (a weak class), class 1 right 95 of 100.
+    right, clips = np.array([37, 95, 90]), np.array([100, 100, 100])
+    rng = np.random.default_rng(0)
+    true = np.repeat([0, 1, 2], 60)
+    predicted = true.copy()
+    predicted[:60] = np.where(rng.random(60) < 0.37, 0, 2)  # still 37 % right: weak
+    predicted[60:120] = np.where(rng.random(60) < 0.05, 1, 0)  # now mostly called 0
+    found = relabeled_classes(true, predicted, 3, reference_right=right,
+                              reference_clips=clips, min_clips=5)
+    assert found == [1]
+    # Under an absolute bar of 0.5, class 0 would have been called relabeled too.
+    assert np.mean(predicted[:60] == 0) < 0.5
+
+
+def test_a_drop_must_be_significant_and_large_to_relabel() -> None:
+    right, clips = np.array([19, 19]), np.array([20, 20])
+    true = np.repeat([0, 1], 6)
+    predicted = np.array([0, 0, 1, 1, 1, 1] + [1] * 6)
+    # Class 0: 2 of 6 right against 19 of 20 on the reference: significant at 5 % split
+    # over two classes, and under half of its reference accuracy.
+    assert relabeled_classes(true, predicted, 2, reference_right=right,
+                             reference_clips=clips, min_clips=5) == [0]
+    # A blur that costs class 0 a third of its accuracy is not a new meaning.
+    true = np.repeat([0, 1], 60)
+    predicted = np.r_[np.where(np.arange(60) < 38, 0, 1), np.ones(60, dtype=np.int64)]
+    assert relabeled_classes(true, predicted, 2, reference_right=right,
+                             reference_clips=clips, min_clips=5) == []
+    # Too few labels to judge at all.
+    assert relabeled_classes(true[:4], predicted[:4], 2, reference_right=right,
+                             reference_clips=clips, min_clips=5) == []
 
 
 def test_relabeled_classes_weigh_queue_labels_as_the_traffic() -> None:
-    # The queue chose class 0's four mistakes with chance 0.8 and its six right clips with
-    # chance 0.1: 40 % wrong among the labels, about 8 % on the traffic.
-    true = np.zeros(10, dtype=np.int64)
-    predicted = np.array([1] * 4 + [0] * 6)
-    weights = 1 / np.array([0.8] * 4 + [0.1] * 6)
-    assert relabeled_classes(true, predicted, 2, below=0.7, min_clips=5) == [0]
-    assert relabeled_classes(true, predicted, 2, below=0.7, min_clips=5,
-                             weights=weights) == []
+    # The queue chose class 0's 14 mistakes with chance 0.8 and its 6 right clips with
+    # chance 0.05: 30 % right among the labels, about 87 % on the traffic.
+    right, clips = np.array([95, 95]), np.array([100, 100])
+    true = np.zeros(20, dtype=np.int64)
+    unweighted = np.array([1] * 14 + [0] * 6)  # 30 % right among the labels
+    assert relabeled_classes(true, unweighted, 2, reference_right=right,
+                             reference_clips=clips, min_clips=5) == [0]
+    weights = 1 / np.array([0.8] * 14 + [0.05] * 6)
+    assert relabeled_classes(true, unweighted, 2, reference_right=right,
+                             reference_clips=clips, min_clips=5, weights=weights) == []
 
 
 def test_recent_clips_repeat_to_their_share_of_an_epoch() -> None:
@@ -100,3 +128,19 @@ def test_held_out_classes_come_in_the_traffic_s_proportions_not_the_queue_s() ->
     _, held = stratified_split(labels, 0.3, seed=0, weights=weights)
     counts = np.bincount(labels[held], minlength=2)
     assert counts.tolist() == [21, 3]  # 24 held out, 400:50 of them, not 40:40
+
+
+def test_a_video_s_clips_never_straddle_the_split() -> None:
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 9, 60)  # 60 videos of 1 to 8 clips
+    videos = np.repeat([f"video-{i}" for i in range(60)], sizes)
+    labels = np.repeat(np.arange(60) % 4, sizes)
+    for seed in range(10):
+        train, held = stratified_split(labels, 0.3, seed=seed, min_held=30, videos=videos)
+        assert not set(videos[train]) & set(videos[held])
+        assert len(train) + len(held) == len(labels)
+        assert set(labels[held]) == {0, 1, 2, 3}
+        assert 30 <= len(held) <= len(labels) // 2
+    # The same clips split clip by clip put most videos on both sides.
+    train, held = stratified_split(labels, 0.3, seed=0)
+    assert len(set(videos[train]) & set(videos[held])) > 10
