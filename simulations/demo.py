@@ -288,7 +288,7 @@ class Demo:
         while True:
             decision = self.retrains.get(decision_id) or {}
             status = decision.get("status")
-            if status in ("promoted", "rejected"):
+            if status in ("promoted", "rejected", "cancelled"):
                 break
             if status == "failed" or time.monotonic() - started > timeout_s:
                 return f"retrain {status or 'timed out'}: {decision.get('error') or ''}"[:200]
@@ -303,6 +303,8 @@ class Demo:
         seconds = time.monotonic() - started
         if status == "rejected":
             return f"v{version} rejected: {gate.get('reason', '')}"
+        if status == "cancelled":
+            return f"retrain cancelled: {decision.get('error') or ''}"[:200]
         self._await_serving(version)
         return (f"v{version} promoted after {seconds:.0f}s (recent accuracy "
                 f"{gate.get('champion_recent', float('nan')):.2f} -> "
