@@ -78,6 +78,8 @@ async def promote(request: Request, body: PromoteIn) -> dict[str, Any]:
     try:
         previous = await asyncio.get_running_loop().run_in_executor(
             None, registry.promote, body.version)
+    except Conflict:  # an archived version: it exists, but is never served
+        raise
     except Exception as exc:  # unknown version, registry refusing: say so, change nothing
         raise NotFound(f"cannot promote version {body.version}: {exc}") from None
     return {"previous_champion": previous, **await _reload(request, before)}

@@ -84,6 +84,18 @@ def _promote(settings: Settings, args: argparse.Namespace) -> int:
     return promote_command(settings, args.version)
 
 
+def _versions(settings: Settings, args: argparse.Namespace) -> int:
+    from training.registry import versions_command
+
+    return versions_command(settings, args.all, args.json)
+
+
+def _archive(settings: Settings, args: argparse.Namespace) -> int:
+    from training.registry import archive_command
+
+    return archive_command(settings, args.version)
+
+
 def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     from training.registry import rollback_command
 
@@ -197,6 +209,16 @@ def _add_operations(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_promote)
     p = subparsers.add_parser("rollback", help="move the champion back to the previous version")
     p.set_defaults(handler=_rollback)
+    p = subparsers.add_parser(
+        "versions", help="list registered versions: origin, aliases, reference accuracy")
+    p.add_argument("--all", action="store_true", help="archived versions too")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.set_defaults(handler=_versions)
+    p = subparsers.add_parser(
+        "archive", help="archive a version registered by mistake (kept in MLflow, never "
+                        "served, hidden from the dashboard)")
+    p.add_argument("version", help="model version to archive")
+    p.set_defaults(handler=_archive)
 
 
 def _add_simulations(subparsers: argparse._SubParsersAction) -> None:
@@ -238,7 +260,7 @@ def _add_simulations(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--requests-per-hour", type=int, default=c.requests_per_hour)
     p.add_argument("--label-fraction", type=float, default=c.label_fraction)
     p.add_argument("--min-labeled", type=int, default=c.min_labeled,
-                   help="labeled clips since the drift began before a retrain")
+                   help="labeled clips since accuracy fell before a retrain")
     p.add_argument("--label-budget", type=float, default=None,
                    help="label this share of each hour's traffic through the labeling queue "
                         "(importance sampling) instead of --label-fraction uniformly; "
@@ -265,10 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
 # on stderr and exit 2, not a traceback.
 def _user_errors() -> tuple[type[BaseException], ...]:
     from monitor.card import CardError
+    from monitor.errors import Conflict
     from training.datasets import DatasetError
     from training.modelfile import ModelFileError
 
-    return (CardError, DatasetError, ModelFileError)
+    return (CardError, Conflict, DatasetError, ModelFileError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

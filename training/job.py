@@ -174,7 +174,7 @@ def run_training(settings: Settings) -> TrainingOutcome:
                                 head_clips=(clips, train_part.labels),
                                 estimator_clips=settings.train.estimator_clips)
         info = tracking.log_version(loaded, card, profile,
-                                    settings.model_name if register else None)
+                                    settings.model_name if register else None, "trained")
         version, champion = None, False
         if register:
             version = str(info.registered_model_version)

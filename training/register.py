@@ -38,8 +38,31 @@ class RegisterOutcome:
     run_id: str
     reference_rows: int
     reference_accuracy: float
+    per_class_accuracy: dict[str, float]
+    chance_accuracy: float
+    warnings: list[str]
     skipped_files: int
     seconds: float
+
+
+NEAR_CHANCE = 1.5  # reference accuracy under this many times chance: the card is suspect
+
+
+def reference_warnings(accuracy: float, per_class: dict[str, float], clips: dict[str, int],
+                       chance: float) -> list[str]:
+    """What a person registering a model should hear about its reference accuracy: near
+    chance overall (a card with the wrong clip size, resize or normalisation still loads
+    when the network pools adaptively), or classes it never gets right."""
+    warnings = []
+    if accuracy < NEAR_CHANCE * chance:
+        warnings.append(
+            f"reference accuracy {accuracy:.3f} is near chance ({chance:.3f} for "
+            f"{len(per_class)} classes): check the card's frames, size, resize, sampling, "
+            "mean and std against how the model was trained, and its labels' order")
+    never = [c for c, a in per_class.items() if clips.get(c) and a == 0.0]
+    if never and accuracy >= NEAR_CHANCE * chance:
+        warnings.append(f"the model gets no reference clip of {', '.join(never)} right")
+    return warnings
 
 
 def register_model(settings: Settings, model_file: Path, card_file: Path,
@@ -62,12 +85,20 @@ def register_model(settings: Settings, model_file: Path, card_file: Path,
                          "vidmon.format": loaded.format,
                          "vidmon.skipped_files": str(len(part.skipped))})
         tracking.log_dataset(dataset, "reference")
-        info = tracking.log_version(loaded, card, profile, settings.model_name)
+        info = tracking.log_version(loaded, card, profile, settings.model_name, "registered")
     version = str(info.registered_model_version)
     champion = registry.ensure_champion(MlflowClient(), settings.model_name, version)
+    right, clips = profile.class_accuracy()
+    per_class = {c: float(right[i] / clips[i]) if clips[i] else float("nan")
+                 for i, c in enumerate(card.labels)}
+    chance = 1.0 / len(card.labels)
+    warnings = reference_warnings(profile.accuracy, per_class,
+                                  dict(zip(card.labels, clips.tolist())), chance)
+    for warning in warnings:
+        log.warning("%s", warning)
     outcome = RegisterOutcome(version, champion, loaded.format, run.info.run_id,
-                              len(profile.table), profile.accuracy, len(part.skipped),
-                              time.perf_counter() - started)
+                              len(profile.table), profile.accuracy, per_class, chance,
+                              warnings, len(part.skipped), time.perf_counter() - started)
     log.info("registered %s version %s (%s)%s: reference accuracy %.3f on %d clips, %.1fs",
              settings.model_name, version, loaded.format, " as champion" if champion else "",
              profile.accuracy, len(profile.table), outcome.seconds)
@@ -76,7 +107,16 @@ def register_model(settings: Settings, model_file: Path, card_file: Path,
 
 def register_command(settings: Settings, model_file: Path, card: Path, reference_data: Path
                      ) -> int:
-    """``vidmon register``: print the outcome as JSON."""
-    print(json.dumps(asdict(register_model(settings, model_file, card, reference_data)),
-                     indent=2))
+    """``vidmon register``: the outcome as JSON on stdout; the per-class reference accuracy
+    and any warning about it on stderr, where a person reads them."""
+    import sys
+
+    outcome = register_model(settings, model_file, card, reference_data)
+    print(f"reference accuracy {outcome.reference_accuracy:.3f} on {outcome.reference_rows} "
+          f"clips (chance {outcome.chance_accuracy:.3f}); per class:", file=sys.stderr)
+    for label, accuracy in outcome.per_class_accuracy.items():
+        print(f"  {label:<30} {accuracy:.3f}", file=sys.stderr)
+    for warning in outcome.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    print(json.dumps(asdict(outcome), indent=2))
     return 0

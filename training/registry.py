@@ -28,12 +28,19 @@ from monitor.store import create_store_engine, upgrade_database
 from monitor.store.alerts import AlertRepository
 from training.flavor import FLAVOR_NAME
 from training.modelfile import LoadedNetwork, load_model_folder, move_network
-from training.tracking import LINEAGE_TAGS, load_reference_profile
+from training.tracking import (
+    LINEAGE_TAGS,
+    ORIGIN_TAG,
+    REFERENCE_ACCURACY_TAG,
+    load_reference_profile,
+)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "vidmon.champion_history"
 DECISION_TAG = "vidmon.decision_id"
+ARCHIVED_TAG = "vidmon.archived"  # a version registered by mistake: kept, never served
+_JOB_ORIGINS = {"train": "trained", "register": "registered", "retrain": "retrained"}
 
 
 @dataclass
@@ -112,11 +119,56 @@ def has_card(name: str, version: str) -> bool:
 
 
 def trained_versions(client: MlflowClient, name: str) -> list[str]:
-    """Loadable versions made by ``vidmon train`` or ``vidmon register`` (not by a retrain),
-    oldest first."""
+    """Loadable versions made by ``vidmon train`` or ``vidmon register`` (not by a retrain,
+    not archived), oldest first."""
     versions = client.search_model_versions(f"name = '{name}'")
-    made = sorted((str(v.version) for v in versions if DECISION_TAG not in v.tags), key=int)
+    made = sorted((str(v.version) for v in versions if DECISION_TAG not in v.tags
+                   and ARCHIVED_TAG not in v.tags), key=int)
     return [v for v in made if has_card(name, v)]
+
+
+def describe_versions(client: MlflowClient, name: str) -> list[dict[str, Any]]:
+    """Every registered version, newest first: aliases, how it was made (trained,
+    registered, retrained), its reference accuracy, whether it is archived, and its run.
+    Versions made before the tags existed are read from their runs."""
+    found = client.search_model_versions(f"name = '{name}'")
+    aliases: dict[str, list[str]] = {}
+    if found:  # search results leave aliases out; the registered model has them
+        for alias, version in client.get_registered_model(name).aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+    described = []
+    for v in sorted(found, key=lambda v: -int(v.version)):
+        origin, accuracy = v.tags.get(ORIGIN_TAG), v.tags.get(REFERENCE_ACCURACY_TAG)
+        if (origin is None or accuracy is None) and v.run_id:
+            run = client.get_run(v.run_id)
+            origin = origin or ("retrained" if DECISION_TAG in v.tags else
+                                _JOB_ORIGINS.get(run.data.tags.get("vidmon.job", ""), "unknown"))
+            accuracy = accuracy or run.data.metrics.get("reference_accuracy")
+        described.append({
+            "version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
+            "run_id": v.run_id, "created_at": v.creation_timestamp,
+            "origin": origin or "unknown",
+            "reference_accuracy": None if accuracy is None else float(accuracy),
+            "archived": ARCHIVED_TAG in v.tags})
+    return described
+
+
+def archive(client: MlflowClient, name: str, version: str) -> None:
+    """Archive a version registered by mistake: it stays in MLflow with its run, but is
+    never served (promotion refuses it) and the dashboard hides it. The champion cannot
+    be archived: promote or roll back first."""
+    client.get_model_version(name, str(version))  # raises for an unknown version
+    if str(version) in _aliased(client, name, CHAMPION):
+        raise Conflict(f"v{version} is the champion of {name}: promote another version or "
+                       "roll back before archiving it")
+    client.set_model_version_tag(name, str(version), ARCHIVED_TAG, "true")
+    if str(version) in _aliased(client, name, CHALLENGER):
+        client.delete_registered_model_alias(name, CHALLENGER)
+
+
+def _refuse_archived(client: MlflowClient, name: str, version: str) -> None:
+    if ARCHIVED_TAG in client.get_model_version(name, str(version)).tags:
+        raise Conflict(f"v{version} of {name} is archived and is never served")
 
 
 def _history(client: MlflowClient, name: str) -> list[str]:
@@ -133,7 +185,7 @@ def promote(client: MlflowClient, name: str, version: str) -> str | None:
         previous = None
     if previous == str(version):
         return previous
-    client.get_model_version(name, str(version))  # raises for an unknown version
+    _refuse_archived(client, name, str(version))  # raises for an unknown version too
     history = _history(client, name) + ([previous] if previous else [])
     client.set_registered_model_alias(name, CHAMPION, str(version))
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[-50:]))
@@ -157,6 +209,9 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
         raise ValueError(f"{name} has no earlier champion to roll back to")
     current = str(client.get_model_version_by_alias(name, CHAMPION).version)
     target = history.pop()
+    if ARCHIVED_TAG in client.get_model_version(name, target).tags:
+        raise ValueError(f"v{target}, the champion before v{current}, is archived; promote "
+                         "the version to serve instead")
     client.set_registered_model_alias(name, CHAMPION, target)
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
     return current, target
@@ -196,19 +251,11 @@ class RegistrySource:
         return rollback(MlflowClient(), self.model_name)
 
     def versions(self) -> list[dict[str, Any]]:
-        """Registered versions, newest first: aliases, run, and who made it (see
-        ``serving.dashboard.RegistryView``)."""
-        client = MlflowClient()
-        found = client.search_model_versions(f"name = '{self.model_name}'")
-        aliases: dict[str, list[str]] = {}
-        if found:  # search results leave aliases out; the registered model has them
-            for alias, version in client.get_registered_model(self.model_name).aliases.items():
-                aliases.setdefault(str(version), []).append(alias)
-        return [{"version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
-                 "run_id": v.run_id, "created_at": v.creation_timestamp,
-                 "made_by": "retrain" if DECISION_TAG in v.tags else "train",
-                 "run_url": self.run_url(v.run_id)}
-                for v in sorted(found, key=lambda v: -int(v.version))]
+        """Registered versions that are not archived, newest first: aliases, run, how
+        each was made and its reference accuracy (see ``serving.dashboard.RegistryView``)."""
+        return [{**v, "run_url": self.run_url(v["run_id"])}
+                for v in describe_versions(MlflowClient(), self.model_name)
+                if not v["archived"]]
 
     def run_url(self, run_id: str | None) -> str | None:
         """The run's page in the MLflow UI."""
@@ -245,6 +292,49 @@ def promote_command(settings: Settings, version: str) -> int:
     previous = RegistrySource(settings).promote(version)
     print(json.dumps({"champion": version, "previous_champion": previous}))
     return 0
+
+
+def versions_command(settings: Settings, show_archived: bool, as_json: bool) -> int:
+    """``vidmon versions``: the registered versions, newest first, as a table (or JSON)."""
+    import json
+
+    tracking_configure(settings)
+    versions = [v for v in describe_versions(MlflowClient(), settings.model_name)
+                if show_archived or not v["archived"]]
+    if as_json:
+        print(json.dumps(versions, indent=2, default=str))
+        return 0
+    if not versions:
+        print(f"no versions of {settings.model_name} registered yet: run `vidmon train` or "
+              "`vidmon register MODEL_FILE --card CARD --reference-data DATA`")
+        return 0
+    print(f"{'version':>8}  {'origin':<11}{'reference accuracy':>19}  aliases")
+    for v in versions:
+        accuracy = "–" if v["reference_accuracy"] is None else f"{v['reference_accuracy']:.3f}"
+        flags = ", ".join(v["aliases"] + (["archived"] if v["archived"] else []))
+        print(f"{'v' + v['version']:>8}  {v['origin']:<11}{accuracy:>19}  {flags}")
+    return 0
+
+
+def archive_command(settings: Settings, version: str) -> int:
+    """``vidmon archive``: hide a version registered by mistake; prints it as JSON."""
+    import json
+    import sys
+
+    tracking_configure(settings)
+    try:
+        archive(MlflowClient(), settings.model_name, version)
+    except Conflict as exc:
+        print(f"vidmon archive: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"archived": version, "model": settings.model_name}))
+    return 0
+
+
+def tracking_configure(settings: Settings) -> None:
+    """Point MLflow at the settings' tracking store."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
 
 
 def rollback_command(settings: Settings) -> int:

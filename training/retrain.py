@@ -422,7 +422,8 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
                                       settings.train.estimator_clips,
                                       [data.rows[i] for i in held_idx], trained_on,
                                       original.test)
-        info = tracking.log_version(challenger, card, profile, settings.model_name)
+        info = tracking.log_version(challenger, card, profile, settings.model_name,
+                                    "retrained")
     version = str(info.registered_model_version)
     client = MlflowClient()
     client.set_model_version_tag(settings.model_name, version, registry.DECISION_TAG,

@@ -87,14 +87,30 @@ def log_dataset(dataset: VideoDataset, context: str) -> None:
                        **{f"{context}_{k}_videos": v for k, v in dataset.split_sizes().items()}})
 
 
+ORIGIN_TAG = "vidmon.origin"  # trained | registered | retrained
+REFERENCE_ACCURACY_TAG = "vidmon.reference_accuracy"
+ORIGINS = ("trained", "registered", "retrained")
+
+
 def log_version(loaded: LoadedNetwork, card: ModelCard, profile: ReferenceProfile,
-                registered_name: str | None) -> Any:
+                registered_name: str | None, origin: str) -> Any:
     """Log a model version in the active run: its card, its reference profile and accuracy,
-    and the model (registered under ``registered_name`` when given)."""
+    and the model (registered under ``registered_name`` when given, the version tagged
+    with how it was made and its reference accuracy, so listings need no run lookups)."""
+    if origin not in ORIGINS:
+        raise ValueError(f"a version is one of {ORIGINS}, not {origin!r}")
     mlflow.log_dict(card.to_dict(), "card.json")
     mlflow.log_metric("reference_accuracy", profile.accuracy)
+    mlflow.set_tag(ORIGIN_TAG, origin)
     log_reference_profile(profile)
-    return flavor.log_model(loaded, card, registered_name, int(profile.embeddings.shape[1]))
+    info = flavor.log_model(loaded, card, registered_name, int(profile.embeddings.shape[1]))
+    if registered_name is not None and info.registered_model_version is not None:
+        client = MlflowClient()
+        version = str(info.registered_model_version)
+        client.set_model_version_tag(registered_name, version, ORIGIN_TAG, origin)
+        client.set_model_version_tag(registered_name, version, REFERENCE_ACCURACY_TAG,
+                                     f"{profile.accuracy:.6f}")
+    return info
 
 
 def dataset_description(run_id: str, context: str) -> dict:

@@ -117,7 +117,12 @@ def _register(world: dict, settings: Settings, monkeypatch: pytest.MonkeyPatch,
                  "--reference-data", str(world["reference"])])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    return json.loads(captured.out)
+    outcome = json.loads(captured.out)
+    # a person reads the per-class reference accuracy where the command prints it
+    assert "per class:" in captured.err
+    for label in LABELS:
+        assert f"  {label:<30} {outcome['per_class_accuracy'][label]:.3f}" in captured.err
+    return outcome
 
 
 def _video(label: str, seed: int, frames: int, fps: float = 16.0) -> bytes:

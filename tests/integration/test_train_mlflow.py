@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -149,3 +152,41 @@ def test_a_synthetic_dataset_whose_files_are_gone_is_written_again(settings: Set
     first = next(manifest.parent.rglob("*.mp4"))
     first.unlink()
     assert synthetic_data(settings.train) == manifest and first.is_file()
+
+
+def test_versions_list_their_origin_and_accuracy_and_a_mistake_can_be_archived(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from simulations.cli import main
+
+    first = run_training(settings)
+    second = run_training(settings.model_copy(update={"train": settings.train.model_copy(
+        update={"seed": 1})}))
+    for key, value in settings.to_env().items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+
+    assert main(["versions", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [v["version"] for v in listed] == ["2", "1"]
+    assert [v["origin"] for v in listed] == ["trained", "trained"]
+    assert listed[1]["aliases"] == ["champion"] and not listed[0]["archived"]
+    assert listed[1]["reference_accuracy"] == pytest.approx(first.test_accuracy)
+    assert listed[0]["reference_accuracy"] == pytest.approx(second.test_accuracy)
+
+    # The champion cannot be archived: one line, exit 2, nothing changed.
+    assert main(["archive", "1"]) == 2
+    assert "v1 is the champion" in capsys.readouterr().err
+    assert main(["archive", "2"]) == 0 and '"archived": "2"' in capsys.readouterr().out
+    assert main(["versions"]) == 0
+    table = capsys.readouterr().out
+    assert "v1" in table and "trained" in table and "champion" in table and "v2" not in table
+    assert main(["versions", "--all"]) == 0 and "archived" in capsys.readouterr().out
+    # Never served: promotion refuses it, and it is no trained model to start a demo from.
+    assert main(["promote", "2"]) == 2
+    assert "v2 of" in capsys.readouterr().err
+    assert registry.trained_versions(MlflowClient(), settings.model_name) == ["1"]
+    assert [v["version"] for v in registry.RegistrySource(settings).versions()] == ["1"]
+    # Kept in MLflow with its run.
+    assert MlflowClient().get_model_version(settings.model_name, "2").run_id == second.run_id

@@ -144,3 +144,15 @@ def test_a_video_s_clips_never_straddle_the_split() -> None:
     # The same clips split clip by clip put most videos on both sides.
     train, held = stratified_split(labels, 0.3, seed=0)
     assert len(set(videos[train]) & set(videos[held])) > 10
+
+
+def test_registering_a_model_near_chance_warns_about_the_card() -> None:
+    from training.register import reference_warnings
+
+    classes = {"a": 0.30, "b": 0.40, "c": 0.35}
+    near = reference_warnings(0.35, classes, {c: 10 for c in classes}, chance=1 / 3)
+    assert len(near) == 1 and "near chance" in near[0] and "card" in near[0]
+    fine = {"a": 0.9, "b": 0.8, "c": 0.0}
+    blind = reference_warnings(0.57, fine, {c: 10 for c in fine}, chance=1 / 3)
+    assert blind == ["the model gets no reference clip of c right"]
+    assert reference_warnings(0.9, {"a": 0.9, "b": 0.9}, {"a": 5, "b": 5}, chance=0.5) == []
