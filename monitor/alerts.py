@@ -27,12 +27,19 @@ from monitor.store.repository import PredictionRepository
 log = logging.getLogger(__name__)
 
 DRIFT, MONITOR_STALE, ROLLBACK = "drift", "monitor_stale", "rollback"
+ACCURACY_AT_RISK, LABELS_NEEDED = "accuracy_at_risk", "labels_needed"
 RETRAIN_TRIGGERED, PROMOTED, REJECTED = "retrain_triggered", "promoted", "rejected"
 RETRAIN_FAILED, RETRAIN_ABANDONED = "retrain_failed", "retrain_abandoned"
 RETRAIN_CANCELLED = "retrain_cancelled"
 STORE_RETRY_S = 30.0  # how long a sender waits after the store failed it
 # Alerts still to act on: the dashboard's "open alerts" are these since the last promotion.
-ACTION_NEEDED = (DRIFT, MONITOR_STALE, RETRAIN_FAILED, RETRAIN_ABANDONED, REJECTED)
+# Input drift alone is news, not an action: it is recorded and sent, but not counted here.
+ACTION_NEEDED = (ACCURACY_AT_RISK, LABELS_NEEDED, MONITOR_STALE, RETRAIN_FAILED,
+                 RETRAIN_ABANDONED, REJECTED)
+# How loud each kind is, in every payload (a receiver can route on it).
+SEVERITY = {ACCURACY_AT_RISK: "critical", MONITOR_STALE: "critical",
+            RETRAIN_ABANDONED: "critical", LABELS_NEEDED: "warning", RETRAIN_FAILED: "warning",
+            REJECTED: "warning", DRIFT: "info"}
 
 
 class Alerter:
@@ -46,7 +53,8 @@ class Alerter:
                 **fields: Any) -> bool:
         now = self.clock()
         payload = {"text": f"vidmon: {text}", "event": kind, "id": key, "model": model,
-                   "version": version, "at": now.isoformat(), **fields}
+                   "version": version, "at": now.isoformat(),
+                   "severity": SEVERITY.get(kind, "info"), **fields}
         added = self.repository.record(key, kind, model, version, payload,
                                        self.settings.alerts.webhook_urls, created_at=now,
                                        due_at=system_clock())
@@ -61,18 +69,51 @@ class Alerter:
         return f"{self.settings.mlflow_ui}/#/runs/{run_id}" if run_id else None
 
     def drift(self, report: dict[str, Any], previous_verdict: str | None) -> bool:
-        """A drift verdict, only on the first window of a run of them."""
+        """Input drift, only on the first window of a run of them; said as such: whether
+        accuracy is at risk is another alert."""
         if report["verdict"] != "drift" or previous_verdict == "drift":
             return False
-        reasons = list((report.get("summary") or {}).get("reasons") or [])
+        summary = report.get("summary") or {}
+        reasons = list(summary.get("reasons") or [])
         url = self._report_url(report["id"])
         window = f"{report['window_start'].isoformat()}/{report['window_end'].isoformat()}"
+        risk = summary.get("accuracy_risk", "ok")
+        said = {"ok": "accuracy not shown at risk", "at_risk": "accuracy at risk",
+                "cannot_estimate": "accuracy cannot be estimated without labels"}.get(risk, risk)
         return self._record(
             f"drift:{report['id']}", DRIFT, report["model_name"], report["model_version"],
-            f"drift on {report['model_name']} v{report['model_version']}, window ending "
-            f"{report['window_end'].isoformat()}: {'; '.join(reasons) or 'see the report'} "
-            f"<{url}|report>", window=window, reasons=reasons, report_id=report["id"],
-            report_url=url)
+            f"input drift on {report['model_name']} v{report['model_version']} ({said}), "
+            f"window ending {report['window_end'].isoformat()}: "
+            f"{'; '.join(reasons) or 'see the report'} <{url}|report>", window=window,
+            reasons=reasons, report_id=report["id"], report_url=url, accuracy_risk=risk)
+
+    def accuracy(self, report: dict[str, Any], previous_risk: str | None) -> bool:
+        """Accuracy at risk, or a window whose accuracy cannot be estimated without labels
+        (with the labels that would settle it), each on the first window of a run."""
+        summary = report.get("summary") or {}
+        risk = summary.get("accuracy_risk")
+        if risk not in ("at_risk", "cannot_estimate") or risk == previous_risk:
+            return False
+        url = self._report_url(report["id"])
+        where = (f"{report['model_name']} v{report['model_version']}, window ending "
+                 f"{report['window_end'].isoformat()}")
+        fields = dict(window=f"{report['window_start'].isoformat()}/"
+                             f"{report['window_end'].isoformat()}",
+                      reasons=[summary.get("risk_reason", "")], report_id=report["id"],
+                      report_url=url, accuracy_risk=risk)
+        if risk == "at_risk":
+            return self._record(
+                f"{ACCURACY_AT_RISK}:{report['id']}", ACCURACY_AT_RISK, report["model_name"],
+                report["model_version"], f"accuracy at risk on {where}: "
+                f"{summary.get('risk_reason', '')} <{url}|report>", **fields)
+        needed = summary.get("labels_needed")
+        queue = f"{self.settings.public_url}/v1/labeling/queue?limit={needed}"
+        return self._record(
+            f"{LABELS_NEEDED}:{report['id']}", LABELS_NEEDED, report["model_name"],
+            report["model_version"], f"accuracy cannot be estimated without labels on "
+            f"{where}: {summary.get('estimate_reason', '')}; label {needed} of its "
+            f"predictions ({queue}) to bound it within 5 points <{url}|report>",
+            labels_needed=needed, labeling_queue_url=queue, **fields)
 
     def retrain_triggered(self, decision: dict[str, Any]) -> bool:
         """A retrain was decided."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from monitor.alerts import Alerter
 from monitor.clock import Clock, offset_env, system_clock
 from monitor.job import JobOutcome, ProfileLoader
-from monitor.retrain_policy import RetrainPolicy, decide_retrain, drift_run
+from monitor.retrain_policy import RetrainPolicy, decide_retrain, risk_run
 from monitor.settings import RetrainSettings, Settings
 from monitor.store.reports import ReportRepository
 from monitor.store.repository import PredictionRepository
@@ -46,7 +46,7 @@ def evaluate_retrain(
                              limit=max(HISTORY, policy.windows))
     latest = latest[::-1]
     reference_accuracy = load_profile(model_name, model_version).accuracy
-    run = drift_run(latest, reference_accuracy, policy)
+    run = risk_run(latest, reference_accuracy, policy)
     labeled = len(predictions.labeled_clips(model_name, since=run[0][0]["window_start"],
                                             limit=policy.min_labeled)) if run else 0
     decision = decide_retrain(
@@ -111,16 +111,16 @@ def closed_loop_step(
     retrains: RetrainRepository, load_profile: ProfileLoader, starter: Starter,
     clock: Clock = system_clock, alerter: Alerter | None = None,
 ) -> Callable[[JobOutcome], None]:
-    """What the monitor does after each report job: alert on the first window of a drift
-    run, decide on a retrain (alerting when one is triggered), then start a due retrain
-    when the settings allow."""
+    """What the monitor does after each report job: alert on the first window of input
+    drift and of accuracy at risk (or not estimable), decide on a retrain (alerting when
+    one is triggered), then start a due retrain when the settings allow."""
     policy = policy_from(settings)
 
     def step(outcome: JobOutcome) -> None:
         now = clock()
         if outcome.status == "reported" and outcome.model_name and outcome.model_version:
             if alerter is not None and outcome.report_id:
-                alert_on_drift(alerter, reports, outcome.report_id)
+                alert_on_report(alerter, reports, outcome.report_id)
             decision_id = evaluate_retrain(policy, outcome.model_name, outcome.model_version,
                                            now, predictions, reports, retrains, load_profile)
             decision = retrains.get(decision_id) if alerter is not None else None
@@ -132,12 +132,16 @@ def closed_loop_step(
     return step
 
 
-def alert_on_drift(alerter: Alerter, reports: ReportRepository, report_id: str) -> bool:
-    """Alert on a drift report unless the model version's window before was drift too."""
+def alert_on_report(alerter: Alerter, reports: ReportRepository, report_id: str) -> bool:
+    """Alert on a report: input drift, and accuracy at risk or not estimable, each unless
+    the model version's window before said the same."""
     report = reports.get(report_id)
     if report is None:
         return False
     before, _ = reports.list(model_name=report["model_name"],
                              model_version=report["model_version"],
                              until=report["window_end"], limit=1)
-    return alerter.drift(report, before[0]["verdict"] if before else None)
+    previous = reports.get(before[0]["id"]) if before else None
+    drift = alerter.drift(report, previous["verdict"] if previous else None)
+    risk = ((previous or {}).get("summary") or {}).get("accuracy_risk")
+    return alerter.accuracy(report, risk if previous else None) or drift

@@ -85,6 +85,13 @@ def run_report_job(
     current = predictions.load_window(model_name, model_version, since=since, until=end,
                                       last=settings.window_predictions,
                                       sample=settings.sample_rows)
+    if current.total_rows == 0:
+        # A quiet window is not a report: idle hours would otherwise pile up as
+        # "insufficient data" (the dashboard shows the gap as one quiet span).
+        log.info("no predictions of %s v%s in the window to %s; nothing to report",
+                 model_name, model_version, end.isoformat())
+        return JobOutcome("no_traffic", window_end=end, model_name=model_name,
+                          model_version=model_version)
     profile = load_profile(model_name, model_version)
     store_reference(predictions, profile, model_name, model_version)
     reference = predictions.load_window(model_name, model_version, source="reference",

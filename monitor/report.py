@@ -17,21 +17,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from monitor.column_drift import column_test, drift_columns, evidently_drift, per_video
 from monitor.drift import (
     MIN_AUC,
     MIN_PSI,
     MIN_WASSERSTEIN,
     DriftResult,
     class_frequencies,
-    embedding_drift,
-    estimated_accuracy,
-    fit_confidence_calibration,
+    embedding_drift_within_and_pooled,
     label_shift,
     per_class_embedding_drift,
 )
-from monitor.column_drift import class_mix_test, drift_columns, evidently_drift, numeric_test
-from monitor.estimation import AccuracyEstimator, Estimate, with_interval
+from monitor.estimation import AccuracyEstimator, Estimate
 from monitor.estimation.base import window_outputs
+from monitor.estimation.judgment import EstimationPolicy, LabelFreeAccuracy, label_free_accuracy
 from monitor.estimation.labeled import importance_weighted_accuracy, uniform_accuracy
 from monitor.report_page import render_html
 from monitor.store.records import Window
@@ -63,6 +62,10 @@ class ReportPolicy:
     min_wasserstein: float = MIN_WASSERSTEIN
     min_psi: float = MIN_PSI
     min_auc: float = MIN_AUC
+    # Accuracy is at risk when its interval's upper end (from labels, else the label-free
+    # estimate) falls below the reference accuracy minus this.
+    accuracy_drop: float = 0.05
+    estimation: EstimationPolicy = EstimationPolicy()
 
     def __post_init__(self) -> None:
         unknown = set(self.verdict_tests) - set(VERDICT_TESTS)
@@ -115,6 +118,22 @@ class ReportSummary:
     # window (or reference); None when they saw every row.
     sample_rows: int | None = None
     reference_sample_rows: int | None = None
+    # The second question of a report: is accuracy at risk? ``at_risk`` (labels or the
+    # estimate put it below the reference minus the allowed drop), ``ok`` (neither does),
+    # ``cannot_estimate`` (no labels that settle it, and the window lies where no
+    # label-free number can be trusted: see ``estimate_reason`` and ``labels_needed``).
+    accuracy_risk: str = "ok"
+    risk_reason: str = ""
+    estimable: bool | None = None
+    estimate_reason: str = ""
+    labels_needed: int | None = None
+    domain_auc: float | None = None
+    effective_reference_rows: float | None = None
+
+    @property
+    def input_drift(self) -> bool:
+        """Whether the inputs drifted (the verdict); accuracy is the other question."""
+        return self.verdict == "drift"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -193,18 +212,23 @@ def _verdict(summary: ReportSummary, policy: ReportPolicy, features: list[str],
     if flagged:
         found["features"] = (
             f"{len(flagged)}/{len(features)} feature columns drifted (p < {feature_level:.2g} "
-            f"and normalised Wasserstein >= {policy.min_wasserstein:g}): " + ", ".join(
-                f"{c} (W={columns[c]['effect']:.2f})" for c in flagged))
+            f"and normalised Wasserstein >= {policy.min_wasserstein:g}, or PSI >= "
+            f"{policy.min_psi:g} for few-valued columns): " + ", ".join(
+                f"{c} per {columns[c].get('unit', 'clip')} "
+                f"({'W' if columns[c]['effect_method'] == 'wasserstein_normed' else 'PSI'}="
+                f"{columns[c]['effect']:.2f})" for c in flagged))
     prior = columns.get("predicted_label")
     if prior and prior["drifted"]:
         found["prior"] = (f"predicted class mix changed: p={prior['score']:.2g} < "
                           f"{prior['threshold']:.2g}, PSI={prior['effect']:.2f} >= "
                           f"{policy.min_psi:g}")
     if embedding.get("drifted"):
-        found["embedding"] = (
-            f"embeddings moved within classes: p={embedding['p_value']:.4f} < "
-            f"{embedding['alpha']:.2g}, witness AUC={embedding['effect']:.2f} >= "
-            f"{policy.min_auc:g}")
+        ways = [f"{name} (p={part['p_value']:.4f} < {part['alpha']:.2g}, witness AUC="
+                f"{part['effect']:.2f} >= {policy.min_auc:g})"
+                for name, part in (("within classes", embedding.get("within_classes")),
+                                   ("pooled", embedding.get("pooled")))
+                if part and part.get("drifted")]
+        found["embedding"] = "embeddings moved " + " and ".join(ways)
     classes = [c for c, r in summary.per_class_drift.items() if r["drifted"]]
     if classes:
         found["per_class"] = (f"embeddings moved within {len(classes)} of the "
@@ -227,19 +251,36 @@ def _result(result: DriftResult | None) -> dict[str, Any] | None:
     return None if result is None else asdict(result)
 
 
-def label_free_estimates(reference: Window, current: Window, label_names: tuple[str, ...],
-                         estimator: AccuracyEstimator | None) -> tuple[str, dict[str, Estimate]]:
-    """Every label-free estimate of the window and the headline method: the fitted
-    estimators when the version has them, else CBPE calibrated on the stored reference
-    (its interval then holds only the window's sampling error)."""
-    if estimator is not None:
-        return "combined", estimator.estimate(
-            window_outputs(current.frame, current.embeddings, label_names))
-    ref = reference.frame
-    calibration = fit_confidence_calibration(
-        ref["confidence"].to_numpy(), (ref["true_label"] == ref["predicted_label"]).to_numpy())
-    value = estimated_accuracy(calibration, current.frame["confidence"].to_numpy())
-    return "cbpe", {"cbpe": with_interval("cbpe", value, 0.0, len(current))}
+def label_free(reference: Window, current: Window, label_names: tuple[str, ...],
+               estimator: AccuracyEstimator | None, policy: EstimationPolicy
+               ) -> LabelFreeAccuracy:
+    """The window's label-free accuracy judged against the labeled reference rows."""
+    return label_free_accuracy(
+        window_outputs(reference.frame, reference.embeddings, label_names),
+        window_outputs(current.frame, current.embeddings, label_names), estimator, policy)
+
+
+def accuracy_risk(summary: ReportSummary, drop: float) -> tuple[str, str]:
+    """``at_risk``, ``ok`` or ``cannot_estimate``, and why: labels first (their interval's
+    upper end below the bar, or lower end above it, settles it), then the label-free
+    estimate's upper end."""
+    reference = summary.reference_accuracy
+    bar = None if reference is None else reference - drop
+    realized_high, realized_low = summary.realized_accuracy_high, summary.realized_accuracy_low
+    if bar is not None and realized_high is not None and realized_high < bar:
+        return "at_risk", (f"labels put accuracy at most {realized_high:.3f}, below the "
+                           f"reference {reference:.3f} - {drop:g}")
+    if bar is not None and realized_low is not None and realized_low >= bar:
+        return "ok", f"labels put accuracy at least {realized_low:.3f}"
+    high = summary.estimated_accuracy_high
+    if bar is not None and high is not None and high < bar:
+        return "at_risk", (f"estimated accuracy at most {high:.3f} without labels, below the "
+                           f"reference {reference:.3f} - {drop:g}")
+    if summary.estimable is False:
+        return "cannot_estimate", (f"{summary.estimate_reason}; label {summary.labels_needed} "
+                                   "of its predictions to bound accuracy within 5 points")
+    return "ok", ("the label-free estimate keeps above the reference minus the allowed "
+                  "drop" if high is not None else "no estimate and no labels that show a drop")
 
 
 def labeled_estimate(frame: pd.DataFrame) -> tuple[Estimate | None, int]:
@@ -288,16 +329,24 @@ def build_report(
                                f"in the window and {len(ref)} in the reference")
         return MonitoringReport(summary, json.dumps({}), render_html(summary, {}))
 
-    columns, untested = drift_columns(ref, cur, policy.min_rows, len(label_names))
-    features = [c for c in columns if c != "predicted_label"]
+    plans, untested = drift_columns(ref, cur, policy.min_rows, len(label_names))
+    features = [p.name for p in plans if p.name != "predicted_label"]
     feature_level = policy.family_alpha / max(len(features), 1)
-    drift_snapshot = evidently_drift(ref, cur, columns, feature_level, policy.family_alpha,
-                                     policy.min_wasserstein, policy.min_psi, window_end)
-    summary.column_drift = {c: numeric_test(ref[c], cur[c], feature_level,
-                                            policy.min_wasserstein) for c in features}
-    if "predicted_label" in columns:
-        summary.column_drift["predicted_label"] = class_mix_test(
-            ref["predicted_label"], cur["predicted_label"], policy.family_alpha, policy.min_psi)
+
+    def level(name: str) -> float:
+        return policy.family_alpha if name == "predicted_label" else feature_level
+
+    summary.column_drift = {p.name: column_test(p, ref, cur, level(p.name),
+                                                policy.min_wasserstein, policy.min_psi)
+                            for p in plans}
+    snapshots = {}
+    for unit, (ref_rows, cur_rows) in (("clip", (ref, cur)),
+                                       ("video", (per_video(ref), per_video(cur)))):
+        snapshot = evidently_drift(ref_rows, cur_rows, [p for p in plans if p.unit == unit],
+                                   feature_level, policy.family_alpha, policy.min_wasserstein,
+                                   policy.min_psi, window_end)
+        if snapshot is not None:
+            snapshots[f"columns per {unit}"] = snapshot
     untested += [f"{c} not tested: its test is undefined (a single value on both sides); "
                  "not counted as no drift"
                  for c, v in summary.column_drift.items() if v["drifted"] is None]
@@ -306,10 +355,12 @@ def build_report(
                            / max(len(tested), 1))
     predicted_ref = ref["predicted_label"].to_numpy()
     predicted_cur = cur["predicted_label"].to_numpy()
-    embedding = embedding_drift(reference.embeddings, current.embeddings,
-                                alpha=policy.family_alpha, min_effect=policy.min_auc,
-                                strata=(predicted_ref, predicted_cur))
-    summary.embedding_drift = _result(embedding)
+    embedding = embedding_drift_within_and_pooled(
+        reference.embeddings, current.embeddings, alpha=policy.family_alpha,
+        min_effect=policy.min_auc, strata=(predicted_ref, predicted_cur))
+    summary.embedding_drift = {**asdict(embedding.combined()),
+                               "within_classes": asdict(embedding.within),
+                               "pooled": asdict(embedding.pooled)}
     summary.label_shift = _result(label_shift(ref["predicted_label"], cur["predicted_label"],
                                               label_names, policy.family_alpha, policy.min_psi))
     summary.per_class_drift = {c: asdict(r) for c, r in per_class_embedding_drift(
@@ -323,23 +374,30 @@ def build_report(
                                                    label_names)}
 
     summary.reference_accuracy = float((ref["true_label"] == ref["predicted_label"]).mean())
-    method, estimates = label_free_estimates(reference, current, label_names, estimator)
-    summary.accuracy_estimates = {m: e.to_dict() for m, e in estimates.items()}
-    headline = estimates[method]
-    summary.estimate_method = method
-    summary.estimated_accuracy = headline.value
-    summary.estimated_accuracy_low, summary.estimated_accuracy_high = headline.low, headline.high
+    judged = label_free(reference, current, label_names, estimator, policy.estimation)
+    summary.accuracy_estimates = {m: e.to_dict() for m, e in judged.estimates.items()}
+    summary.estimable, summary.estimate_reason = judged.estimable, judged.reason
+    summary.labels_needed = judged.labels_needed
+    summary.domain_auc, summary.effective_reference_rows = (judged.domain_auc,
+                                                            judged.effective_rows)
+    if judged.estimate is not None:
+        headline: Estimate = judged.estimate
+        summary.estimate_method = headline.method
+        summary.estimated_accuracy = headline.value
+        summary.estimated_accuracy_low, summary.estimated_accuracy_high = (headline.low,
+                                                                           headline.high)
     realized, summary.queue_considered = labeled_estimate(whole)
     if realized is not None:
         summary.realized_method = realized.method
         summary.realized_accuracy = realized.value
         summary.realized_accuracy_low, summary.realized_accuracy_high = realized.low, realized.high
-    snapshots = {"data_drift": drift_snapshot}
+    summary.accuracy_risk, summary.risk_reason = accuracy_risk(summary, policy.accuracy_drop)
     if len(whole_labeled):
         summary.macro_f1 = macro_f1(whole_labeled["true_label"].to_numpy(),
                                     whole_labeled["predicted_label"].to_numpy())
     if len(labeled):
-        snapshots["classification"] = _evidently_classification(ref, labeled, window_end)
+        snapshots["classification on labeled rows"] = _evidently_classification(
+            ref, labeled, window_end)
 
     summary.verdict, reasons = _verdict(summary, policy, features, feature_level)
     summary.reasons.extend(reasons)

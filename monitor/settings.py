@@ -186,10 +186,15 @@ class MonitorSettings(BaseModel):
 class RetrainSettings(BaseModel):
     """When to retrain, on what, and when a challenger may replace the champion."""
 
-    windows: PositiveInt = Field(default=2, description="drift must hold this many reports")
+    windows: PositiveInt = Field(
+        default=2, description="accuracy must be at risk in this many consecutive reports "
+                               "(input drift alone never triggers a retrain)")
     min_labeled: PositiveInt = Field(default=50, description="labeled production clips needed")
     cooldown_minutes: float = Field(default=360.0, ge=0)
-    accuracy_drop: float = Field(default=0.05, ge=0, le=1)
+    accuracy_drop: float = Field(
+        default=0.05, ge=0, le=1,
+        description="accuracy is at risk when the upper end of its interval (from labels, "
+                    "else the label-free estimate) is below the reference accuracy minus this")
     epochs: PositiveInt = 3
     learning_rate: float = Field(default=1e-3, gt=0)
     original_clips_per_class: NonNegativeInt = Field(

@@ -61,6 +61,8 @@ def dashboard_data(request: Request, hours: int = 168) -> dict[str, Any]:
         "serving_version": service.runtime.version if service else None,
         "mlflow_ui": settings.mlflow_ui,
         "alpha": settings.monitor.alpha,
+        "accuracy_drop": settings.retrain.accuracy_drop,
+        "interval_s": settings.monitor.interval_s,
         "latest": None if latest is None else _latest(latest),
         "alerts": [{k: a[k] for k in ("id", "kind", "created_at", "model_version")} |
                    {"text": a["payload"].get("text", "")}
@@ -87,6 +89,9 @@ def _latest(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("id", "model_version", "window_start", "window_end", "created_at", "verdict",
             "rows", "labeled_rows", "estimated_accuracy", "estimated_accuracy_low",
             "estimated_accuracy_high", "estimate_method", "realized_accuracy",
-            "realized_accuracy_low", "realized_accuracy_high", "realized_method")
-    return {**{k: report.get(k) for k in keys}, "reasons": summary.get("reasons") or [],
-            "drifted_columns": drifted, "html_url": f"/v1/reports/{report['id']}/html"}
+            "realized_accuracy_low", "realized_accuracy_high", "realized_method",
+            "accuracy_risk", "estimable", "labels_needed")
+    said = ("reference_accuracy", "risk_reason", "estimate_reason")
+    return {**{k: report.get(k) for k in keys}, **{k: summary.get(k) for k in said},
+            "reasons": summary.get("reasons") or [], "drifted_columns": drifted,
+            "html_url": f"/v1/reports/{report['id']}/html"}

@@ -73,6 +73,7 @@ class ServiceMetrics:
 
 
 VERDICTS = {"drift": 1.0, "no_drift": 0.0}  # anything else (insufficient_data): -1
+RISKS = {"at_risk": 1.0, "ok": 0.0, "cannot_estimate": -1.0}
 RETRAIN_STATES = ("none", "pending", "running", "promoted", "rejected", "failed", "merged",
                   "cancelled")
 
@@ -138,6 +139,17 @@ def _report_gauges(latest: list[dict[str, Any]], now: Any) -> Iterator[GaugeMetr
                  "p-value", lambda r: summary(r, "label_shift", "p_value"))
     yield family("vidmon_report_reference_accuracy", "accuracy on the reference profile",
                  lambda r: summary(r, "reference_accuracy"))
+    yield family("vidmon_report_accuracy_estimable", "1 when the latest window's accuracy "
+                 "could be estimated without labels, 0 when the report said 'cannot "
+                 "estimate' (labels needed)", lambda r: None if r.get("estimable") is None
+                 else float(bool(r["estimable"])))
+    yield family("vidmon_report_labels_needed", "labels the latest window needs to bound its "
+                 "accuracy within 5 points when it cannot be estimated without them (0 when "
+                 "it can)", lambda r: None if r.get("estimable") is None else
+                 (r.get("labels_needed") or 0) if r["estimable"] is False else 0)
+    yield family("vidmon_report_accuracy_at_risk", "the latest window's second question: 1 "
+                 "accuracy at risk, 0 not at risk, -1 cannot be estimated without labels",
+                 lambda r: RISKS.get(r.get("accuracy_risk")))
     yield family("vidmon_report_labeled_fraction", "share of the window's predictions with "
                  "labels", lambda r: r["labeled_rows"] / r["rows"] if r["rows"] else None)
     yield family("vidmon_report_rows", "predictions in the window", lambda r: r["rows"])

@@ -7,7 +7,12 @@ from monitor.drift.classes import (
     per_class_embedding_drift,
 )
 from monitor.drift.effect import MIN_AUC, MIN_PSI, MIN_WASSERSTEIN, normalized_wasserstein, psi
-from monitor.drift.embedding import DriftResult, embedding_drift
+from monitor.drift.embedding import (
+    DriftResult,
+    EmbeddingDrift,
+    embedding_drift,
+    embedding_drift_within_and_pooled,
+)
 from monitor.drift.performance import (
     ConfidenceCalibration,
     estimated_accuracy,
@@ -20,8 +25,10 @@ __all__ = [
     "MIN_WASSERSTEIN",
     "ConfidenceCalibration",
     "DriftResult",
+    "EmbeddingDrift",
     "class_frequencies",
     "embedding_drift",
+    "embedding_drift_within_and_pooled",
     "estimated_accuracy",
     "fit_confidence_calibration",
     "homogeneity",

@@ -7,7 +7,9 @@ A verdict therefore needs an effect that matters as well as a p-value; these are
 effects, each with the threshold vidmon uses by default and why.
 
 - Numerical columns: the Wasserstein-1 distance between the two samples divided by the
-  reference's standard deviation ("the window moved by this many reference spreads").
+  reference's standard deviation ("the window moved by this many reference spreads"),
+  floored at 5 % of the reference's median size so that a column that barely varies
+  cannot turn a tiny move into a huge effect.
   Evidently's own ``wasserstein`` test uses 0.1. vidmon's default is 0.2 because a
   reference of a few hundred rows scatters by itself: two clean samples of vidmon's
   synthetic traffic (300 reference, 200 window rows) were up to 0.11 apart, while every
@@ -29,14 +31,20 @@ from scipy.stats import rankdata
 MIN_WASSERSTEIN = 0.2
 MIN_PSI = 0.1
 MIN_AUC = 0.55
-_SCALE_FLOOR = 1e-3  # a constant reference column: any move of the constant is huge
+_SCALE_FLOOR = 1e-3  # the scale's absolute floor, for columns centred on zero
+# A reference spread below 5 % of the column's typical value is too narrow to measure moves
+# in: confidence that always reads 0.995 +- 0.001 would make a 0.0045 drop 4.5 "standard
+# deviations" (seen: 0.45 under a hue shift that cost nothing), and one camera's constant
+# width a move of 640,000. The scale is floored there; few-valued columns are compared as
+# categories anyway (see monitor.column_drift).
+RELATIVE_SCALE_FLOOR = 0.05
 _PSI_FLOOR = 1e-4
 
 
 def normalized_wasserstein(reference: np.ndarray, current: np.ndarray) -> float:
-    """Wasserstein-1 distance between two 1-d samples over the reference's standard
-    deviation (floored at 1e-3, so a constant column that jumps has a large effect). NaNs
-    are dropped; NaN when a side is empty."""
+    """Wasserstein-1 distance between two 1-d samples over the reference's scale
+    (:func:`reference_scale`: a constant column that jumps has a large but finite effect).
+    NaNs are dropped; NaN when a side is empty."""
     ref = np.sort(np.asarray(reference, dtype=np.float64))
     cur = np.sort(np.asarray(current, dtype=np.float64))
     ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
@@ -49,7 +57,15 @@ def normalized_wasserstein(reference: np.ndarray, current: np.ndarray) -> float:
     f_ref = np.searchsorted(ref, pooled[:-1], side="right") / len(ref)
     f_cur = np.searchsorted(cur, pooled[:-1], side="right") / len(cur)
     distance = float(np.sum(np.abs(f_ref - f_cur) * gaps))
-    return distance / max(float(ref.std()), _SCALE_FLOOR)
+    return distance / reference_scale(ref)
+
+
+def reference_scale(reference: np.ndarray) -> float:
+    """The unit effects are measured in: the reference's standard deviation, floored at
+    5 % of its median's size (and at 1e-3), so it cannot vanish."""
+    ref = np.asarray(reference, dtype=np.float64)
+    return max(float(ref.std()), RELATIVE_SCALE_FLOOR * abs(float(np.median(ref))),
+               _SCALE_FLOOR)
 
 
 def psi(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:

@@ -310,3 +310,44 @@ def _witness_auc(scores: torch.Tensor, sizes: torch.Tensor, codes: torch.Tensor,
                 total += auc(negatives, positives) * weight
                 pairs += weight
     return total / pairs if pairs else float("nan")
+
+
+@dataclass(frozen=True)
+class EmbeddingDrift:
+    """Embedding drift asked two ways, each at half the level: ``within`` predicted
+    classes (permutations keep each side's class mix: did clips move inside their class?)
+    and ``pooled`` (did the embeddings move at all?). A shift that carries clips across
+    classes (2x playback speed: a steady clip now looks like a moving one) leaves every
+    class's embeddings where that class's were, so only the pooled test sees it; a shift
+    inside classes under a changing class mix is what the stratified test is for."""
+
+    within: DriftResult
+    pooled: DriftResult
+    alpha: float
+
+    def combined(self) -> DriftResult:
+        """One result: drift when either test found it at its half of ``alpha``; the
+        p-value is Bonferroni's, 2 x the smaller one, against ``alpha``; the effect is the
+        effect of the test with the smaller p-value."""
+        first = min((self.within, self.pooled), key=lambda r: r.p_value)
+        return DriftResult(
+            "mmd_rff_permutation_within_and_pooled", first.statistic,
+            min(1.0, 2 * first.p_value), self.alpha,
+            bool(self.within.drifted or self.pooled.drifted), first.reference_rows,
+            first.current_rows, first.effect, first.effect_method, first.min_effect,
+            (self.within.permutations or 0) + (self.pooled.permutations or 0))
+
+
+def embedding_drift_within_and_pooled(
+    reference: np.ndarray | torch.Tensor, current: np.ndarray | torch.Tensor, *,
+    strata: tuple[np.ndarray, np.ndarray], alpha: float = 0.05, min_effect: float = MIN_AUC,
+    seed: int = 0, device: str | torch.device = "cpu",
+) -> EmbeddingDrift:
+    """:func:`embedding_drift` within ``strata`` and pooled, each at ``alpha`` / 2."""
+    level = alpha / 2
+    return EmbeddingDrift(
+        embedding_drift(reference, current, alpha=level, min_effect=min_effect, seed=seed,
+                        device=device, strata=strata),
+        embedding_drift(reference, current, alpha=level, min_effect=min_effect, seed=seed,
+                        device=device),
+        alpha)

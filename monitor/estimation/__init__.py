@@ -1,14 +1,13 @@
 """Accuracy without labels (estimators fitted on corruptions, with intervals) and with few
 labels (importance-weighted, from the labeling queue)."""
 
-from monitor.estimation.base import Estimate, Outputs, with_interval
+from monitor.estimation.base import COMBINED, HEADLINE, Estimate, Outputs, with_interval
 from monitor.estimation.estimator import (
-    COMBINED,
     METHODS,
     AccuracyEstimator,
     ShiftedSet,
     fit_estimator,
 )
 
-__all__ = ["COMBINED", "METHODS", "AccuracyEstimator", "Estimate", "Outputs", "ShiftedSet",
+__all__ = ["COMBINED", "HEADLINE", "METHODS", "AccuracyEstimator", "Estimate", "Outputs", "ShiftedSet",
            "fit_estimator", "with_interval"]

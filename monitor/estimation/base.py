@@ -13,6 +13,8 @@ import pandas as pd
 from monitor.features import PIXEL_FEATURES
 
 Z95 = 1.959963984540054
+COMBINED = "combined"  # the fitted estimators, weighted by their held-out errors
+HEADLINE = "label_free"  # the combination and the reweighted reference, the report's number
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ Five estimators, each with a 95 % interval, and a combination of them:
 - ``error_model``: the mean P(correct) of a logistic error model on per-clip signals,
   fitted on the reference clips re-rendered under a bank of corruptions (performance
   prediction under shift).
-- ``combined``: the estimators averaged with weights inversely proportional to their mean
-  squared error on corruption families each was not fitted on.
+- ``combined``: the estimators but CBPE averaged with weights inversely proportional to
+  their mean squared error on corruption families each was not fitted on.
 
 Each interval widens a method's sampling error by how far that method was off on families
 held out of its fit (leave-one-family-out at fitting time), so an estimator that cannot
@@ -36,8 +36,10 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from monitor.drift.performance import ConfidenceCalibration, fit_confidence_calibration
-from monitor.estimation.base import Estimate, Outputs, with_interval
+from monitor.estimation.base import COMBINED, HEADLINE, Estimate, Outputs, with_interval
 from monitor.estimation.heads import AgreementHeads, fit_heads
+from monitor.estimation.judgment import EstimationPolicy, cover_reasons
+from monitor.estimation.reweighting import reweighted_accuracy
 from monitor.estimation.signals import (
     SIGNAL_NAMES,
     Basis,
@@ -49,7 +51,9 @@ from monitor.estimation.signals import (
 from monitor.profile import entropy
 
 METHODS: tuple[str, ...] = ("cbpe", "atc", "doc", "agreement", "error_model")
-COMBINED = "combined"
+# CBPE is shown but not combined: a calibration of confidence cannot move when the model
+# stays confident, and it read 0.998 on windows whose truth ranged from 0.52 to 1.00.
+COMBINED_FROM: tuple[str, ...] = ("atc", "doc", "agreement", "error_model")
 JSON_FILE = "accuracy_estimator.json"
 ARRAYS_FILE = "accuracy_estimator.npz"
 _PROBIT_CLIP = 1e-3
@@ -165,12 +169,17 @@ class AccuracyEstimator:
         """The error model's P(correct) for every clip."""
         return self.error_model.p_correct(clip_signals(outputs, self.basis, self.heads))
 
-    def estimate(self, outputs: Outputs) -> dict[str, Estimate]:
-        """Every method's estimate with its interval, and the combined one."""
+    def estimate(self, outputs: Outputs, reweighted: float | None = None
+                 ) -> dict[str, Estimate]:
+        """Every method's estimate with its interval, the combined one, and, given the
+        ``reweighted`` reference's value, the headline: the mean of the two, with the
+        interval its own held-out errors give it (where it would have been given)."""
         signals = self._signals(outputs)
         values = self._point_estimates(outputs, signals)
-        combined = sum(self.weights[m] * values[m] for m in METHODS)
+        combined = sum(w * values[m] for m, w in self.weights.items())
         values[COMBINED] = float(combined)
+        if reweighted is not None and HEADLINE in self.spreads:
+            values[HEADLINE] = (values[COMBINED] + reweighted) / 2
         novelty = window_novelty(signals, self.novelty_origin)
         return {m: with_interval(m, v, self.spreads[m](novelty), len(outputs))
                 for m, v in values.items()}
@@ -253,7 +262,8 @@ def _fit_parts(reference: Outputs, shifted: Sequence[ShiftedSet], heads: Agreeme
 
 def fit_estimator(reference: Outputs, shifted: Sequence[ShiftedSet], n_classes: int, *,
                   head_data: tuple[np.ndarray, np.ndarray] | None = None,
-                  seed: int = 0, groups: np.ndarray | None = None) -> AccuracyEstimator:
+                  seed: int = 0, groups: np.ndarray | None = None,
+                  policy: EstimationPolicy = EstimationPolicy()) -> AccuracyEstimator:
     """Fit every estimator on labeled ``reference`` outputs and their corrupted copies
     (``shifted``, at least two families). ``head_data`` (embeddings, true classes) trains
     the agreement heads, by default the reference itself: the model's own training data is
@@ -261,7 +271,9 @@ def fit_estimator(reference: Outputs, shifted: Sequence[ShiftedSet], n_classes: 
 
     The spreads come from held-out errors: each family estimated by a fit without it, and
     each half of the reference by a fit on the other half (the error on clean traffic);
-    the halves split ``groups`` (each clip's video), so no video is on both sides."""
+    the halves split ``groups`` (each clip's video), so no video is on both sides. The
+    headline's spread comes from its errors on the held-out windows where ``policy`` would
+    have given a number at all."""
     families = tuple(dict.fromkeys(s.family for s in shifted))
     if reference.labels is None or any(s.outputs.labels is None for s in shifted):
         raise ValueError("fitting needs true labels on the reference and every shifted set")
@@ -272,20 +284,39 @@ def fit_estimator(reference: Outputs, shifted: Sequence[ShiftedSet], n_classes: 
     full = _fit_parts(reference, shifted, heads, n_classes)
     halves = group_halves(len(reference), groups, seed)
     clean = _held_out_errors([(_fit_parts(reference.take(fit_on), shifted, heads, n_classes),
-                               [reference.take(judge)])
+                               reference.take(fit_on), [reference.take(judge)])
                               for fit_on, judge in (halves, halves[::-1])])
     shifts = _held_out_errors([(_fit_parts(reference, [s for s in shifted if s.family != f],
                                            heads, n_classes),
-                                [s.outputs for s in shifted if s.family == f])
+                                reference, [s.outputs for s in shifted if s.family == f])
                                for f in families])
-    mse = {m: float(np.mean(np.square(np.r_[clean[m], shifts[m]]))) for m in METHODS}
+    mse = {m: float(np.mean(np.square(np.r_[clean[m], shifts[m]]))) for m in COMBINED_FROM}
     inverse = {m: 1.0 / max(v, 1e-6) for m, v in mse.items()}
-    weights = {m: inverse[m] / sum(inverse.values()) for m in METHODS}
+    weights = {m: inverse[m] / sum(inverse.values()) for m in COMBINED_FROM}
     for errors in (clean, shifts):
-        errors[COMBINED] = sum(weights[m] * errors[m] for m in METHODS)
+        errors[COMBINED] = sum(weights[m] * errors[m] for m in COMBINED_FROM)
     spreads = {m: fit_spread(clean[m], shifts["novelty"], shifts[m]) for m in (*METHODS,
                                                                               COMBINED)}
+    given = {name: _given(errors, policy) for name, errors in (("clean", clean),
+                                                               ("shifts", shifts))}
+    if len(given["clean"][0]):  # else a reference too small to reweight: no headline
+        spreads[HEADLINE] = fit_spread(given["clean"][0], given["shifts"][1],
+                                       given["shifts"][0])
     return replace(full, spreads=spreads, weights=weights)
+
+
+def _given(errors: dict[str, np.ndarray], policy: EstimationPolicy
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The headline's errors and novelties on the held-out windows ``policy`` would have
+    given a number for."""
+    headline = (errors[COMBINED] + errors["reweighted"]) / 2
+    truth = errors["truth"]
+    keep = np.array([bool(np.isfinite(reweighted)) and not cover_reasons(
+                         auc, rows, combined + t, reweighted + t, policy)
+                     for auc, rows, combined, reweighted, t in zip(
+                         errors["domain_auc"], errors["effective_rows"], errors[COMBINED],
+                         errors["reweighted"], truth)], dtype=bool)
+    return headline[keep], errors["novelty"][keep]
 
 
 def group_halves(n: int, groups: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -301,16 +332,30 @@ def group_halves(n: int, groups: np.ndarray | None, seed: int) -> tuple[np.ndarr
     return np.flatnonzero(mask), np.flatnonzero(~mask)
 
 
-def _held_out_errors(folds: list[tuple[AccuracyEstimator, list[Outputs]]]
+def _held_out_errors(folds: list[tuple[AccuracyEstimator, Outputs, list[Outputs]]]
                      ) -> dict[str, np.ndarray]:
-    """Each method's error (estimate − truth) on every window a fold did not see, and the
-    window's novelty under ``"novelty"``."""
-    errors: dict[str, list[float]] = {m: [] for m in (*METHODS, "novelty")}
-    for fold, held_out in folds:
+    """Each method's error (estimate − truth) on every window a fold did not see, the
+    reweighted reference's error (the fold's reference reweighted to the window) with its
+    domain AUC and effective rows, the window's truth and its novelty."""
+    keys = (*METHODS, "reweighted", "domain_auc", "effective_rows", "truth", "novelty")
+    errors: dict[str, list[float]] = {k: [] for k in keys}
+    for fold, fold_reference, held_out in folds:
         for outputs in held_out:
             signals = fold._signals(outputs)
             values = fold._point_estimates(outputs, signals)
+            truth = outputs.accuracy
             errors["novelty"].append(window_novelty(signals, fold.novelty_origin))
             for m in METHODS:
-                errors[m].append(values[m] - outputs.accuracy)
+                errors[m].append(values[m] - truth)
+            try:
+                reweighted = reweighted_accuracy(
+                    fold_reference.embeddings, fold_reference.probabilities,
+                    fold_reference.correct, outputs.embeddings, outputs.probabilities)
+                rows = (reweighted.estimate.value - truth, reweighted.domain_auc,
+                        reweighted.effective_rows)
+            except ValueError:  # a reference too small to reweight
+                rows = (np.nan, np.nan, np.nan)
+            for key, value in zip(("reweighted", "domain_auc", "effective_rows"), rows):
+                errors[key].append(value)
+            errors["truth"].append(truth)
     return {k: np.array(v) for k, v in errors.items()}

@@ -58,7 +58,9 @@ class ReportRepository:
             estimated_accuracy_low=s.estimated_accuracy_low,
             estimated_accuracy_high=s.estimated_accuracy_high, estimate_method=s.estimate_method,
             realized_accuracy_low=s.realized_accuracy_low,
-            realized_accuracy_high=s.realized_accuracy_high, realized_method=s.realized_method)
+            realized_accuracy_high=s.realized_accuracy_high, realized_method=s.realized_method,
+            accuracy_risk=s.accuracy_risk, estimable=s.estimable,
+            labels_needed=s.labels_needed)
         try:
             with self.engine.begin() as connection:
                 connection.execute(reports.insert(), row)
@@ -136,7 +138,8 @@ class ReportRepository:
             "id", "model_name", "model_version", "window_end", "rows", "labeled_rows", "verdict",
             "drift_share", "embedding_p_value", "estimated_accuracy", "estimated_accuracy_low",
             "estimated_accuracy_high", "estimate_method", "realized_accuracy",
-            "realized_accuracy_low", "realized_accuracy_high", "realized_method", "macro_f1")]
+            "realized_accuracy_low", "realized_accuracy_high", "realized_method", "macro_f1",
+            "accuracy_risk", "estimable", "labels_needed")]
         query = sa.select(*columns)
         if model_name is not None:
             query = query.where(reports.c.model_name == model_name)

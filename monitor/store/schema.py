@@ -74,6 +74,9 @@ reports = sa.Table(
     sa.Column("estimate_method", sa.String(32), nullable=True),
     sa.Column("realized_method", sa.String(32), nullable=True),
     sa.Column("snapshot", sa.Text, nullable=False),
+    sa.Column("accuracy_risk", sa.String(16), nullable=True),
+    sa.Column("estimable", sa.Boolean, nullable=True),
+    sa.Column("labels_needed", sa.Integer, nullable=True),
 )
 
 report_pages = sa.Table(

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from monitor.alerts import Alerter, Sender, check_monitor
-from monitor.closed_loop import alert_on_drift
+from monitor.closed_loop import alert_on_report
 from monitor.job import run_report_job
 from monitor.settings import AlertSettings, MonitorSettings, Settings
 from monitor.store.alerts import AlertRepository
@@ -102,12 +102,12 @@ def test_drift_alerts_on_the_first_window_of_each_run_only(repository, receiver)
     reports, ids = _loop_through(repository, [0, 1, 1, 0, 1])
     alerts = AlertRepository(repository.engine)
     alerter = Alerter(_settings(receiver.url), alerts, clock=lambda: HOUR + timedelta(hours=5))
-    raised = [alert_on_drift(alerter, reports, report_id) for report_id in ids]
+    raised = [alert_on_report(alerter, reports, report_id) for report_id in ids]
     assert [reports.get(i)["verdict"] for i in ids] == [
         "no_drift", "drift", "drift", "no_drift", "drift"]
     assert raised == [False, True, False, False, True]
     # asked again (a monitor restarted mid-window), nothing new is recorded
-    assert not any(alert_on_drift(alerter, reports, report_id) for report_id in ids)
+    assert not any(alert_on_report(alerter, reports, report_id) for report_id in ids)
     assert receiver.posts == []  # recording posts nothing: the monitor never waits on a hook
 
     _drain(Sender(alerter.settings, alerts))
@@ -115,7 +115,9 @@ def test_drift_alerts_on_the_first_window_of_each_run_only(repository, receiver)
     assert sorted(key for key, _ in taken) == sorted(f"drift:{ids[i]}" for i in (1, 4))
     body = dict(taken)[f"drift:{ids[1]}"]
     assert body["event"] == "drift" and body["model"] == "m" and body["version"] == "1"
-    assert body["text"].startswith("vidmon: drift on m v1") and "brightness" in body["text"]
+    assert body["severity"] == "info"  # inputs moved; whether accuracy did is its own alert
+    assert body["text"].startswith("vidmon: input drift on m v1") and "brightness" in body["text"]
+    assert body["accuracy_risk"] == reports.get(ids[1])["summary"]["accuracy_risk"]
     assert body["report_url"].endswith(f"/v1/reports/{ids[1]}/html")
     assert body["window"].endswith(reports.get(ids[1])["window_end"].isoformat())
     assert any("brightness" in r for r in body["reasons"])
@@ -209,3 +211,32 @@ def test_a_retrain_outcome_alerts_by_how_it_ended(repository) -> None:
     assert sorted(a["id"] for a in alerts.list()) == [
         f"retrain_abandoned:d2:{settings.retrain.max_attempts}", "retrain_failed:d2:1"]
     assert all(a["deliveries"] == [] for a in alerts.list())
+
+
+def test_accuracy_at_risk_and_labels_needed_are_loud_once_a_run(repository, receiver) -> None:
+    alerts = AlertRepository(repository.engine)
+    alerter = Alerter(_settings(receiver.url), alerts, clock=lambda: HOUR)
+
+    def report(i: int, risk: str) -> dict:
+        return {"id": f"r{i}", "model_name": "m", "model_version": "1", "verdict": "drift",
+                "window_start": HOUR + timedelta(hours=i - 1),
+                "window_end": HOUR + timedelta(hours=i),
+                "summary": {"accuracy_risk": risk, "risk_reason": "labels put accuracy at "
+                            "most 0.710, below the reference 0.950 - 0.05",
+                            "estimate_reason": "the window lies outside the reference",
+                            "labels_needed": 240}}
+
+    assert alerter.accuracy(report(1, "cannot_estimate"), "ok")
+    assert not alerter.accuracy(report(2, "cannot_estimate"), "cannot_estimate")
+    assert alerter.accuracy(report(3, "at_risk"), "cannot_estimate")
+    assert not alerter.accuracy(report(4, "at_risk"), "at_risk")
+    assert not alerter.accuracy(report(5, "ok"), "at_risk")
+    _drain(Sender(alerter.settings, alerts))
+    taken = dict(receiver.taken())
+    assert sorted(taken) == ["accuracy_at_risk:r3", "labels_needed:r1"]
+    asked = taken["labels_needed:r1"]
+    assert asked["severity"] == "warning" and asked["labels_needed"] == 240
+    assert asked["labeling_queue_url"].endswith("/v1/labeling/queue?limit=240")
+    assert "label 240 of its predictions" in asked["text"]
+    risk = taken["accuracy_at_risk:r3"]
+    assert risk["severity"] == "critical" and "below the reference" in risk["text"]

@@ -42,7 +42,7 @@ def _settings(root: Path, **retrain: object) -> Settings:
         model_name="loop-model", database_url=f"sqlite:///{root / 'vidmon.db'}",
         clip_dir=root / "clips",
         train=TrainSettings(synthetic_dir=root / "data",
-                            clips_per_class=8, test_clips_per_class=3, epochs=3,
+                            clips_per_class=24, test_clips_per_class=3, epochs=8,
                             width_multiplier=8, batch_size=16),
         monitor=MonitorSettings(interval_s=3600, lateness_s=0, window_minutes=60, min_rows=20),
         retrain=RetrainSettings(windows=2, min_labeled=20, cooldown_minutes=90, epochs=1,
@@ -72,8 +72,14 @@ def loop(champion_store: Path, tmp_path: Path):
     return root
 
 
+# What the labeling team now calls the events of six classes (a mirrored camera, say): the
+# champion keeps its old answers, so realized accuracy falls and the retrain has a cause.
+SWAPPED = {0: 1, 1: 0, 2: 3, 3: 2, 4: 5, 5: 4}
+
+
 def _drifted_traffic(settings: Settings, start: datetime, n: int, seed: int) -> None:
-    """Brighter clips (a lighting change) served by the champion, labeled, clips kept."""
+    """Brighter clips (a lighting change) served by the champion, labeled as the world now
+    names them (six classes swapped in pairs), clips kept."""
     engine = create_store_engine(settings.database_url)
     upgrade_database(engine)
     champion = registry.RegistrySource(settings).load(settings.model_uri, "cpu")
@@ -91,7 +97,8 @@ def _drifted_traffic(settings: Settings, start: datetime, n: int, seed: int) -> 
         confidence=float(probabilities[i].max()), entropy=0.1,
         probabilities={c: float(p) for c, p in zip(names, probabilities[i])},
         embedding=encode_embedding(embeddings[i]), features=features[i],
-        clip_path=store.save(clips[i]), true_label=CLASS_NAMES[labels[i]],
+        clip_path=store.save(clips[i]),
+        true_label=CLASS_NAMES[SWAPPED.get(int(labels[i]), int(labels[i]))],
         created_at=start + timedelta(seconds=20 * i)) for i in range(n)]
     PredictionRepository(engine).add_predictions(records)
     engine.dispose()
@@ -129,7 +136,7 @@ def test_drift_held_for_two_windows_starts_exactly_one_retrain_with_its_cause(lo
 
     retrains = RetrainRepository(create_store_engine(settings.database_url))
     first, second, third = (retrains.get(d) for d in decisions)
-    assert not first["triggered"] and "held 1 of 2" in first["reasons"][0]
+    assert not first["triggered"] and "at risk in 1 of 2" in first["reasons"][0]
     assert second["triggered"] and second["status"] in ("promoted", "rejected")
     assert not third["triggered"] and "cooldown" in third["reasons"][-1]
 

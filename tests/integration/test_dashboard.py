@@ -24,10 +24,12 @@ from serving.background import running_server
 from tests.factories import production_records, reference_profile
 from tests.needs import need_programs
 from training.registry import RegistrySource
+from training.tracking import ORIGIN_TAG, REFERENCE_ACCURACY_TAG
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-WINDOWS = [HOUR - timedelta(hours=2), HOUR - timedelta(hours=1), HOUR]
+# Two quiet hours (no traffic, so no report) between the first window and the next two.
+WINDOWS = [HOUR - timedelta(hours=4), HOUR - timedelta(hours=1), HOUR]
 
 
 def _browser():
@@ -72,9 +74,19 @@ def _seed(settings: Settings) -> dict:
                     settings.model_name, "1", WINDOWS[0])
     alerter = Alerter(settings, AlertRepository(engine), clock=lambda: WINDOWS[1])
     alerter.drift(reports.get(report_ids[1]), previous_verdict="no_drift")
+    quiet = [run_report_job(monitor, predictions, reports, lambda *_: profile,
+                            now=WINDOWS[0] + timedelta(hours=h)).status for h in (1, 2)]
+    assert quiet == ["no_traffic", "no_traffic"]
     timeline = reports.timeline(model_name=settings.model_name)
+    latest = reports.get(report_ids[-1])
     engine.dispose()
-    return {"records": len(records), "timeline": timeline, "run_id": run_id}
+    # the version says how it was made and its reference accuracy, as log_version tags it
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    client.set_model_version_tag(settings.model_name, "1", ORIGIN_TAG, "trained")
+    client.set_model_version_tag(settings.model_name, "1", REFERENCE_ACCURACY_TAG,
+                                 str(profile.accuracy))
+    return {"records": len(records), "timeline": timeline, "run_id": run_id,
+            "latest": latest, "reference_accuracy": profile.accuracy}
 
 
 @pytest.fixture
@@ -82,7 +94,8 @@ def dashboard(model_store: Settings, tmp_path: Path):
     settings = model_store.model_copy(update={
         "database_url": f"sqlite:///{tmp_path / 'vidmon.db'}", "clip_dir": tmp_path / "clips",
         "mlflow_ui_url": "http://mlflow.example:5000",
-        "serve": ServeSettings(spool_path=tmp_path / "spool.jsonl")})
+        "serve": ServeSettings(spool_path=tmp_path / "spool.jsonl"),
+        "monitor": MonitorSettings(interval_s=3600)})
     seeded = {**_seed(settings), "settings": settings}
     browser = _browser()
     try:
@@ -110,7 +123,8 @@ def test_the_dashboard_shows_the_seeded_store_and_links_to_reports(dashboard) ->
         lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true")
 
     models = browser.find_element(By.CSS_SELECTOR, "#models tbody").text
-    assert "v1" in models and "champion" in models and "train" in models
+    assert "v1" in models and "champion" in models and "trained" in models
+    assert f"{seeded['reference_accuracy']:.3f}" in models
 
     # the status line: what serves, the last verdict, accuracies, open alerts, the service
     def card(name: str) -> str:
@@ -118,17 +132,31 @@ def test_the_dashboard_shows_the_seeded_store_and_links_to_reports(dashboard) ->
 
     last = seeded["timeline"][-1]
     assert "v1" in card("serving")
-    assert {"drift": "drift", "no_drift": "no drift"}[last["verdict"]] in card("last verdict")
+    assert {"drift": "drifted", "no_drift": "no drift"}[last["verdict"]] in card("inputs")
+    assert {"ok": "not at risk", "at_risk": "at risk", "cannot_estimate": "cannot estimate"}[
+        last["accuracy_risk"]] in card("accuracy")
+    assert last["estimable"]
     assert f"{last['estimated_accuracy']:.2f}" in card("estimated accuracy")
+    # coloured against the serving version's reference accuracy, which it names
+    reference = seeded["latest"]["summary"]["reference_accuracy"]
+    assert f"reference {reference:.2f}" in card("estimated accuracy")
+    tone = browser.find_element(By.CSS_SELECTOR, "[data-card='estimated accuracy']")
+    expected = ("bad" if last["estimated_accuracy"] < reference - 0.05 else
+                "warn" if last["estimated_accuracy"] < reference - 0.025 else "good")
+    assert expected in tone.get_attribute("class")
     assert f"{last['labeled_rows']} of {last['rows']} labeled" in card("realized accuracy")
     # seeded labels came with their predictions: no lag
     assert "labels come 0 s after the prediction (median of 60, 24 h)" in card(
         "realized accuracy")
-    assert card("open alerts").splitlines()[1] == "1"  # the seeded drift alert
+    # input drift alone is news, not an open alert
+    assert card("open alerts").splitlines()[1] == "0"
     assert "req/min" in card("service")
     alerts = browser.find_elements(By.CSS_SELECTOR, "#alerts tbody tr")
-    assert len(alerts) == 1 and "drift" in alerts[0].text and "brightness (W=" in alerts[0].text \
-            and alerts[0].text.endswith("(report)")
+    assert len(alerts) == 1 and "input drift" in alerts[0].text
+    assert "brightness per clip (W=" in alerts[0].text and alerts[0].text.endswith("(report)")
+    # the two idle hours are one quiet band, not two "insufficient data" reports
+    quiet = browser.find_elements(By.CSS_SELECTOR, "#drift-chart .quiet")
+    assert [q.get_attribute("data-label") for q in quiet] == ["quiet 2.0 h"]
     # the drift chart: alpha line, verdict markers, and where v2 took over
     threshold = browser.find_element(By.CSS_SELECTOR, "#drift-chart .threshold")
     assert float(threshold.get_attribute("data-value")) == pytest.approx(0.05)
@@ -167,9 +195,12 @@ def test_the_dashboard_shows_the_seeded_store_and_links_to_reports(dashboard) ->
     rows = browser.find_elements(By.CSS_SELECTOR, "#reports tbody tr")
     assert len(rows) == 3
     verdicts = [r.find_elements(By.TAG_NAME, "td")[3].text for r in rows]
-    assert verdicts == [p["verdict"] for p in timeline[::-1]] and "drift" in verdicts
+    assert verdicts == [p["verdict"].replace("_", " ") for p in timeline[::-1]]
+    assert "drift" in verdicts
+    risks = [r.find_elements(By.TAG_NAME, "td")[4].text for r in rows]
+    assert risks == [p["accuracy_risk"].replace("_", " ") for p in timeline[::-1]]
     newest = timeline[-1]
-    assert rows[0].find_elements(By.TAG_NAME, "td")[6].text == (
+    assert rows[0].find_elements(By.TAG_NAME, "td")[7].text == (
         f"{newest['estimated_accuracy']:.2f} [{newest['estimated_accuracy_low']:.2f}–"
         f"{newest['estimated_accuracy_high']:.2f}] {newest['estimate_method']}")
     if os.environ.get("VIDMON_SCREENSHOTS"):
@@ -200,15 +231,22 @@ def test_a_report_page_draws_every_evidently_section_in_full(dashboard) -> None:
     browser.set_window_size(1400, 1000)
     browser.get(page)
     sections = {}
-    for name, expected in [("data_drift", "Dataset Drift"),
-                           ("classification", "Classification Model Performance")]:
+    for name, expected in [("columns_per_clip", "Drift is detected for"),
+                           ("columns_per_video", "Drift is detected for"),
+                           ("classification_on_labeled_rows",
+                            "Classification Model Performance")]:
         root = browser.find_element(By.ID, f"root_vidmon_{name}")
         WebDriverWait(browser, 30).until(lambda _: expected in root.text)
         sections[name] = root.size["height"]
     # drawn in full: the drift table and the confusion matrices, not a 150-px box
-    assert sections["data_drift"] > 800 and sections["classification"] > 800
+    assert sections["columns_per_clip"] > 600 and sections["classification_on_labeled_rows"] > 800
     assert not browser.find_elements(By.TAG_NAME, "iframe")
-    assert "two-sample chi-square" in browser.find_element(By.ID, "root_vidmon_data_drift").text
+    assert "two-sample chi-square" in browser.find_element(
+        By.ID, "root_vidmon_columns_per_clip").text
+    # one verdict per page: vidmon's, first; Evidently's dataset-level line is not drawn
+    assert browser.find_element(By.ID, "inputs").location["y"] < \
+        browser.find_element(By.ID, "root_vidmon_columns_per_clip").location["y"]
+    assert "Dataset Drift is" not in browser.find_element(By.TAG_NAME, "body").text
     if os.environ.get("VIDMON_SCREENSHOTS"):
         height = browser.execute_script("return document.body.scrollHeight")
         browser.set_window_size(1400, height)
@@ -225,6 +263,20 @@ def test_a_report_page_draws_every_evidently_section_in_full(dashboard) -> None:
         "text/javascript") and "immutable" in served.headers["cache-control"]
     missing = httpx.get(f"{url}/v1/reports/{newest['id']}/assets/..%2Fsettings.py")
     assert missing.status_code == 404
+
+    # A page whose verdict is drift: said first, and nothing under it says otherwise
+    # (Evidently's own line, judging the columns alone, would read "NOT detected").
+    drifted = next(p for p in seeded["timeline"] if p["verdict"] == "drift")
+    browser.get(f"{url}/v1/reports/{drifted['id']}/html")
+    root = browser.find_element(By.ID, "root_vidmon_columns_per_clip")
+    WebDriverWait(browser, 30).until(lambda _: "Drift is detected for" in root.text)
+    assert browser.find_element(By.ID, "inputs").text.startswith("Inputs drifted")
+    assert "brightness per clip" in browser.find_element(By.ID, "inputs").text
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "NOT detected" not in body and "Dataset Drift is" not in body
+    if os.environ.get("VIDMON_SCREENSHOTS"):
+        browser.set_window_size(1400, 1600)
+        browser.save_screenshot(str(Path(os.environ["VIDMON_SCREENSHOTS"]) / "report-drift.png"))
 
 
 def test_the_api_docs_render_offline_and_are_named_in_metrics(dashboard) -> None:
@@ -282,6 +334,9 @@ def test_monitoring_gauges_come_from_the_store_on_every_replica(dashboard) -> No
             newest["verdict"], -1)
         assert gauges[("vidmon_report_labeled_fraction", mv)] == pytest.approx(
             newest["labeled_rows"] / newest["rows"])
+        assert gauges[("vidmon_report_accuracy_estimable", mv)] == float(newest["estimable"])
+        assert gauges[("vidmon_report_accuracy_at_risk", mv)] == {
+            "at_risk": 1, "ok": 0, "cannot_estimate": -1}[newest["accuracy_risk"]]
         key = ("vidmon_report_accuracy", tuple(sorted(
             (*mv, ("kind", "estimated"), ("bound", "low"),
              ("method", newest["estimate_method"])))))

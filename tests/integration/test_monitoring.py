@@ -93,16 +93,17 @@ def test_each_report_is_also_added_to_the_evidently_workspace(
     assert outcome.status == "reported"
     browsed = Workspace.create(str(tmp_path / "ws"))
     project = browsed.search_project("vidmon")[0]
-    assert len(browsed.list_runs(project.id)) == 1  # the drift run (no labels yet)
+    # the column runs, per clip and per video (no labels yet, so no classification run)
+    assert len(browsed.list_runs(project.id)) == 2
 
     # Retention prunes the copies by the time in their ids (the machine's clock).
     stored = list((tmp_path / "ws").rglob("snapshots/*.json"))
-    assert len(stored) == 1
+    assert len(stored) == 2
     now = datetime.now(UTC)
     assert workspace.prune(now - timedelta(days=1)) == 0
-    assert workspace.prune(now + timedelta(minutes=1), dry_run=True) == 1
-    assert len(browsed.list_runs(project.id)) == 1 and stored[0].exists()
-    assert workspace.prune(now + timedelta(minutes=1)) == 1
+    assert workspace.prune(now + timedelta(minutes=1), dry_run=True) == 2
+    assert len(browsed.list_runs(project.id)) == 2 and stored[0].exists()
+    assert workspace.prune(now + timedelta(minutes=1)) == 2
     assert Workspace.create(str(tmp_path / "ws")).list_runs(project.id) == []
     assert not stored[0].exists()
 
@@ -110,6 +111,17 @@ def test_each_report_is_also_added_to_the_evidently_workspace(
 def test_no_traffic_means_no_report(repository, reports) -> None:
     outcome = run_report_job(SETTINGS, repository, reports, _profile_loader(), now=HOUR)
     assert outcome.status == "no_traffic" and reports.list()[1] == 0
+
+
+def test_quiet_windows_after_traffic_are_not_reports(repository, reports) -> None:
+    repository.add_predictions(production_records(60, HOUR - timedelta(minutes=50), seed=1))
+    assert run_report_job(SETTINGS, repository, reports, _profile_loader(),
+                          now=HOUR).status == "reported"
+    for hours in (1, 2, 3):  # the camera went dark: three idle hours
+        outcome = run_report_job(SETTINGS, repository, reports, _profile_loader(),
+                                 now=HOUR + timedelta(hours=hours))
+        assert outcome.status == "no_traffic" and outcome.model_version == "1"
+    assert reports.list()[1] == 1
 
 
 def test_one_scheduler_acts_and_a_restart_does_not_repeat_a_window(repository, reports) -> None:

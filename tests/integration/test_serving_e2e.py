@@ -219,7 +219,7 @@ def test_reports_api_serves_summaries_pages_and_timeline(server) -> None:
     assert detail["summary"]["column_drift"]["brightness"]["drifted"]
     page = client.get(f"/v1/reports/{newest['id']}/html")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "Evidently: data_drift" in page.text
+    assert "Per-column detail, one row per clip (Evidently" in page.text
     points = client.get("/v1/monitoring/timeline", params={"model_name": "m"}).json()["points"]
     assert [p["verdict"] for p in points] == ["no_drift", "drift"]
     later = (hour + timedelta(minutes=1)).isoformat()  # since is inclusive of window ends

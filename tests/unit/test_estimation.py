@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.estimation import COMBINED, METHODS, AccuracyEstimator, Outputs, ShiftedSet
+from monitor.estimation import COMBINED, HEADLINE, METHODS, AccuracyEstimator, Outputs, ShiftedSet
+from monitor.estimation.estimator import COMBINED_FROM
 from monitor.estimation import fit_estimator
 from monitor.estimation.estimator import atc_score, atc_threshold, fit_spread
 from monitor.estimation.labeled import (
@@ -72,9 +73,10 @@ def test_an_estimator_that_missed_on_held_out_families_says_so_in_its_width(esti
         # The interval holds the method's error on families it was not fitted on.
         if 0 < e.low and e.high < 1:
             assert e.high - e.low >= 2 * 1.95 * estimator.spreads[method](0.0)
-    assert set(estimator.spreads) == {*METHODS, COMBINED}
-    worst = max(METHODS, key=lambda m: estimator.spreads[m].rms)
+    assert set(estimator.spreads) == {*METHODS, COMBINED, HEADLINE}
+    worst = max(COMBINED_FROM, key=lambda m: estimator.spreads[m].rms)
     assert estimator.weights[worst] == min(estimator.weights.values())
+    assert set(estimator.weights) == set(COMBINED_FROM)  # CBPE is shown, never combined
     assert abs(sum(estimator.weights.values()) - 1) < 1e-9
 
 
