@@ -228,3 +228,37 @@ def test_labels_sharpen_the_error_model_for_their_class() -> None:
     sharpened = sharpened_p_wrong(e, ["a", "b", "b"], {"a": (10, 10)}, strength=10.0)
     assert sharpened[0] == pytest.approx((10 * 0.02 + 10) / 20)
     assert sharpened[1:].tolist() == pytest.approx([0.02, 0.3])
+
+
+def test_a_shifted_window_s_estimate_falls_or_says_it_cannot_estimate(estimator) -> None:
+    from monitor.estimation.judgment import label_free_accuracy
+
+    reference = world(600, seed=1)
+    clean = label_free_accuracy(reference, world(800, seed=60), estimator)
+    assert clean.estimable and clean.estimate.method == HEADLINE
+    assert clean.estimate.low <= world(800, seed=60).accuracy <= clean.estimate.high
+    for noise in (1.5, 3.0):
+        window = world(800, seed=61, noise=noise)
+        judged = label_free_accuracy(reference, window, estimator)
+        assert window.accuracy < clean.estimate.value - 0.1
+        if judged.estimable:
+            assert judged.estimate.value < clean.estimate.value - 0.05
+        else:
+            assert judged.reason and judged.estimate is None
+            # the labels that would bound it within 5 points, for the window's size
+            assert 100 < judged.labels_needed <= len(window)
+            assert HEADLINE not in judged.estimates and "reweighted" in judged.estimates
+
+
+def test_a_window_nothing_in_the_reference_looks_like_cannot_be_estimated(estimator) -> None:
+    from monitor.estimation.judgment import label_free_accuracy, labels_needed
+
+    reference = world(600, seed=1)
+    far = world(500, seed=62)
+    far = replace(far, embeddings=far.embeddings + 8.0)  # somewhere the reference never was
+    judged = label_free_accuracy(reference, far, estimator)
+    assert not judged.estimable and judged.domain_auc > 0.9
+    assert "outside the reference" in judged.reason
+    # +-5 points at 95 % near 0.5: 385 labels from an endless window, 370 of 10,000, 132 of 200
+    assert labels_needed(10_000, 0.5) == 370 and labels_needed(200, 0.5) == 132
+    assert labels_needed(10_000, 0.9) < labels_needed(10_000, 0.5)
