@@ -38,7 +38,7 @@ from scipy.special import ndtr, ndtri
 from monitor.drift.performance import ConfidenceCalibration, fit_confidence_calibration
 from monitor.estimation.base import COMBINED, HEADLINE, Estimate, Outputs, with_interval
 from monitor.estimation.heads import AgreementHeads, fit_heads
-from monitor.estimation.judgment import EstimationPolicy, cover_reasons
+from monitor.estimation.judgment import EstimationPolicy, class_mix_shift, cover_reasons
 from monitor.estimation.reweighting import reweighted_accuracy
 from monitor.estimation.signals import (
     SIGNAL_NAMES,
@@ -312,10 +312,11 @@ def _given(errors: dict[str, np.ndarray], policy: EstimationPolicy
     headline = (errors[COMBINED] + errors["reweighted"]) / 2
     truth = errors["truth"]
     keep = np.array([bool(np.isfinite(reweighted)) and not cover_reasons(
-                         auc, rows, combined + t, reweighted + t, policy)
-                     for auc, rows, combined, reweighted, t in zip(
+                         auc, rows, combined + t, reweighted + t, (mix_psi, mix_p), policy)
+                     for auc, rows, combined, reweighted, t, mix_psi, mix_p in zip(
                          errors["domain_auc"], errors["effective_rows"], errors[COMBINED],
-                         errors["reweighted"], truth)], dtype=bool)
+                         errors["reweighted"], truth, errors["mix_psi"], errors["mix_p"])],
+                    dtype=bool)
     return headline[keep], errors["novelty"][keep]
 
 
@@ -337,7 +338,8 @@ def _held_out_errors(folds: list[tuple[AccuracyEstimator, Outputs, list[Outputs]
     """Each method's error (estimate − truth) on every window a fold did not see, the
     reweighted reference's error (the fold's reference reweighted to the window) with its
     domain AUC and effective rows, the window's truth and its novelty."""
-    keys = (*METHODS, "reweighted", "domain_auc", "effective_rows", "truth", "novelty")
+    keys = (*METHODS, "reweighted", "domain_auc", "effective_rows", "truth", "novelty",
+            "mix_psi", "mix_p")
     errors: dict[str, list[float]] = {k: [] for k in keys}
     for fold, fold_reference, held_out in folds:
         for outputs in held_out:
@@ -358,4 +360,7 @@ def _held_out_errors(folds: list[tuple[AccuracyEstimator, Outputs, list[Outputs]
             for key, value in zip(("reweighted", "domain_auc", "effective_rows"), rows):
                 errors[key].append(value)
             errors["truth"].append(truth)
+            mix = class_mix_shift(fold_reference.probabilities, outputs.probabilities)
+            errors["mix_psi"].append(mix[0])
+            errors["mix_p"].append(mix[1])
     return {k: np.array(v) for k, v in errors.items()}

@@ -13,7 +13,12 @@ The window cannot be estimated when any of these holds (:func:`cover_reasons`):
   reference too well (``max_domain_auc``), or the reweighted reference rests on too few
   clips (``min_effective_rows``);
 - the estimators disagree: the fitted combination and the reweighted reference are more
-  than ``max_disagreement`` apart, so at least one of them is far off.
+  than ``max_disagreement`` apart, so at least one of them is far off;
+- the predicted class mix moved as the prior-shift test calls drift (two-sample
+  chi-square p below ``class_mix_level`` and PSI at least ``max_class_mix_psi``): either
+  the classes' frequencies changed, which every estimate here survives, or the model now
+  sends clips to other classes with confidence (2x playback made a steady shape look like
+  a moving one), which none of them can see; only labels tell the two apart.
 
 Otherwise the headline is the mean of the two. Its interval comes from its own errors on
 the corruption families held out of the fit, on the windows where a number would have
@@ -31,6 +36,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from monitor.drift.classes import homogeneity
+from monitor.drift.effect import MIN_PSI, psi
 from monitor.estimation.base import COMBINED, HEADLINE, Z95, Estimate, Outputs
 from monitor.estimation.reweighting import METHOD as REWEIGHTED
 from monitor.estimation.reweighting import reweighted_accuracy
@@ -49,6 +56,8 @@ class EstimationPolicy:
     max_domain_auc: float = 0.90
     min_effective_rows: float = 40.0
     max_disagreement: float = 0.10
+    max_class_mix_psi: float = MIN_PSI  # the prior-shift test's own minimum effect
+    class_mix_level: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -66,10 +75,27 @@ class LabelFreeAccuracy:
     labels_needed: int | None = None
 
 
+def class_mix_shift(reference: np.ndarray, window: np.ndarray) -> tuple[float, float]:
+    """PSI and two-sample chi-square p-value between the predicted class mixes of two sets
+    of class probabilities (n, C)."""
+    classes = reference.shape[1]
+    counts = np.array([np.bincount(reference.argmax(axis=1), minlength=classes),
+                       np.bincount(window.argmax(axis=1), minlength=classes)])
+    p_value = homogeneity(counts)[1]
+    return psi(counts[0], counts[1]), (1.0 if np.isnan(p_value) else p_value)
+
+
 def cover_reasons(domain_auc: float, effective_rows: float, combined: float | None,
-                  reweighted: float, policy: EstimationPolicy) -> list[str]:
-    """Why no label-free number can be trusted for a window (empty: one can)."""
+                  reweighted: float, class_mix: tuple[float, float],
+                  policy: EstimationPolicy) -> list[str]:
+    """Why no label-free number can be trusted for a window (empty: one can);
+    ``class_mix`` is :func:`class_mix_shift`'s (PSI, p-value)."""
     reasons = []
+    mix_psi, mix_p = class_mix
+    if mix_psi >= policy.max_class_mix_psi and mix_p < policy.class_mix_level:
+        reasons.append(f"the predicted class mix moved (PSI {mix_psi:.2f}, p={mix_p:.1e}): "
+                       "the classes' frequencies changed, or the model now confuses them; "
+                       "only labels tell which")
     if domain_auc > policy.max_domain_auc:
         reasons.append(f"the window lies outside the reference: a classifier tells them "
                        f"apart with AUC {domain_auc:.2f} (> {policy.max_domain_auc:g})")
@@ -84,13 +110,14 @@ def cover_reasons(domain_auc: float, effective_rows: float, combined: float | No
 
 def labels_needed(window_rows: int, accuracy_guess: float | None,
                   half_width: float = LABEL_HALF_WIDTH) -> int:
-    """Labels drawn uniformly from a window of ``window_rows`` that bound its accuracy
-    within ``half_width`` at 95 % (normal approximation with the finite-population
-    correction), for an accuracy near ``accuracy_guess`` (0.5, the worst case, without
-    one)."""
+    """Labels drawn uniformly that bound accuracy within ``half_width`` at 95 % (normal
+    approximation), for an accuracy near ``accuracy_guess`` (0.5, the worst case, without
+    one); at most the window's ``window_rows``. No finite-population correction: the
+    labels stand for the traffic, not just this window's rows, and the realized
+    accuracy's interval is computed that way (with it, 119 labels of a 300-clip window
+    left the labeled interval wider than 5 points, and a 10-point drop unconfirmed)."""
     p = 0.5 if accuracy_guess is None else min(max(accuracy_guess, 0.05), 0.95)
-    n0 = Z95 ** 2 * p * (1 - p) / half_width ** 2
-    return int(min(window_rows, math.ceil(n0 / (1 + (n0 - 1) / max(window_rows, 1)))))
+    return int(min(window_rows, math.ceil(Z95 ** 2 * p * (1 - p) / half_width ** 2)))
 
 
 def label_free_accuracy(reference: Outputs, window: Outputs,
@@ -110,7 +137,9 @@ def label_free_accuracy(reference: Outputs, window: Outputs,
     estimates[REWEIGHTED] = reweighted.estimate
     combined = estimates.get(COMBINED)
     reasons = cover_reasons(reweighted.domain_auc, reweighted.effective_rows,
-                            None if combined is None else combined.value, value, policy)
+                            None if combined is None else combined.value, value,
+                            class_mix_shift(reference.probabilities, window.probabilities),
+                            policy)
     if reasons:
         return _cannot(window, estimates, "; ".join(reasons), reweighted.domain_auc,
                        reweighted.effective_rows)

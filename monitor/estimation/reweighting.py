@@ -34,7 +34,7 @@ METHOD = "reweighted"
 COMPONENTS = 16  # principal components of the embeddings the domain classifier sees
 FOLDS = 5
 MAX_ROWS = 3000  # rows per side the classifier is fitted on, at most (drawn at random)
-MAX_WEIGHT = 20.0  # a reference clip stands for at most this many times its share
+MAX_WEIGHT = 20.0  # a reference clip stands for at most this many median clips
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,18 @@ def domain_features(embeddings: np.ndarray, probabilities: np.ndarray, basis: np
     probabilities (so a confident and an unsure answer differ in every class)."""
     projected = ((np.asarray(embeddings, np.float64) - centre) / scale) @ basis
     return np.column_stack([projected, np.sqrt(np.clip(probabilities, 0.0, 1.0))])
+
+
+def _bounded(features: np.ndarray, bound: float = 4.0) -> np.ndarray:
+    """Features standardised over both sides and clipped at ``bound`` standard deviations,
+    constant ones dropped. A class the reference almost never predicts has a probability
+    column that is nearly constant in a fold; standardised by the fold alone, a held-out
+    clip with a real value there scored 1.0 (odds of a million), and one clip held the
+    whole estimate (effective rows 1 on a clean window)."""
+    spread = features.std(axis=0)
+    keep = spread > 1e-6
+    z = (features[:, keep] - features[:, keep].mean(axis=0)) / spread[keep]
+    return np.clip(z, -bound, bound)
 
 
 def _principal_basis(x: np.ndarray, k: int) -> np.ndarray:
@@ -78,10 +90,10 @@ def reweighted_accuracy(reference_embeddings: np.ndarray, reference_probabilitie
     pooled = np.vstack([ref_emb, win_emb])
     centre, scale = pooled.mean(axis=0), pooled.std(axis=0) + 1e-6
     basis = _principal_basis((pooled - centre) / scale, min(COMPONENTS, pooled.shape[1]))
-    features = np.vstack([
+    features = _bounded(np.vstack([
         domain_features(ref_emb, reference_probabilities, basis, centre, scale),
         domain_features(win_emb, np.asarray(window_probabilities)[window_rows], basis,
-                        centre, scale)])
+                        centre, scale)]))
     m, n = m_all, len(window_rows)
     side = np.r_[np.zeros(m), np.ones(n)]
     # Each side weighs as much as the other in the fit, so the odds are the density ratio
@@ -96,7 +108,9 @@ def reweighted_accuracy(reference_embeddings: np.ndarray, reference_probabilitie
     domain_auc = auc_of(scores[:m], scores[m:])
     odds = np.clip(scores[:m], 1e-6, 1 - 1e-6)
     weights = odds / (1 - odds)
-    weights = np.minimum(weights / weights.mean(), MAX_WEIGHT)
+    # Truncated against the median weight, which one extreme clip cannot move (against the
+    # mean, a single weight of 1e6 raises its own cap and keeps the whole estimate).
+    weights = np.minimum(weights / np.median(weights), MAX_WEIGHT)
     weights /= weights.sum()
     value = float(weights @ correct)
     effective = float(1.0 / np.square(weights).sum())
