@@ -118,52 +118,38 @@ def _decoded(data: bytes) -> np.ndarray:
     return decode_video(data, CARD, DecodeLimits.trusted(1000)).clips[0]
 
 
-def render_windows(size: int, folder: Path) -> dict[tuple[str, float | None], list[Window]]:
-    """Two consecutive windows of every family and level (cached as npz)."""
-    jobs: list[tuple[str, str, float | None]] = [("none", "clean", None)]
-    jobs += [(s.name, s.group, level) for s in HELD_OUT.values() for level in s.levels]
-    jobs += [(name, "scenario", None) for name in OTHER]
+def render_windows(size: int, folder: Path, tune: bool = False
+                   ) -> dict[tuple[str, float | None], list[Window]]:
+    """Two consecutive windows of every family and level (cached as npz). With ``tune``,
+    the windows thresholds are tuned on instead: the corruption bank's own families, each
+    at its levels (judged by estimators fitted without that family)."""
+    jobs: list[tuple[str, str, float | None]]
+    if tune:
+        jobs = [("none", "bank", None)] + [(c.family, "bank", level)
+                                           for c in CORRUPTIONS.values() for level in c.levels]
+    else:
+        jobs = [("none", "clean", None)]
+        jobs += [(s.name, s.group, level) for s in HELD_OUT.values() for level in s.levels]
+        jobs += [(name, "scenario", None) for name in OTHER]
+    prefix, first_seed = ("tune-", 777) if tune else ("", 0)
     windows: dict[tuple[str, float | None], list[Window]] = {}
     folder.mkdir(parents=True, exist_ok=True)
     for index, (family, group, level) in enumerate(jobs):
         started = time.perf_counter()
         pair = []
         for part in (0, 1):
-            path = folder / f"{family}-{level}-{part}-{size}.npz"
+            path = folder / f"{prefix}{family}-{level}-{part}-{size}.npz"
             if path.is_file():
                 with np.load(path) as saved:
                     clips, labels = saved["clips"], saved["labels"]
             else:
-                clips, labels = _render(family, level, size, seed=1000 * index + part)
+                clips, labels = _render(family, level, size,
+                                        seed=first_seed + 1000 * index + part, bank=tune)
                 np.savez(path, clips=clips, labels=labels)
             pair.append(Window(family, group, level, clips, labels))
         windows[(family, level)] = pair
         print(f"  rendered {family} {'' if level is None else level} "
               f"({time.perf_counter() - started:.0f}s)", flush=True)
-    return windows
-
-
-def render_tuning_windows(size: int, folder: Path
-                          ) -> dict[tuple[str, float | None], list[Window]]:
-    """The windows thresholds are tuned on: the corruption bank's own families, each at its
-    levels (judged by estimators fitted without that family)."""
-    jobs = [("none", None)] + [(c.family, level) for c in CORRUPTIONS.values()
-                               for level in c.levels]
-    windows: dict[tuple[str, float | None], list[Window]] = {}
-    folder.mkdir(parents=True, exist_ok=True)
-    for index, (family, level) in enumerate(jobs):
-        pair = []
-        for part in (0, 1):
-            path = folder / f"tune-{family}-{level}-{part}-{size}.npz"
-            if path.is_file():
-                with np.load(path) as saved:
-                    clips, labels = saved["clips"], saved["labels"]
-            else:
-                clips, labels = _render(family, level, size, seed=777 + 1000 * index + part,
-                                        bank=True)
-                np.savez(path, clips=clips, labels=labels)
-            pair.append(Window(family, "bank", level, clips, labels))
-        windows[(family, level)] = pair
     return windows
 
 
@@ -361,11 +347,9 @@ def run(args: argparse.Namespace) -> list[Judged]:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"rendering windows of {args.window_size} clips (cached in {args.workdir})")
+    windows = render_windows(args.window_size, args.workdir / "windows", tune=args.tune)
     if args.tune:
-        windows = render_tuning_windows(args.window_size, args.workdir / "windows")
         args.models, args.seeds = ["vidmon"], [0]
-    else:
-        windows = render_windows(args.window_size, args.workdir / "windows")
     policy = EstimationPolicy()
     rows: list[Judged] = []
     fired: dict[tuple, bool] = {}

@@ -215,6 +215,9 @@ def test_reports_api_serves_summaries_pages_and_timeline(server) -> None:
     assert listed["total"] == 2 and len(listed["items"]) == 1
     newest = listed["items"][0]
     assert newest["verdict"] == "drift"
+    # the second question, beside the first: brighter clips the model still gets right
+    assert newest["accuracy_risk"] == "ok" and newest["estimable"] is True
+    assert newest["labels_needed"] is None
     detail = client.get(f"/v1/reports/{newest['id']}").json()
     assert detail["summary"]["column_drift"]["brightness"]["drifted"]
     page = client.get(f"/v1/reports/{newest['id']}/html")
