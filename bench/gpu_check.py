@@ -575,7 +575,6 @@ def section_service(sizes: Sizes, dry: bool, device: torch.device, work: Path,
             network(x)
 
     raw_rate = batch / time_call(forward, device)
-    del network
     out: dict[str, Any] = {"max_batch_size": batch, "raw_clips_per_s": raw_rate, "levels": []}
     paths = {"direct": direct_load, "http": http_load}
     measured: dict[tuple[str, bool], dict[int, dict[str, float]]] = {}
