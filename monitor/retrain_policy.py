@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from monitor.estimation.labeled import wilson_interval
+
 
 @dataclass(frozen=True)
 class RetrainPolicy:
@@ -55,19 +57,59 @@ def risk_signals(report: dict[str, Any], reference_accuracy: float | None,
     return signals
 
 
+def _labels(report: dict[str, Any]) -> tuple[float, int]:
+    """(right, labeled) of a report's realized accuracy; (0, 0) without labels."""
+    value, labeled = report.get("realized_accuracy"), report.get("labeled_rows") or 0
+    return (0.0, 0) if value is None or not labeled else (value * labeled, int(labeled))
+
+
+def _below_bar(report: dict[str, Any], reference_accuracy: float,
+               policy: RetrainPolicy) -> bool:
+    """Whether the window's labels put its accuracy below the bar, surely or not."""
+    value = report.get("realized_accuracy")
+    return value is not None and value < reference_accuracy - policy.accuracy_drop
+
+
+def pooled_signal(reports: Sequence[dict[str, Any]], reference_accuracy: float,
+                  policy: RetrainPolicy) -> str | None:
+    """The at-risk signal of the labels of several consecutive windows together, or None.
+    A window's hundred-odd labels bound its accuracy within about 6 points, so a drop of
+    10 (a blur costing 0.99 -> 0.89) shows in one window only now and then; over two
+    windows it shows. Pooled as a uniform sample (Wilson interval)."""
+    right = sum(_labels(r)[0] for r in reports)
+    labeled = sum(_labels(r)[1] for r in reports)
+    if not labeled:
+        return None
+    high = wilson_interval(right, labeled)[1]
+    if high >= reference_accuracy - policy.accuracy_drop:
+        return None
+    return (f"upper bound of realized accuracy over {len(reports)} windows {high:.3f} "
+            f"({labeled} labels) < reference {reference_accuracy:.3f} - "
+            f"{policy.accuracy_drop}")
+
+
 def risk_run(reports: Sequence[dict[str, Any]], reference_accuracy: float | None,
              policy: RetrainPolicy) -> list[tuple[dict[str, Any], list[str]]]:
     """The newest unbroken run of reports (oldest first) whose accuracy is at risk, each
-    with its signals; empty when the newest report's is not. Its first window is where the
-    data that cost accuracy begins: labels are counted, and retraining data taken, from
-    there."""
-    run: list[tuple[dict[str, Any], list[str]]] = []
+    with its signals; empty when there is none ending with the newest report. The run is
+    the newest windows that raise a signal of their own or whose labels put accuracy below
+    the bar (not surely: a window's interval is wide); it counts when every window raised
+    its own signal or their labels pooled show accuracy at risk. The run's first window is
+    where the data that cost accuracy begins: labels are counted, and retraining data
+    taken, from there."""
+    streak: list[tuple[dict[str, Any], list[str]]] = []
     for report in reversed(list(reports)):
         signals = risk_signals(report, reference_accuracy, policy)
-        if not signals:
+        if not signals and (reference_accuracy is None or
+                            not _below_bar(report, reference_accuracy, policy)):
             break
-        run.append((report, signals))
-    return run[::-1]
+        streak.append((report, signals))
+    streak.reverse()
+    if all(signals for _, signals in streak):
+        return streak
+    pooled = pooled_signal([r for r, _ in streak], reference_accuracy, policy) \
+        if reference_accuracy is not None else None
+    return [(r, [*signals, pooled]) for r, signals in streak] if pooled else []
 
 
 def decide_retrain(

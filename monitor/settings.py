@@ -231,9 +231,11 @@ class RetrainSettings(BaseModel):
                     "this much at the low end of the paired difference's 95 % interval "
                     "(bootstrap over videos)")
     gate_tolerance: float = Field(
-        default=0.02, ge=0, le=1,
+        default=0.05, ge=0, le=1,
         description="and may lose at most this on the original test set, at the low end "
-                    "of the same interval")
+                    "of the same interval (an original test set is often a few hundred "
+                    "clips: on 180, three lost and one gained already put the low end at "
+                    "-0.033)")
     max_attempts: PositiveInt = 3
     backoff_s: float = Field(default=60.0, gt=0, description="first retry delay; doubles")
     auto_start: bool = Field(default=True, description="the monitor starts due retrains")

@@ -61,8 +61,10 @@ def camera():  # type: ignore[no-untyped-def]
                          "predicted_label": event.label,
                          "confidence": float(rng.uniform(0.7, 1.0)),
                          "true_label": event.label})
-        _, embeddings, _ = runtime.predict(np.stack(clips))
-        return Window(pd.DataFrame(rows), embeddings)
+        probabilities, embeddings, _ = runtime.predict(np.stack(clips))
+        frame = pd.DataFrame(rows)
+        frame["probabilities"] = [dict(zip(CLASS_NAMES, p.tolist())) for p in probabilities]
+        return Window(frame, embeddings)
 
     return record
 

@@ -68,3 +68,27 @@ def test_labels_count_from_where_the_risk_began_and_the_run_is_named() -> None:
     assert decision.triggered and decision.report_ids == ["r3", "r4", "r5"]
     assert decision.reasons[0] == "accuracy at risk for 3 windows"
     assert risk_run([*reports, report(6)], 0.95, POLICY) == []
+
+
+def test_labels_pooled_over_windows_show_a_drop_no_single_window_can() -> None:
+    # A blur costing ten points: ~95 labels a window at 0.89 bound each window only to
+    # [0.81, 0.94], not below the bar of 0.90; two windows' 190 labels reach 0.93.
+    blur = [report(1, realized=0.99), {**report(2, realized=0.89), "labeled_rows": 95,
+                                       "realized_accuracy_high": 0.94},
+            {**report(3, realized=0.91), "labeled_rows": 98, "realized_accuracy_high": 0.96}]
+    policy = RetrainPolicy(windows=2, min_labeled=50, accuracy_drop=0.05)
+    run = risk_run(blur, 0.99, policy)
+    assert [r["id"] for r, _ in run] == ["r2", "r3"]
+    assert "over 2 windows" in run[-1][1][-1] and "(193 labels)" in run[-1][1][-1]
+    decision = decide_retrain(blur, reference_accuracy=0.99, labeled_available=100,
+                              last_retrain_at=None, now=NOW, policy=policy)
+    assert decision.triggered
+    # A hue shift costing under a point: its windows' labels do not even put it below the
+    # bar, so nothing is pooled and nothing triggers, however many windows drift.
+    hue = [{**report(i, "drift", realized=0.985), "labeled_rows": 95,
+            "realized_accuracy_high": 1.0} for i in range(1, 6)]
+    assert risk_run(hue, 0.99, policy) == []
+    # Two windows below the bar whose pooled labels still reach it: not at risk.
+    unsure = [{**report(i, realized=0.93), "labeled_rows": 30,
+               "realized_accuracy_high": 0.99} for i in (1, 2)]
+    assert risk_run(unsure, 0.99, policy) == []
