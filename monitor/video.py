@@ -64,6 +64,9 @@ class DecodeLimits:
                                   f"{self.max_pixels} decoded pixels (max_decoded_pixels)")
 
 
+_FFMPEG_MAX_PIXELS = 2**31 - 1  # the codec option's range
+
+
 def ffmpeg_message(exc: Exception) -> str:
     """FFmpeg's reason without the file object's repr (which shows a memory address)."""
     return str(getattr(exc, "strerror", None) or type(exc).__name__)
@@ -86,7 +89,10 @@ def decode_video(data: bytes, card: ModelCard, limits: DecodeLimits) -> DecodedV
     """Decode a video file into the card's clips; raises :class:`InvalidInput` for bad files
     and :class:`PayloadTooLarge` past a limit, checked before and while decoding."""
     try:
-        container = av.open(io.BytesIO(data), mode="r")
+        # FFmpeg's probe decodes a first frame; its decoder refuses one over max_pixels, so
+        # a frame over the limit costs nothing before the header check below names it.
+        container = av.open(io.BytesIO(data), mode="r", options={
+            "max_pixels": str(min(limits.max_frame_pixels, _FFMPEG_MAX_PIXELS))})
     except (av.FFmpegError, ValueError) as exc:
         raise InvalidInput(f"not a readable video file: {ffmpeg_message(exc)}") from None
     started = time.monotonic()

@@ -69,6 +69,10 @@ def _error_response(exc: VidmonError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after_s)}
     elif isinstance(exc, Unauthorized):
         headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, PayloadTooLarge):
+        # The rest of an over-long body may still be coming (a chunked upload has no
+        # Content-Length to refuse it by): closing is the only way not to read it all.
+        headers = {"Connection": "close"}
     return error_body(type(exc).__name__, str(exc), status, headers)
 
 
