@@ -6,9 +6,31 @@ checks that the two agree column for column.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import sqlalchemy as sa
 
 from monitor.features import FEATURE_NAMES
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and read back aware of it: SQLite keeps no offset and hands
+    datetimes back naive, so every column says UTC here, once, instead of at each reader."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
 
 metadata = sa.MetaData()
 
@@ -16,7 +38,7 @@ predictions = sa.Table(
     "predictions",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("source", sa.String(16), nullable=False),
     sa.Column("model_name", sa.String(200), nullable=False),
     sa.Column("model_version", sa.String(32), nullable=False),
@@ -32,12 +54,12 @@ predictions = sa.Table(
     sa.Column("codec", sa.String(50), nullable=True),
     sa.Column("clip_path", sa.String(300), nullable=True),
     sa.Column("true_label", sa.String(100), nullable=True),
-    sa.Column("labeled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("labeled_at", UTCDateTime(), nullable=True),
     sa.Column("video_id", sa.String(32), nullable=True, index=True),
     sa.Column("queue_p_wrong", sa.Float, nullable=True),
     sa.Column("queue_inclusion", sa.Float, nullable=True),
     sa.Column("queue_selected", sa.Boolean, nullable=True),
-    sa.Column("queue_served_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("queue_served_at", UTCDateTime(), nullable=True),
     sa.Index("ix_predictions_queue", "model_name", "model_version", "queue_selected",
              "queue_served_at"),
     sa.Index("ix_predictions_clip_path", "clip_path",
@@ -52,11 +74,11 @@ reports = sa.Table(
     "reports",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("model_name", sa.String(200), nullable=False),
     sa.Column("model_version", sa.String(32), nullable=False),
-    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_start", UTCDateTime(), nullable=False),
+    sa.Column("window_end", UTCDateTime(), nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("labeled_rows", sa.Integer, nullable=False),
     sa.Column("verdict", sa.String(32), nullable=False),
@@ -92,14 +114,14 @@ leases = sa.Table(
     metadata,
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("holder", sa.String(200), nullable=False),
-    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
 )
 
 retrain_decisions = sa.Table(
     "retrain_decisions",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("model_name", sa.String(200), nullable=False),
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("triggered", sa.Boolean, nullable=False),
@@ -107,12 +129,12 @@ retrain_decisions = sa.Table(
     sa.Column("report_ids", sa.JSON, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("mlflow_run_id", sa.String(64), nullable=True),
     sa.Column("challenger_version", sa.String(32), nullable=True),
     sa.Column("gate", sa.JSON, nullable=True),
-    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
     sa.Index("uq_retrain_pending", "model_name", unique=True,
              sqlite_where=sa.text("status = 'pending'"),
              postgresql_where=sa.text("status = 'pending'")),
@@ -123,7 +145,7 @@ pending_labels = sa.Table(
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("label", sa.String(100), nullable=False),
-    sa.Column("labeled_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("labeled_at", UTCDateTime(), nullable=False),
 )
 
 reference_profiles = sa.Table(
@@ -132,7 +154,7 @@ reference_profiles = sa.Table(
     sa.Column("model_name", sa.String(200), primary_key=True),
     sa.Column("model_version", sa.String(32), primary_key=True),
     sa.Column("rows", sa.Integer, nullable=False),
-    sa.Column("stored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("stored_at", UTCDateTime(), nullable=False),
 )
 
 # An event to notify about, recorded once under its key (a report, decision or version it
@@ -143,7 +165,7 @@ alerts = sa.Table(
     metadata,
     sa.Column("id", sa.String(200), primary_key=True),
     sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("model_name", sa.String(200), nullable=False),
     sa.Column("model_version", sa.String(32), nullable=True),
     sa.Column("payload", sa.JSON, nullable=False),
@@ -157,8 +179,8 @@ alert_deliveries = sa.Table(
     sa.Column("url", sa.String(2000), primary_key=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("sent_at", UTCDateTime(), nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
 )
