@@ -12,7 +12,7 @@ synthetic batches (the retrain's inner loop: forward, backward, step) under the 
 each against two servers, one paused while the other is measured:
 
 - before: the model computes on every core (``VIDMON_SERVE__THREADS`` = the cores);
-- after: the default, the cores other processes leave it (:mod:`serving.cpu_share`).
+- after: the default, the cores other processes leave it (:mod:`monitor.cpu_share`).
 
 Rounds alternate between the six, and each prints served clips/s, p50 and p99 latency
 and the training process's steps/s (a retrain's own speed under each limit).
@@ -91,7 +91,7 @@ def main() -> None:
         return
     work, env, _, _, payload = bench_setup("vidmon-contention-", device="cpu")
     defaults = RetrainSettings()
-    from serving.cpu_share import allowed_cpus
+    from monitor.cpu_share import allowed_cpus
     from training.resources import default_threads
 
     cores = len(allowed_cpus())

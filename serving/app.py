@@ -10,7 +10,9 @@ batcher drains and the writer makes everything queued durable.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +24,7 @@ from monitor.alerts import Alerter, Sender, check_monitor
 from monitor.api import router as monitoring_router
 from monitor.clips import ClipStore
 from monitor.clock import Clock, system_clock
+from monitor.errors import SetupError
 from monitor.labeling import LabelingQueue
 from monitor.runtime import resolve_device
 from monitor.settings import ServeSettings, Settings
@@ -33,7 +36,7 @@ from monitor.store.retrains import RetrainRepository
 from monitor.video import DecodeLimits
 from serving.admin import router as admin_router
 from serving.batcher import DynamicBatcher
-from serving.cpu_share import CoreShare, ThreadBudget
+from monitor.cpu_share import CoreShare, ThreadBudget
 from serving.dashboard import router as dashboard_router
 from serving.docs import router as docs_router
 from serving.http import BodyLimit, Observe, install_error_handlers
@@ -194,12 +197,34 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
     return app
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or ``SetupError`` saying the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise SetupError(f"port {port} on {host} is taken (another vidmon serve, or the "
+                             "Evidently or MLflow UI?): stop it or pick another with --port"
+                             ) from None
+        raise SetupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(settings: Settings, source: ModelSource) -> int:
-    """``vidmon serve``: the service on uvicorn until stopped."""
+    """``vidmon serve``: the service on uvicorn until stopped. The model's version and the
+    port are checked first, so a missing model or a taken port is one clear error."""
     import uvicorn
 
-    uvicorn.run(create_app(settings, source), host=settings.serve.host,
-                port=settings.serve.port, log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=30,
-                limit_concurrency=settings.serve.limit_concurrency)
-    return 0
+    source.version_of(settings.model_uri)  # NoModel before anything starts
+    sock = bind(settings.serve.host, settings.serve.port)
+    config = uvicorn.Config(create_app(settings, source), log_level=settings.log_level.lower(),
+                            timeout_graceful_shutdown=30,
+                            limit_concurrency=settings.serve.limit_concurrency)
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    return 0 if server.started else 3

@@ -44,7 +44,8 @@ class ModelSource(Protocol):
         """The runtime of ``version`` of the URI's model (the URI resolved once when None)."""
 
     def version_of(self, model_uri: str) -> str:
-        """The version a URI (e.g. ``models:/name@champion``) points at now."""
+        """The version a URI (e.g. ``models:/name@champion``) points at now; ``NoModel``
+        when it points at none."""
 
     def profile(self, model_name: str, model_version: str) -> ReferenceProfile:
         """The version's reference profile, with its fitted accuracy estimators."""

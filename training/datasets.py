@@ -26,12 +26,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from monitor.card import ModelCard
 from monitor.errors import InvalidInput, PayloadTooLarge
 from monitor.features import VideoMeta
 from monitor.video import DecodeLimits, decode_video
+from training.progress import counted
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def load_clips(items: list[VideoItem], card: ModelCard, *, max_frames: int = 200
         raise DatasetError(f"labels {unknown} are not in the model card's labels")
     clips, labels, metas, kept, videos, skipped = [], [], [], [], [], []
     limits = replace(DecodeLimits.trusted(max_frames), max_clips=max(1, max_clips))
-    for item in tqdm(items, desc=description, unit="video", disable=None):
+    for item in counted(items, description, "video"):
         try:
             decoded = decode_video(item.path.read_bytes(), card, limits)
         except FileNotFoundError:

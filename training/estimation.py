@@ -14,12 +14,12 @@ from collections.abc import Iterable
 
 import numpy as np
 from torch import nn
-from tqdm.auto import tqdm
 
 from monitor.card import ModelCard
 from monitor.estimation import AccuracyEstimator, Outputs, ShiftedSet, fit_estimator
 from monitor.features import pixel_feature_matrix
 from training.corruptions import CORRUPTIONS, Corruption, corrupt_clips
+from training.progress import counted
 from training.train import Predictions, predict
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ def shifted_sets(network: nn.Module, card: ModelCard, clips: np.ndarray, labels:
     """The labeled clips under every family and level, with the model's outputs on each."""
     jobs = [(c, level) for c in corruptions for level in c.levels]
     sets = []
-    for i, (corruption, level) in enumerate(tqdm(jobs, desc="corrupted reference windows",
-                                                 unit="window", disable=None)):
+    for i, (corruption, level) in enumerate(counted(jobs, "corrupted reference windows",
+                                                    "window")):
         corrupted = corrupt_clips(clips, corruption, level, seed + i)
         sets.append(ShiftedSet(corruption.family, float(level),
                                outputs_of(predict(network, card, corrupted), corrupted, labels)))

@@ -6,7 +6,7 @@ process does the same, and the two pools oversubscribe the CPU: in the demo on a
 2-core machine two retrains took 641 s and 437 s against 76 s and 54 s on an idle one,
 while serving latency suffered. A retrain therefore runs on a thread budget and at a lower
 scheduling priority (nice), both from :class:`monitor.settings.RetrainSettings`; the
-serving side steps aside as well (:mod:`serving.cpu_share`: the model computes on the
+serving side steps aside as well (:mod:`monitor.cpu_share`: the model computes on the
 cores other processes leave it), since a priority alone does not stop a retrain's core
 from stalling every parallel operator of the model's.
 """

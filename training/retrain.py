@@ -40,6 +40,8 @@ from training.datasets import VideoDataset, VideoItem, load_clips
 from training.gate import GateResult, PairedDifference, gate, paired_difference, relabeled_classes
 from training.modelfile import copy_network
 from training.profiling import profile_of
+from training.progress import counted
+from training.resources import default_threads
 from training.tracking import REFERENCE_DATA_TAG, TRAIN_DATA_TAG
 from training.train import predict, train_model
 
@@ -86,7 +88,7 @@ def _production_data(settings: Settings, predictions: PredictionRepository,
                                      limit=settings.retrain.max_production_clips)
     store = ClipStore(settings.clip_dir)
     clips, known = [], []
-    for row in rows:
+    for row in counted(rows, "loading labeled production clips", "clip"):
         if row.true_label not in label_names:
             continue
         try:
@@ -394,6 +396,7 @@ def _retrain(settings: Settings, decision: dict[str, Any], predictions: Predicti
             challenger.network, card, trained_on, (held.clips, held.labels),
             epochs=policy.epochs, learning_rate=policy.learning_rate,
             seed=settings.train.seed,
+            threads=settings.retrain.threads or default_threads(),
             on_epoch=lambda m: mlflow.log_metrics(
                 {"train_loss": m.train_loss, "val_accuracy_recent": m.val_accuracy},
                 step=m.epoch))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from serving.cpu_share import CoreShare, ThreadBudget, free_threads, read_busy_seconds
+from monitor.cpu_share import CoreShare, ThreadBudget, free_threads, read_busy_seconds
 
 
 @pytest.mark.parametrize(("cores", "others", "threads"), [

@@ -1,4 +1,5 @@
-"""How many threads the model computes on: the cores other processes leave it.
+"""How many threads the model computes on, serving or training: the cores other processes
+leave it.
 
 torch runs each CPU operator as an OpenMP parallel region over all of its threads, and a
 region ends only when its slowest thread does. When another process keeps one of the
@@ -107,22 +108,23 @@ class CoreShare:
 
 
 class ThreadBudget:
-    """Sets torch's intra-op threads for the model thread: a fixed count, or what a
-    :class:`CoreShare` leaves. Call it in the model thread before each forward pass
-    (OpenMP's thread count belongs to the thread that sets it)."""
+    """Sets torch's intra-op threads for the computing thread: a fixed count, or what a
+    :class:`CoreShare` leaves (at most ``most``). Call it in that thread before each forward
+    pass or training step (OpenMP's thread count belongs to the thread that sets it)."""
 
-    def __init__(self, source: int | CoreShare) -> None:
-        self.source = source
-        self.threads: int | None = None  # last set, in the model thread
+    def __init__(self, source: int | CoreShare, most: int | None = None) -> None:
+        self.source, self.most = source, most
+        self.threads: int | None = None  # last set, in the computing thread
 
     def __call__(self) -> None:
         import torch
 
         share = self.source if isinstance(self.source, CoreShare) else None
         wanted = share.threads_now() if share is not None else int(self.source)
+        wanted = min(wanted, self.most) if self.most else wanted
         if wanted != self.threads:
             if self.threads is not None and share is not None:
-                log.info("the model computes on %d threads (other processes used %.2f of "
-                         "%d cores)", wanted, share.others_busy, share.cores)
+                log.info("computing on %d threads (other processes used %.2f of %d cores)",
+                         wanted, share.others_busy, share.cores)
             torch.set_num_threads(wanted)
             self.threads = wanted
