@@ -50,6 +50,21 @@ class NotFound(VidmonError):
     """No such resource (HTTP 404)."""
 
 
+class NoModel(NotFound):
+    """No registered model (or no version behind the alias) to serve, monitor or retrain."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what}: run `vidmon train` to train one (on your videos with --data, or on a "
+            "synthetic set), or `vidmon register MODEL_FILE --card CARD --reference-data "
+            "DATA` for a model of your own")
+
+
+class SetupError(VidmonError):
+    """Something outside vidmon must change before a command can run (a port taken, a
+    server that does not answer): the CLI says so in one line and exits 2."""
+
+
 class Conflict(VidmonError):
     """The request is valid but the current state does not allow it (HTTP 409)."""
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -273,8 +274,14 @@ def gc_command(settings: Settings, dry_run: bool) -> int:
     import json
     import sys
 
+    from sqlalchemy.engine import make_url
+
     from monitor.store import create_store_engine, upgrade_database
 
+    store = make_url(settings.database_url).render_as_string(hide_password=True)
+    print(f"vidmon gc: {'counting (dry run) in' if dry_run else 'collecting in'} the store "
+          f"{store} and the clip folder {Path(settings.clip_dir).resolve()}", file=sys.stderr,
+          flush=True)
     engine = create_store_engine(settings.database_url)
     upgrade_database(engine)
     try:

@@ -25,7 +25,8 @@ class RegistryAdmin(Protocol):
         """Make ``version`` the champion; returns the one it replaced."""
 
     def rollback(self) -> tuple[str, str]:
-        """Move the champion back; returns (from, to)."""
+        """Move the champion back; returns (from, to). Raises ``Conflict`` when there is
+        no earlier champion or it is archived."""
 
 
 def require_admin(request: Request) -> None:
@@ -90,11 +91,9 @@ async def rollback(request: Request) -> dict[str, Any]:
     """Move the champion back to the version before the last promotion and serve it."""
     registry: RegistryAdmin = request.app.state.source
     before = _holder(request).runtime.version
-    try:
-        moved_from, moved_to = await asyncio.get_running_loop().run_in_executor(
-            None, registry.rollback)
-    except ValueError as exc:  # no earlier champion: valid request, state does not allow it
-        raise Conflict(str(exc)) from None
+    # No earlier champion (or an archived one) is a Conflict: valid request, wrong state.
+    moved_from, moved_to = await asyncio.get_running_loop().run_in_executor(
+        None, registry.rollback)
     await asyncio.get_running_loop().run_in_executor(
         None, request.app.state.alerter.rollback, _holder(request).runtime.name, moved_from,
         moved_to)

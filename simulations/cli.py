@@ -17,6 +17,10 @@ from pathlib import Path
 
 from monitor.settings import Settings
 
+_DESCRIPTION = ("vidmon: a video classifier served, monitored for drift and retrained. "
+                "Start with `vidmon demo`, or `vidmon train` / `vidmon register` for your "
+                "own model, then `vidmon serve` and `vidmon monitor`.")
+
 
 def _with_flags(settings: Settings, section: str, args: argparse.Namespace) -> Settings:
     """Settings with the flags that were given laid over one section (validated again)."""
@@ -156,21 +160,26 @@ def _add_training(subparsers: argparse._SubParsersAction) -> None:
         description="Register MODEL_FILE (TorchScript, a torch.export .pt2 program, or an "
                     "R(2+1)D state_dict in vidmon's or torchvision's layout) with its model "
                     "card and a reference profile built from labeled videos.")
-    p.add_argument("model_file", type=Path)
+    p.add_argument("model_file", type=Path, metavar="MODEL_FILE",
+                   help="the network: TorchScript (.pt), torch.export (.pt2) or a state_dict")
     p.add_argument("--card", type=Path, required=True, help="model card (YAML or JSON)")
     p.add_argument("--reference-data", type=Path, required=True,
                    help="labeled videos the reference profile is built from (a dataset)")
     p.set_defaults(handler=_register)
 
-    p = subparsers.add_parser("synth", help="write a synthetic dataset of video files")
+    p = subparsers.add_parser(
+        "synth", help="write a synthetic dataset of video files",
+        description="Write labeled synthetic videos (a folder per class and a manifest) that "
+                    "vidmon train --data reads. Unset sizes come from VIDMON_TRAIN__*.")
     p.add_argument("--out", type=Path, required=True, help="folder to write")
-    p.add_argument("--clips-per-class", type=int)
-    p.add_argument("--test-clips-per-class", type=int)
-    p.add_argument("--frames", type=int)
+    p.add_argument("--clips-per-class", type=int, help="training videos per class")
+    p.add_argument("--test-clips-per-class", type=int, help="held-out videos per class")
+    p.add_argument("--frames", type=int, help="frames per video")
     p.add_argument("--size", type=int, help="height and width in pixels (even)")
-    p.add_argument("--fps", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--format", default=".mp4", choices=[".mp4", ".webm", ".avi", ".mkv", ".mov"])
+    p.add_argument("--fps", type=float, help="frame rate written in the container")
+    p.add_argument("--seed", type=int, help="seed of the generator")
+    p.add_argument("--format", default=".mp4", choices=[".mp4", ".webm", ".avi", ".mkv", ".mov"],
+                   help="container (and its codec)")
     p.set_defaults(handler=_synth)
 
     p = subparsers.add_parser("retrain", help="train a challenger and gate it")
@@ -201,7 +210,8 @@ def _add_operations(subparsers: argparse._SubParsersAction) -> None:
                     "workspace copies, in small batches. "
                     "The monitor runs the same every VIDMON_RETENTION__INTERVAL_S seconds.")
     p.add_argument("--dry-run", action="store_true",
-                   help="count what would be deleted and delete nothing")
+                   help="count what would be deleted and delete nothing (the store and clip "
+                        "folder read are printed first)")
     p.set_defaults(handler=_gc)
 
     p = subparsers.add_parser("promote", help="make a registered version the champion")
@@ -223,6 +233,7 @@ def _add_operations(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_simulations(subparsers: argparse._SubParsersAction) -> None:
     from simulations.demo import DemoConfig
+    from simulations.scenarios import SCENARIOS
     from simulations.traffic import CONTENT_TYPES, TrafficConfig
 
     d = TrafficConfig()
@@ -233,16 +244,20 @@ def _add_simulations(subparsers: argparse._SubParsersAction) -> None:
                     "--scenario to compose. Each line is one hour.")
     p.add_argument("--url", default="http://127.0.0.1:8000", help="the service")
     p.add_argument("--scenario", action="append", default=[], help="drift scenario")
-    p.add_argument("--hours", type=int, default=24)
-    p.add_argument("--requests-per-hour", type=int, default=d.requests_per_hour)
-    p.add_argument("--concurrency", type=int, default=d.concurrency)
+    p.add_argument("--hours", type=int, default=24, help="simulated hours to send")
+    p.add_argument("--requests-per-hour", type=int, default=d.requests_per_hour,
+                   help="videos sent per simulated hour")
+    p.add_argument("--concurrency", type=int, default=d.concurrency,
+                   help="requests in flight at once")
     p.add_argument("--seconds-per-hour", type=float, default=d.seconds_per_hour,
                    help="pace an hour over this many real seconds (0: as fast as it answers)")
-    p.add_argument("--label-fraction", type=float, default=d.label_fraction)
-    p.add_argument("--label-delay-hours", type=float, default=d.label_delay_hours)
+    p.add_argument("--label-fraction", type=float, default=d.label_fraction,
+                   help="share of predictions labeled later through POST /v1/feedback")
+    p.add_argument("--label-delay-hours", type=float, default=d.label_delay_hours,
+                   help="simulated hours before a label comes back")
     p.add_argument("--format", dest="video_format", choices=sorted(CONTENT_TYPES),
-                   default=d.video_format)
-    p.add_argument("--seed", type=int, default=d.seed)
+                   default=d.video_format, help="container of the videos sent")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the traffic")
     p.set_defaults(handler=_simulate)
 
     c = DemoConfig()
@@ -252,60 +267,96 @@ def _add_simulations(subparsers: argparse._SubParsersAction) -> None:
                     "traffic on simulated time and shows the monitor catch the drift and a "
                     "retrained model take over. Everything lands in --output.")
     p.add_argument("--phases", default=",".join(c.phases),
-                   help=f"drift scenarios in order, comma-separated (default {','.join(c.phases)})")
-    p.add_argument("--clean-hours", type=int, default=c.clean_hours)
+                   help="drift scenarios in order, comma-separated, from: "
+                        + ", ".join(SCENARIOS))
+    p.add_argument("--clean-hours", type=int, default=c.clean_hours,
+                   help="hours of clean traffic before the first phase")
     p.add_argument("--recovery-hours", type=int, default=c.recovery_hours,
                    help="hours a promoted model serves before the next phase")
-    p.add_argument("--max-phase-hours", type=int, default=c.max_phase_hours)
-    p.add_argument("--requests-per-hour", type=int, default=c.requests_per_hour)
-    p.add_argument("--label-fraction", type=float, default=c.label_fraction)
+    p.add_argument("--max-phase-hours", type=int, default=c.max_phase_hours,
+                   help="hours a phase runs without a promotion before the next one")
+    p.add_argument("--requests-per-hour", type=int, default=c.requests_per_hour,
+                   help="videos sent per simulated hour")
+    p.add_argument("--label-fraction", type=float, default=c.label_fraction,
+                   help="share of predictions labeled uniformly, a quarter hour later")
     p.add_argument("--min-labeled", type=int, default=c.min_labeled,
                    help="labeled clips since accuracy fell before a retrain")
     p.add_argument("--label-budget", type=float, default=None,
                    help="label this share of each hour's traffic through the labeling queue "
                         "(importance sampling) instead of --label-fraction uniformly; "
                         "--min-labeled then defaults to 80%% of ten hours' budget")
-    p.add_argument("--train-clips-per-class", type=int, default=c.train_clips_per_class)
-    p.add_argument("--train-epochs", type=int, default=c.train_epochs)
-    p.add_argument("--retrain-epochs", type=int, default=c.retrain_epochs)
+    p.add_argument("--train-clips-per-class", type=int, default=c.train_clips_per_class,
+                   help="synthetic training videos per class of the first model")
+    p.add_argument("--train-epochs", type=int, default=c.train_epochs,
+                   help="epochs of the first model (trained once, kept in MLflow)")
+    p.add_argument("--retrain-epochs", type=int, default=c.retrain_epochs,
+                   help="epochs of each retrain")
     p.add_argument("--output", type=Path, default=c.output, help="folder for everything")
-    p.add_argument("--seed", type=int, default=c.seed)
+    p.add_argument("--seed", type=int, default=c.seed, help="seed of the traffic")
     p.set_defaults(handler=_demo)
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows an option's default when it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or "default" in text):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Subcommand parsers show each option's default beside its help."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(**kwargs)  # type: ignore[arg-type]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="vidmon", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="vidmon", description=_DESCRIPTION)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                       parser_class=_Parser)
     _add_training(subparsers)
     _add_operations(subparsers)
     _add_simulations(subparsers)
+    _add_debug(parser)
+    for subparser in subparsers.choices.values():
+        _add_debug(subparser)
     return parser
 
 
-# Errors a user can fix (a bad card, dataset or model file, an unknown version): one line
-# on stderr and exit 2, not a traceback.
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from monitor.card import CardError
-    from monitor.errors import Conflict
-    from training.datasets import DatasetError
-    from training.modelfile import ModelFileError
-
-    return (CardError, Conflict, DatasetError, ModelFileError)
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` before or after the subcommand: tracebacks instead of one-line errors."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of a failure instead of one line")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vidmon`` command."""
+    """Entry point of the ``vidmon`` command. A failure the user can fix is one line on
+    stderr and exit 2 (see :mod:`simulations.cli_errors`); ``--debug`` re-raises it."""
+    from simulations.cli_errors import explain
+
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     args = build_parser().parse_args(argv)
-    settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per plugin otherwise
+    settings: Settings | None = None
     try:
+        settings = Settings()
+        logging.basicConfig(level=settings.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per plugin otherwise
         return args.handler(settings, args)
-    except _user_errors() as exc:
-        print(f"vidmon {args.command}: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"vidmon {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        line = None if getattr(args, "debug", False) else explain(exc, settings)
+        if line is None:
+            raise
+        print(f"vidmon {args.command}: {line}", file=sys.stderr)
         return 2
 
 

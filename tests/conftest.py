@@ -25,6 +25,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+# What vidmon writes in the working directory on its embedded defaults. A test that leaves
+# one in the checkout wrote to a user's default store: it must use a temp folder.
+_DEFAULT_STORES = ("vidmon.db", "vidmon.db.migrate-lock", "mlflow.db", "mlartifacts", "clips",
+                   "evidently-workspace", "vidmon-spool.jsonl", "synthetic-data", "vidmon-demo")
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _no_default_store_in_checkout() -> Iterator[None]:
+    """Fail the test that writes vidmon's default stores into the checkout."""
+    before = {name for name in _DEFAULT_STORES if (_CHECKOUT / name).exists()}
+    yield
+    made = sorted(name for name in _DEFAULT_STORES
+                  if (_CHECKOUT / name).exists() and name not in before)
+    if made:
+        pytest.fail(f"this test wrote {', '.join(made)} into {_CHECKOUT}: point its settings "
+                    "(or its subprocess's cwd) at a temp folder")
+
+
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings on a temp MLflow SQLite store with a small, fast training configuration."""

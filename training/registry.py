@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from monitor.alerts import Alerter
-from monitor.errors import Conflict
+from monitor.errors import Conflict, NoModel
 from monitor.card import ModelCard
 from monitor.profile import ReferenceProfile
 from monitor.runtime import ModelRuntime
@@ -71,9 +71,17 @@ def resolve(model_uri: str) -> tuple[str, str]:
     """(name, version) behind ``models:/<name>@<alias>`` or ``models:/<name>/<version>``: the
     one registry lookup of a load."""
     name, alias, version = _parse(model_uri)
-    if alias is not None:
+    if alias is None:
+        return name, str(version)
+    try:
         return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    return name, str(version)
+    except MlflowException as exc:
+        missing_alias = (exc.error_code == "INVALID_PARAMETER_VALUE"
+                         and "alias" in str(exc) and "not found" in str(exc))
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST" and not missing_alias:
+            raise
+        raise NoModel(f"no version of {name} is the {alias!r} ({model_uri}) in MLflow at "
+                      f"{mlflow.get_tracking_uri()}") from None
 
 
 def load_version(name: str, version: str) -> VersionModel:
@@ -206,11 +214,11 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
     """Move ``champion`` back to the version it pointed at before; returns (from, to)."""
     history = _history(client, name)
     if not history:
-        raise ValueError(f"{name} has no earlier champion to roll back to")
+        raise Conflict(f"{name} has no earlier champion to roll back to")
     current = str(client.get_model_version_by_alias(name, CHAMPION).version)
     target = history.pop()
     if ARCHIVED_TAG in client.get_model_version(name, target).tags:
-        raise ValueError(f"v{target}, the champion before v{current}, is archived; promote "
+        raise Conflict(f"v{target}, the champion before v{current}, is archived; promote "
                          "the version to serve instead")
     client.set_registered_model_alias(name, CHAMPION, target)
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
@@ -319,14 +327,9 @@ def versions_command(settings: Settings, show_archived: bool, as_json: bool) -> 
 def archive_command(settings: Settings, version: str) -> int:
     """``vidmon archive``: hide a version registered by mistake; prints it as JSON."""
     import json
-    import sys
 
     tracking_configure(settings)
-    try:
-        archive(MlflowClient(), settings.model_name, version)
-    except Conflict as exc:
-        print(f"vidmon archive: {exc}", file=sys.stderr)
-        return 2
+    archive(MlflowClient(), settings.model_name, version)
     print(json.dumps({"archived": version, "model": settings.model_name}))
     return 0
 
@@ -340,13 +343,8 @@ def tracking_configure(settings: Settings) -> None:
 def rollback_command(settings: Settings) -> int:
     """``vidmon rollback``: the champion goes back one; prints the move as JSON."""
     import json
-    import sys
 
-    try:
-        moved_from, moved_to = RegistrySource(settings).rollback()
-    except ValueError as exc:
-        print(f"vidmon rollback: {exc}", file=sys.stderr)
-        return 2
+    moved_from, moved_to = RegistrySource(settings).rollback()
     engine = create_store_engine(settings.database_url)
     upgrade_database(engine)
     Alerter(settings, AlertRepository(engine)).rollback(settings.model_name, moved_from,

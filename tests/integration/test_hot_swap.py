@@ -126,6 +126,7 @@ def test_admin_routes_are_off_without_a_configured_key(two_versions) -> None:
 def test_cli_promote_and_rollback_move_the_champion(two_versions, monkeypatch, capsys) -> None:
     from simulations.cli import main
 
+    monkeypatch.setenv("VIDMON_DATABASE_URL", two_versions.database_url)  # the rollback alert
     monkeypatch.setenv("VIDMON_MLFLOW_TRACKING_URI", two_versions.mlflow_tracking_uri)
     monkeypatch.setenv("VIDMON_MODEL_NAME", two_versions.model_name)
     client = mlflow.MlflowClient(tracking_uri=two_versions.mlflow_tracking_uri)
