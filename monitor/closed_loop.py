@@ -61,38 +61,86 @@ def evaluate_retrain(
 Starter = Callable[[str], None]
 
 
-def subprocess_starter(retrains: RetrainRepository, backoff: timedelta,
-                       command: list[str] | None = None,
-                       env: dict[str, str] | None = None,
-                       output: Path | None = None, clock: Clock = system_clock,
-                       alerter: Alerter | None = None) -> Starter:
-    """Start ``vidmon retrain --decision ID`` as its own process (with ``env``, by default
+class RetrainProcesses:
+    """Starts ``vidmon retrain --decision ID`` as its own process (with ``env``, by default
     this process's, and ``clock`` passed down; its output appended to ``output`` when
-    given); if it dies without recording a result, mark the decision failed so it is
-    retried."""
-    base = command or [sys.executable, "-m", "simulations.cli", "retrain"]
+    given). A process that dies without recording a result leaves its decision failed, so
+    it is retried; :meth:`stop` ends the ones still running when their monitor stops, so
+    nothing outlives it (seen: a demo's last retrain running on with parent 1, listed as
+    "running" for ever)."""
 
-    def start(decision_id: str) -> None:
-        sink = open(output, "ab") if output else None  # noqa: SIM115 (closed by watch)
-        child_env = {**(os.environ if env is None else env), **offset_env(clock)}
-        process = subprocess.Popen([*base, "--decision", decision_id], env=child_env,
+    def __init__(self, retrains: RetrainRepository, backoff: timedelta,
+                 command: list[str] | None = None, env: dict[str, str] | None = None,
+                 output: Path | None = None, clock: Clock = system_clock,
+                 alerter: Alerter | None = None) -> None:
+        self.retrains, self.backoff, self.output = retrains, backoff, output
+        self.base = command or [sys.executable, "-m", "simulations.cli", "retrain"]
+        self.env, self.clock, self.alerter = env, clock, alerter
+        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopping: set[str] = set()  # stop() records these itself
+        self._lock = threading.Lock()
+
+    def __call__(self, decision_id: str) -> None:
+        sink = open(self.output, "ab") if self.output else None  # noqa: SIM115 (closed by watch)
+        child_env = {**(os.environ if self.env is None else self.env), **offset_env(self.clock)}
+        process = subprocess.Popen([*self.base, "--decision", decision_id], env=child_env,
                                    stdout=sink, stderr=subprocess.STDOUT if sink else None)
+        with self._lock:
+            self._running[decision_id] = process
 
         def watch() -> None:
             code = process.wait()
             if sink:
                 sink.close()
-            state = retrains.get(decision_id) or {}
-            if state.get("status") == "running":
-                retrains.fail(decision_id, f"retrain process exited with code {code}", backoff,
-                              clock())
-                failed = retrains.get(decision_id)
-                if alerter is not None and failed is not None:
-                    alerter.retrain_outcome(failed)
+            with self._lock:
+                self._running.pop(decision_id, None)
+                stopping = decision_id in self._stopping
+            if not stopping:
+                self._failed_unless_finished(decision_id,
+                                             f"retrain process exited with code {code}")
 
         threading.Thread(target=watch, name=f"retrain-{decision_id[:8]}", daemon=True).start()
 
-    return start
+    def _failed_unless_finished(self, decision_id: str, error: str) -> None:
+        state = self.retrains.get(decision_id) or {}
+        if state.get("status") != "running":
+            return
+        self.retrains.fail(decision_id, error, self.backoff, self.clock())
+        failed = self.retrains.get(decision_id)
+        if self.alerter is not None and failed is not None:
+            self.alerter.retrain_outcome(failed)
+
+    def running(self) -> list[str]:
+        """Decisions whose process is running now."""
+        with self._lock:
+            return list(self._running)
+
+    def stop(self, grace_s: float = 10.0) -> list[str]:
+        """Terminate the running retrains (SIGTERM, then SIGKILL after ``grace_s``); each
+        decision is left failed, to be retried by the next monitor. Returns their ids."""
+        with self._lock:
+            running = dict(self._running)
+            self._stopping.update(running)
+        for process in running.values():
+            process.terminate()
+        for decision_id, process in running.items():
+            try:
+                process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            self._failed_unless_finished(
+                decision_id, "stopped with the monitor that started it; retried by the next one")
+        return list(running)
+
+
+def subprocess_starter(retrains: RetrainRepository, backoff: timedelta,
+                       command: list[str] | None = None,
+                       env: dict[str, str] | None = None,
+                       output: Path | None = None, clock: Clock = system_clock,
+                       alerter: Alerter | None = None) -> RetrainProcesses:
+    """A :class:`RetrainProcesses`: the starter of retrains as processes of their own."""
+    return RetrainProcesses(retrains, backoff, command, env, output, clock, alerter)
 
 
 def start_due_retrain(retrains: RetrainRepository, settings: RetrainSettings, now: datetime,

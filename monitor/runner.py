@@ -50,7 +50,7 @@ def build_monitor(
     return Monitor(settings.monitor, predictions, reports, load_profile, on_outcome=on_outcome,
                    workspace=workspace, closed_loop=closed_loop, clock=clock,
                    sender=Sender(settings, alerts), collect_garbage=collector.run,
-                   gc_interval_s=settings.retention.interval_s)
+                   gc_interval_s=settings.retention.interval_s, on_close=starter.stop)
 
 
 def monitor_command(settings: Settings, load_profile: ProfileLoader, once: bool) -> int:
@@ -68,5 +68,8 @@ def monitor_command(settings: Settings, load_profile: ProfileLoader, once: bool)
         return 0
     signal.signal(signal.SIGTERM, lambda *_: monitor.stop())
     signal.signal(signal.SIGINT, lambda *_: monitor.stop())
-    monitor.serve_forever()
+    try:
+        monitor.serve_forever()
+    finally:
+        monitor.close()
     return 0

@@ -86,8 +86,10 @@ class Monitor:
         sender: Sender | None = None,
         collect_garbage: Callable[[], GcResult] | None = None,
         gc_interval_s: float = 3600.0,
+        on_close: Callable[[], list[str]] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_close = on_close
         self.collect_garbage = collect_garbage
         self.gc_interval_s = gc_interval_s
         self.sender = sender
@@ -193,3 +195,7 @@ class Monitor:
     def stop(self) -> None:
         """Ask :meth:`serve_forever` to finish (from another thread or a signal handler)."""
         self._stop.set()
+
+    def close(self) -> list[str]:
+        """Stop the retrains this monitor started (see ``on_close``); their ids."""
+        return self.on_close() if self.on_close is not None else []

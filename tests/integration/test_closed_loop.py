@@ -253,3 +253,34 @@ def test_a_retrain_process_that_dies_is_marked_failed_for_a_retry(tmp_path: Path
         time.sleep(0.05)
     failed = retrains.get(decision_id)
     assert failed["status"] == "failed" and "exited with code 3" in failed["error"]
+
+
+def test_retrains_still_running_stop_with_their_monitor_and_wait_for_a_retry(
+        tmp_path: Path) -> None:
+    """Nothing a monitor (or the demo) started outlives it: a retrain still running is
+    terminated when the monitor closes, and its decision is failed, never left running."""
+    import os
+    import sys
+    import time
+
+    from monitor.closed_loop import subprocess_starter
+    from monitor.retrain_policy import RetrainDecision
+
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'vidmon.db'}")
+    upgrade_database(engine)
+    retrains = RetrainRepository(engine)
+    decision_id = retrains.record(RetrainDecision(True, ["test"], []), "m", "1")
+    endless = subprocess_starter(retrains, timedelta(seconds=60), command=[
+        sys.executable, "-c", "import time; time.sleep(600)"])
+    assert start_due_retrain(retrains, RetrainSettings(), datetime.now(UTC), endless)
+    (process,) = endless._running.values()
+    assert endless.running() == [decision_id]
+    began = time.monotonic()
+    assert endless.stop(grace_s=5) == [decision_id]
+    assert time.monotonic() - began < 5  # it took SIGTERM
+    assert process.poll() is not None and endless.running() == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(process.pid, 0)
+    stopped = retrains.get(decision_id)
+    assert stopped["status"] == "failed" and "stopped with the monitor" in stopped["error"]
+    engine.dispose()
