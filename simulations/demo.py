@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
-from pydantic import BaseModel
 from mlflow import MlflowClient
+from pydantic import BaseModel
 
+from monitor.cpu_share import CoreShare
 from monitor.runner import build_monitor
 from monitor.settings import Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
@@ -32,7 +33,8 @@ from monitor.store.retrains import RetrainRepository
 from serving.app import create_app
 from serving.background import running_server
 from simulations.clock import SimulatedClock, next_hour
-from simulations.demo_output import progress_line, retrain_stage, write_outputs
+from simulations.demo_output import cost_line, progress_line, write_outputs
+from simulations.retrain_wait import wait_for_retrain
 from simulations.scenarios import SCENARIOS, Scenario, build, compose
 from simulations.timeline import Check, WindowRow, check_timeline
 from simulations.traffic import HourResult, TrafficConfig, TrafficSimulator
@@ -172,6 +174,20 @@ def _reset_local_store(settings: Settings, root: Path) -> None:
             path.unlink()
 
 
+def _cores_in_use(look_s: float = 0.5) -> tuple[int, float]:
+    """This process's cores, and how many of them other processes keep busy now."""
+    share = CoreShare(interval_s=look_s)
+    share.threads_now()
+    time.sleep(look_s * 1.1)
+    share.threads_now()
+    return share.cores, share.others_busy
+
+
+def _has_base_model(settings: Settings) -> bool:
+    tracking.configure_mlflow(settings)
+    return bool(registry.trained_versions(MlflowClient(), settings.model_name))
+
+
 def ensure_base_model(settings: Settings, say: Callable[[str], None]) -> str:
     """The first model trained by ``vidmon train`` (training one if none is registered),
     made the champion, so every demo starts from the model that never saw drift."""
@@ -280,33 +296,24 @@ class Demo:
             stored.raise_for_status()
             return len(stored.json()["stored"])
 
-    def _await_retrain(self, decision_id: str, timeout_s: float = 900.0) -> str:
-        """Wait (the clock standing still) for the retrain and, if it was promoted, for
-        the service to serve the new version."""
-        started = time.monotonic()
-        last_said, epochs_said = 0.0, 0
-        while True:
-            decision = self.retrains.get(decision_id) or {}
-            status = decision.get("status")
-            if status in ("promoted", "rejected", "cancelled"):
-                break
-            if status == "failed" or time.monotonic() - started > timeout_s:
-                return f"retrain {status or 'timed out'}: {decision.get('error') or ''}"[:200]
-            losses = self._epoch_losses(decision.get("mlflow_run_id"))
-            if len(losses) > epochs_said or time.monotonic() - last_said >= 30:
-                self.say(f"    retraining: {retrain_stage(losses, self.settings.retrain.epochs)}"
-                         f", {time.monotonic() - started:.0f}s (log: "
-                         f"{self.config.output / 'retrain.log'})")
-                last_said, epochs_said = time.monotonic(), len(losses)
-            time.sleep(0.5)
+    def _await_retrain(self, decision_id: str) -> str:
+        """Wait (the clock standing still) for the retrain while it shows progress and, if
+        it was promoted, for the service to serve the new version."""
+        waited = wait_for_retrain(
+            lambda: self.retrains.get(decision_id) or {},
+            lambda decision: len(self._epoch_losses(decision.get("mlflow_run_id"))),
+            self.settings.retrain.epochs, self.say, log=self.config.output / "retrain.log")
+        decision, status = waited.decision, waited.decision.get("status")
+        if waited.gave_up:
+            self.say(f"    retrain {waited.gave_up}")
+            return f"retrain {waited.gave_up}"[:200]
         version, gate = decision["challenger_version"], decision["gate"] or {}
-        seconds = time.monotonic() - started
         if status == "rejected":
             return f"v{version} rejected: {gate.get('reason', '')}"
         if status == "cancelled":
             return f"retrain cancelled: {decision.get('error') or ''}"[:200]
         self._await_serving(version)
-        return (f"v{version} promoted after {seconds:.0f}s (recent accuracy "
+        return (f"v{version} promoted after {waited.seconds:.0f}s (recent accuracy "
                 f"{gate.get('champion_recent', float('nan')):.2f} -> "
                 f"{gate.get('challenger_recent', float('nan')):.2f})")
 
@@ -359,6 +366,7 @@ def run_demo(settings: Settings, config: DemoConfig,
     config.output.mkdir(parents=True, exist_ok=True)
     settings = demo_settings(settings, config)
     _reset_local_store(settings, config.output.resolve())
+    say(cost_line(*_cores_in_use(), trains_base_model=not _has_base_model(settings)))
     base = ensure_base_model(settings, say)
     engine = create_store_engine(settings.database_url)
     upgrade_database(engine)
@@ -373,6 +381,9 @@ def run_demo(settings: Settings, config: DemoConfig,
         try:
             rows = demo.run()
         finally:
+            stopped = demo.monitor.close()  # nothing the demo started outlives it
+            if stopped:
+                say(f"stopped {len(stopped)} retrain(s) still running at the end")
             demo.engine.dispose()
     result = DemoResult(rows, check_timeline(rows), config.output, settings, clock.start)
     result.seconds = time.monotonic() - began

@@ -31,15 +31,33 @@ if TYPE_CHECKING:
 
 _COLUMNS = ("hour", "phase", "model", "rows", "verdict", "drift share", "emb p", "est acc",
             "real acc", "true acc", "cbpe/atc/doc/agr/err", "labeled", "retrain")
+# Ports of the printed commands: the dashboard's is the service's setting; the two UIs get
+# their own so all three run side by side (both default to one of the others' ports).
+MLFLOW_UI_PORT = 5000
+EVIDENTLY_UI_PORT = 8001
 
+
+# `vidmon demo` on its defaults, measured from a clean clone on a 2-core machine with nothing
+# else running: the base model's training, then the timeline (docs/demo.md).
+DEMO_MINUTES_ON_2_CORES = (2, 7)
+
+
+def cost_line(cores: int, others_busy: float, trains_base_model: bool) -> str:
+    """What the run will cost on this machine, said before it starts."""
+    train, timeline = DEMO_MINUTES_ON_2_CORES
+    minutes = timeline + (train if trains_base_model else 0)
+    line = (f"this machine: {cores} cores, {others_busy:.1f} of them kept busy by other "
+            f"processes now; on 2 idle cores this run took about {minutes} min"
+            + (f" ({train} of them training the base model, once)" if trains_base_model
+               else ""))
+    if cores - others_busy < 1.5:
+        line += "; with under 2 cores free expect it to take longer"
+    return line
 
 
 def fmt_number(value: float | None, digits: int = 2) -> str:
     """A number for the table, ``-`` when there is none."""
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-
 
 
 def window_table(rows: Sequence[WindowRow]) -> str:
@@ -58,7 +76,8 @@ def window_table(rows: Sequence[WindowRow]) -> str:
 
 
 def plot_timeline(rows: Sequence[WindowRow], alpha: float, path: Path) -> Path:
-    """Drift scores and accuracies per window, with phases and promotions marked."""
+    """Drift scores and accuracies per window, with the phases, the retrains and the
+    version serving marked."""
     hours = [r.hour for r in rows]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     top.plot(hours, [r.embedding_p if r.embedding_p is not None else float("nan")
@@ -79,26 +98,46 @@ def plot_timeline(rows: Sequence[WindowRow], alpha: float, path: Path) -> Path:
             ("estimated accuracy (no labels)", [r.estimated_accuracy for r in rows], "^:")):
         bottom.plot(hours, [float("nan") if v is None else v for v in values], style,
                     label=label)
-    bottom.set_ylim(0, 1.05)
+    _mark_retrains(bottom, rows)
+    bottom.set_ylim(0, 1.12)
     bottom.set_ylabel("accuracy")
     bottom.set_xlabel("simulated hour (one report window each)")
-    bottom.legend(loc="lower left", fontsize=8)
+    bottom.legend(loc="lower left", fontsize=8, ncol=2)
     for axis in (top, bottom):
         for i, row in enumerate(rows):
             if i and row.phase != rows[i - 1].phase:
                 axis.axvline(row.hour - 0.5, color="black", alpha=0.4)
                 if axis is top:
                     axis.text(row.hour - 0.4, 1.25, row.phase, fontsize=8, va="top")
-            if "promoted" in row.event:
-                axis.axvline(row.hour + 0.5, color="green", linestyle="--", alpha=0.7)
+            if i and _newest(row) != _newest(rows[i - 1]):
+                axis.axvline(row.hour - 0.5, color="green", linestyle="--", alpha=0.7)
                 if axis is bottom:
-                    axis.text(row.hour + 0.6, 0.05, row.event.split()[0] + " promoted",
+                    axis.text(row.hour - 0.4, 0.32, f"{_newest(row)} serving",
                               color="green", fontsize=8)
-    fig.suptitle("vidmon demo: drift, retrain, recovery")
+    fig.suptitle("vidmon demo: drift scores per window (top); accuracy, retrains and the "
+                 "version serving (bottom)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _newest(row: WindowRow) -> str:
+    """The newest version that answered in a window (two answer the hour of a swap)."""
+    return row.served_by.split(",")[-1]
+
+
+def _mark_retrains(axis: plt.Axes, rows: Sequence[WindowRow]) -> None:
+    """A marker at each window whose report triggered a retrain, by how it ended."""
+    outcomes = {"promoted": ("^", "green"), "rejected": ("x", "red"),
+                "no result": ("v", "darkorange")}
+    for outcome, (marker, colour) in outcomes.items():
+        hours = [r.hour for r in rows if r.decision_triggered
+                 and (outcome in r.event or outcome == "no result"
+                      and not any(o in r.event for o in ("promoted", "rejected")))]
+        if hours:
+            axis.scatter(hours, [1.07] * len(hours), marker=marker, color=colour, s=60,
+                         zorder=3, label=f"retrain triggered: {outcome}")
 
 
 def export_reports(rows: Sequence[WindowRow], database_url: str, folder: Path) -> list[Path]:
@@ -164,24 +203,28 @@ def write_outputs(result: DemoResult, say: Callable[[str], None]) -> None:
     say(f"  Evidently reports  {out / 'reports'}/ ({len(pages)} pages, one per window)")
     say(f"  table as JSON      {out / 'timeline.json'}")
     say(f"  retrain log        {out / 'retrain.log'}")
-    q = shlex.quote
-    say(f"  MLflow UI          {command_for('mlflow')} ui --backend-store-uri "
-        f"{q(settings.mlflow_tracking_uri)}")
+    say("")
+    say("Each command below runs as printed, in a terminal of its own:")
+    for line in ui_commands(result):
+        say(line)
+
+
+def ui_commands(result: DemoResult) -> list[str]:
+    """The dashboard, MLflow UI and Evidently UI on the demo's stores: for each, a line
+    naming it and where to open it, then the command alone on its line."""
+    out, settings, q = result.output, result.settings, shlex.quote
+    lines = [f"  dashboard and API: open http://127.0.0.1:{settings.serve.port}/ "
+             "(API docs at /docs) after",
+             f"    cd {q(str(out.resolve()))} && {command_for('vidmon')} serve "
+             f"--port {settings.serve.port}",
+             f"  MLflow UI: open http://127.0.0.1:{MLFLOW_UI_PORT}/ after",
+             f"    {command_for('mlflow')} ui --backend-store-uri "
+             f"{q(settings.mlflow_tracking_uri)} --port {MLFLOW_UI_PORT}"]
     if settings.evidently_workspace:
-        say(f"  Evidently UI       {command_for('evidently')} ui --workspace "
-            f"{q(str(settings.evidently_workspace))}")
-    say(f"  dashboard          cd {q(str(out.resolve()))} && {command_for('vidmon')} serve   "
-        f"then open http://127.0.0.1:{settings.serve.port}/ (API at /docs)")
-
-
-def retrain_stage(losses: list[float], epochs: int) -> str:
-    """What a running retrain is doing, from the epochs it has logged."""
-    if not losses:
-        return "loading recent and original clips"
-    if len(losses) < epochs:
-        return f"epoch {len(losses)}/{epochs} done, training loss {losses[-1]:.3f}"
-    return (f"trained ({epochs} epochs, loss {losses[-1]:.3f}); gating, fitting the "
-            f"accuracy estimators and registering")
+        lines += [f"  Evidently UI: open http://127.0.0.1:{EVIDENTLY_UI_PORT}/ after",
+                  f"    {command_for('evidently')} ui --workspace "
+                  f"{q(str(settings.evidently_workspace))} --port {EVIDENTLY_UI_PORT}"]
+    return lines
 
 
 def progress_line(row: WindowRow) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from tests.waiting import free_port
 
 
 def _bindir() -> Path | None:
@@ -19,12 +20,6 @@ def _bindir() -> Path | None:
         return None
     folder = Path(out.stdout.strip())
     return folder if (folder / "initdb").exists() and (folder / "pg_ctl").exists() else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:
@@ -38,7 +33,7 @@ class Cluster:
         # Outside pytest's 0700 temp root: the postgres user must reach the folder.
         self.folder = Path(tempfile.mkdtemp(prefix="vidmon-pg-"))
         self.data = self.folder / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._as_postgres = os.geteuid() == 0  # initdb refuses to run as root
         if self._as_postgres:
             shutil.chown(self.folder, "postgres", "postgres")

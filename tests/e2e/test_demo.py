@@ -5,12 +5,16 @@ folder. It must show the four things the demo promises."""
 from __future__ import annotations
 
 import json
-from collections import Counter
+import os
 import shlex
 import shutil
+import signal
+import subprocess
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import mlflow
 import pytest
 from mlflow import MlflowClient
@@ -22,6 +26,7 @@ from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
 from simulations.demo import DemoConfig, DemoResult, run_demo
 from simulations.timeline import RECOVERY_POINTS, accuracy_gap_bound, pooled_accuracy
+from tests.waiting import free_port, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +42,36 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
     result = run_demo(settings, config, say=lines.append)
     (output / "printed.txt").write_text("\n".join(lines))
     return result
+
+
+def _run_as_pasted(command: str, demo: DemoResult) -> None:
+    """Run a printed command in a fresh shell (no VIDMON_ settings, its port swapped for a
+    free one) and wait for it to answer on 127.0.0.1; the dashboard must serve the demo's
+    champion."""
+    port = free_port()
+    words = command.rsplit(" --port ", 1)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("VIDMON_") and k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(["bash", "-c", f"{words[0]} --port {port}"], env=env,
+                               start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def answers() -> bool:
+            assert process.poll() is None, process.communicate()[1][-2000:]
+            try:
+                return httpx.get(base + "/", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+        wait_until(answers, timeout_s=120)
+        if " serve" in command:
+            champion = MlflowClient(demo.settings.mlflow_tracking_uri) \
+                .get_model_version_by_alias(demo.settings.model_name, "champion")
+            assert httpx.get(base + "/readyz", timeout=5).json()["version"] == str(
+                champion.version)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
 
 
 def _phase(result: DemoResult, name: str) -> list:
@@ -158,12 +193,14 @@ def test_it_writes_the_plot_the_reports_and_says_where_to_look(demo: DemoResult)
     assert "[PASS] no drift flagged in clean windows" in printed
     assert "mlflow ui --backend-store-uri" in printed and str(out / "reports") in printed
     assert "vidmon serve" in printed and "dashboard" in printed
-    # the printed commands run as pasted: each names a program that exists, by its path
-    # when it lives in a virtual environment that is not on PATH
-    for label in ("MLflow UI", "Evidently UI", "dashboard"):
-        line = next(x for x in printed.splitlines() if x.strip().startswith(label))
-        words = shlex.split(line.strip()[len(label):].split("&&")[-1])
-        assert shutil.which(words[0]), line
+    # the three commands printed each stand alone on a line and run as pasted
+    commands = [line.strip() for line in printed.splitlines() if line.startswith("    ")
+                and " --port " in line]
+    programs = [shlex.split(c.split("&&")[-1])[0] for c in commands]
+    assert [Path(p).name for p in programs] == ["vidmon", "mlflow", "evidently"], commands
+    assert all(shutil.which(p) for p in programs), programs
+    for command in commands:
+        _run_as_pasted(command, demo)
     assert "epoch 1/" in printed  # retrain progress by epoch
     assert "retrain triggered" in printed or "promoted" in printed
     assert "retention deleted 0 predictions" in printed  # the monitor's hourly job, once

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,10 @@ from monitor.settings import Settings
 from tests import pgcluster
 from tests.load import Acknowledged, Load
 from tests.media import npy_bytes, sample_clip
+from tests.waiting import free_port
 from training.synthetic import CLASS_NAMES, ClipSpec
 
 CLIP = npy_bytes(sample_clip(spec=ClipSpec(16, 32, 32)))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -37,7 +31,7 @@ class Server:
 
     def __init__(self, env: dict[str, str], folder: Path) -> None:
         self.env, self.folder = env, folder
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self.starts = 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,11 @@ import sqlalchemy as sa
 
 from tests.conftest import POSTGRES_URL
 from tests.media import npy_bytes, sample_clip
+from tests.waiting import free_port
 from training.synthetic import ClipSpec
 
 ADMIN_KEY = "topology-key"
 SPEC = ClipSpec(8, 16, 16)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(check, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -105,7 +99,7 @@ def test_two_apis_and_two_monitors_share_one_store_and_one_registry(
     store_url, mlflow_url = databases
     processes = Processes(tmp_path)
     vidmon = [sys.executable, "-m", "simulations.cli"]
-    mlflow_port = _free_port()
+    mlflow_port = free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
            "VIDMON_DATABASE_URL": store_url,
            "VIDMON_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
@@ -131,7 +125,7 @@ def test_two_apis_and_two_monitors_share_one_store_and_one_registry(
         processes.run("train-1", [*vidmon, "train"], env)  # version 1, the champion
         processes.run("train-2", [*vidmon, "train", "--seed", "1"], env)  # version 2
 
-        ports = [_free_port(), _free_port()]
+        ports = [free_port(), free_port()]
         for i, port in enumerate(ports):
             processes.start(f"api-{i}", [*vidmon, "serve", "--port", str(port)], env)
         for i in range(2):
