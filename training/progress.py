@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def plural(unit: str) -> str:
+    """An English count noun's plural: batch -> batches, video -> videos."""
+    return unit + ("es" if unit.endswith(("s", "sh", "ch", "x")) else "s")
+
+
 def counted(items: Iterable[T], what: str, unit: str, total: int | None = None,
             every_s: float = 10.0) -> Iterator[T]:
     """``items`` with their progress shown: tqdm when stderr is a terminal, else a line at
@@ -29,15 +34,15 @@ def counted(items: Iterable[T], what: str, unit: str, total: int | None = None,
     if sys.stderr.isatty():
         yield from tqdm(items, desc=what, unit=unit, total=total)
         return
-    of = f"/{total}" if total is not None else ""
+    of, units = (f"/{total}" if total is not None else ""), plural(unit)
     started = last = time.monotonic()
     done = 0
-    log.info("%s: 0%s %ss", what, of, unit)
+    log.info("%s: 0%s %s", what, of, units)
     for item in items:
         yield item
         done += 1
         now = time.monotonic()
         if now - last >= every_s or done == total:
-            log.info("%s: %d%s %ss, %.1f/s", what, done, of, unit, done / max(now - started,
-                                                                               1e-9))
+            log.info("%s: %d%s %s, %.1f/s", what, done, of, units,
+                     done / max(now - started, 1e-9))
             last = now
