@@ -9,9 +9,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from types import UnionType
+from typing import Annotated, Literal, Union, get_args, get_origin
 
-from pydantic import AliasChoices, BaseModel, Field, NonNegativeInt, PositiveInt, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -38,17 +48,23 @@ class TrainSettings(BaseModel):
                                  description="held out per class when the data has no split")
     synthetic_dir: Path = Field(default=Path("synthetic-data"),
                                 description="where the synthetic dataset is written")
-    clips_per_class: PositiveInt = 200
-    test_clips_per_class: PositiveInt = 50
-    frames: PositiveInt = 16
-    height: PositiveInt = 32
-    width: PositiveInt = 32
+    clips_per_class: PositiveInt = Field(
+        default=200, description="synthetic training videos per class (without --data)")
+    test_clips_per_class: PositiveInt = Field(
+        default=50, description="synthetic held-out videos per class")
+    frames: PositiveInt = Field(
+        default=16, description="frames of a clip in vidmon's default card")
+    height: PositiveInt = Field(
+        default=32, description="clip height in pixels in vidmon's default card")
+    width: PositiveInt = Field(
+        default=32, description="clip width in pixels in vidmon's default card")
     fps: float = Field(default=8.0, gt=0, description="nominal frame rate of generated clips")
-    epochs: PositiveInt = 8
-    batch_size: PositiveInt = 32
-    learning_rate: float = Field(default=3e-3, gt=0)
-    seed: int = 0
-    preset: Literal["tiny", "r2plus1d_18"] = "tiny"
+    epochs: PositiveInt = Field(default=8, description="training epochs")
+    batch_size: PositiveInt = Field(default=32, description="clips per training step")
+    learning_rate: float = Field(default=3e-3, gt=0, description="training learning rate")
+    seed: int = Field(default=0, description="seed of the data split and the initialisation")
+    preset: Literal["tiny", "r2plus1d_18"] = Field(
+        default="tiny", description="size of vidmon's R(2+1)D: tiny, or the 18-layer layout")
     width_multiplier: PositiveInt = Field(
         default=16, description="channels of the tiny preset's first stage"
     )
@@ -67,12 +83,13 @@ class TrainSettings(BaseModel):
 class ServeSettings(BaseModel):
     """How ``vidmon serve`` answers and logs predictions."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    host: str = Field(
+        default="127.0.0.1", description="interface the API binds (0.0.0.0 for every one)")
+    port: int = Field(default=8000, ge=0, le=65535, description="port the API listens on")
     model_uri: str | None = Field(
         default=None, description="model to serve; default models:/<model_name>@champion")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
-    max_batch_size: PositiveInt = 32
+    max_batch_size: PositiveInt = Field(default=32, description="clips in one forward pass")
     max_wait_ms: float = Field(
         default=0.0, ge=0,
         description="extra wait to fill a batch; at 0 a batch is what queued during the last "
@@ -84,7 +101,8 @@ class ServeSettings(BaseModel):
                                               "while it is read")
     max_body_bytes: PositiveInt = Field(
         default=1024 * 1024, description="the body of any other request (feedback, admin)")
-    max_video_frames: PositiveInt = 2000
+    max_video_frames: PositiveInt = Field(
+        default=2000, description="frames an uploaded video may have")
     max_decoded_pixels: PositiveInt = Field(
         default=600_000_000, description="frames x width x height one upload may decode to "
                                          "(about 0.6 s of decoding on one core)")
@@ -95,9 +113,11 @@ class ServeSettings(BaseModel):
     max_clips_per_video: PositiveInt = Field(
         default=8, description="a longer video is classified as at most this many evenly "
                                "spaced clips (under the card's stride sampling)")
-    max_files_per_request: PositiveInt = 32
-    top_k: PositiveInt = 3
-    decode_workers: PositiveInt = 2
+    max_files_per_request: PositiveInt = Field(
+        default=32, description="files in one /v1/predict/batch request")
+    top_k: PositiveInt = Field(
+        default=3, description="classes with probabilities in an answer")
+    decode_workers: PositiveInt = Field(default=2, description="threads decoding uploads")
     max_queued_clips: PositiveInt = Field(
         default=1024, description="clips waiting for the model; more is refused with 503")
     request_deadline_s: float = Field(
@@ -108,7 +128,8 @@ class ServeSettings(BaseModel):
     clip_sample_rate: float = Field(
         default=0.1, ge=0, le=1, description="share of preprocessed clips kept for retraining")
     log_predictions: bool = Field(default=True, description="off only to benchmark logging")
-    writer_queue_size: PositiveInt = 10_000
+    writer_queue_size: PositiveInt = Field(
+        default=10_000, description="prediction records waiting for the store before answers wait")
     writer_batch_size: PositiveInt = Field(
         default=512, description="records one group commit may take")
     writer_commit_delay_ms: float = Field(
@@ -143,7 +164,8 @@ class MonitorSettings(BaseModel):
         default=None, description="or the last M predictions (both: the smaller window)")
     alpha: float = Field(default=0.05, gt=0, lt=1,
                          description="chance that a clean window is called drift")
-    min_rows: PositiveInt = 30
+    min_rows: PositiveInt = Field(
+        default=30, description="predictions a window needs to be tested")
     sample_rows: PositiveInt = Field(
         default=50_000,
         description="a window (or reference) larger than this is tested on a uniform sample "
@@ -190,13 +212,14 @@ class RetrainSettings(BaseModel):
         default=2, description="accuracy must be at risk in this many consecutive reports "
                                "(input drift alone never triggers a retrain)")
     min_labeled: PositiveInt = Field(default=50, description="labeled production clips needed")
-    cooldown_minutes: float = Field(default=360.0, ge=0)
+    cooldown_minutes: float = Field(
+        default=360.0, ge=0, description="minutes after a retrain before the next may start")
     accuracy_drop: float = Field(
         default=0.05, ge=0, le=1,
         description="accuracy is at risk when the upper end of its interval (from labels, "
                     "else the label-free estimate) is below the reference accuracy minus this")
-    epochs: PositiveInt = 3
-    learning_rate: float = Field(default=1e-3, gt=0)
+    epochs: PositiveInt = Field(default=3, description="fine-tuning epochs of a retrain")
+    learning_rate: float = Field(default=1e-3, gt=0, description="fine-tuning learning rate")
     original_clips_per_class: NonNegativeInt = Field(
         default=50, description="original training clips per class mixed into fine-tuning")
     relabeled_ratio: float = Field(
@@ -211,7 +234,8 @@ class RetrainSettings(BaseModel):
         description="level of the relabeling test, split over the classes tested")
     relabeled_min_clips: PositiveInt = Field(
         default=5, description="recent labeled clips a class needs before it can be relabeled")
-    max_production_clips: PositiveInt = 2000
+    max_production_clips: PositiveInt = Field(
+        default=2000, description="labeled production clips a retrain reads at most")
     recent_share: float = Field(
         default=0.5, ge=0, lt=1,
         description="recent clips are repeated (up to 4 times) until they make at least this "
@@ -236,7 +260,8 @@ class RetrainSettings(BaseModel):
                     "of the same interval (an original test set is often a few hundred "
                     "clips: on 180, three lost and one gained already put the low end at "
                     "-0.033)")
-    max_attempts: PositiveInt = 3
+    max_attempts: PositiveInt = Field(
+        default=3, description="tries of a failed retrain before it is abandoned")
     backoff_s: float = Field(default=60.0, gt=0, description="first retry delay; doubles")
     auto_start: bool = Field(default=True, description="the monitor starts due retrains")
 
@@ -292,7 +317,8 @@ class AlertSettings(BaseModel):
     public_url: str | None = Field(
         default=None, description="the API's address as people reach it, for links to "
                                   "report pages; default http://<serve host>:<serve port>")
-    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    timeout_s: float = Field(default=5.0, gt=0, le=60,
+                             description="seconds a webhook may take to answer")
     max_attempts: PositiveInt = Field(default=8, le=50,
                                       description="tries per event and receiver")
     backoff_s: float = Field(default=2.0, gt=0, description="first retry delay; doubles")
@@ -321,13 +347,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIDMON_",
         env_nested_delimiter="__",
+        env_file=".env",  # the working directory's; the environment wins over it
         protected_namespaces=(),
         extra="ignore",
         env_parse_none_str="none",  # VIDMON_RETENTION__CLIP_MAX_MB=none: no limit
     )
 
-    model_name: str = "vidmon-video-classifier"
-    experiment_name: str = "vidmon"
+    model_name: str = Field(
+        default="vidmon-video-classifier", description="registered model name in MLflow")
+    experiment_name: str = Field(
+        default="vidmon", description="MLflow experiment of training and retraining runs")
     mlflow_tracking_uri: str = Field(
         default="sqlite:///mlflow.db",
         validation_alias=AliasChoices("VIDMON_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
@@ -349,8 +378,8 @@ class Settings(BaseSettings):
         default=Path("evidently-workspace"),
         description="copies of report runs for `evidently ui --workspace <dir>`; empty: none")
     admin_key: SecretStr | None = Field(
-        default=None, description="bearer key of the admin endpoints; unset: they are off")
-    log_level: str = "INFO"
+        default=None, description="bearer key of the admin endpoints; unset or empty: they are off")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
     train: TrainSettings = Field(default_factory=TrainSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
@@ -358,7 +387,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
-    @field_validator("evidently_workspace", mode="before")
+    @field_validator("evidently_workspace", "admin_key", mode="before")
     @classmethod
     def _empty_means_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -406,3 +435,71 @@ class Settings(BaseSettings):
     def model_uri(self) -> str:
         """The model the service loads."""
         return self.serve.model_uri or f"models:/{self.model_name}@champion"
+
+
+def _bounds(metadata: list[object]) -> str:
+    signs = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    return "".join(f", {sign} {getattr(m, key)}" for m in metadata for key, sign in signs.items()
+                   if getattr(m, key, None) is not None)
+
+
+def _type_name(annotation: object) -> str:
+    """A type as a reader of the environment sees it: ``int, > 0 or none``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0]) + _bounds(list(args[1:]))
+    if origin in (Union, UnionType):
+        named = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(named + (["none"] if type(None) in args else []))
+    if origin is Literal:
+        return " or ".join(str(a) for a in args)
+    if origin in (list, tuple):
+        return f"list of {_type_name(args[0])}"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _type_text(field: FieldInfo) -> str:
+    return _type_name(field.annotation) + _bounds(field.metadata)
+
+
+def _default_text(field: FieldInfo) -> str:
+    value = (field.default_factory() if field.default_factory is not None  # type: ignore[call-arg]
+             else field.default)
+    if value is None:
+        return "none"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) or "empty"
+    return str(value.value if hasattr(value, "value") else value)
+
+
+def reference_markdown() -> str:
+    """``docs/settings.md``: every setting as its environment variable, with its type,
+    default and description, generated from the classes above so it cannot drift from
+    them (``python -m monitor.settings > docs/settings.md``; a test compares)."""
+    lines = ["# Settings reference", "",
+             "Generated from `monitor/settings.py` by `python -m monitor.settings > "
+             "docs/settings.md`; a test fails when it is stale.", "",
+             "Every setting is an environment variable, or a line of `.env` in the working "
+             "directory (the environment wins): nested ones join their section and name "
+             "with `__`. `none` unsets an optional one; lists "
+             "take JSON or comma-separated values. `vidmon COMMAND --help` shows the flags "
+             "that override a few of them.", ""]
+    sections: list[tuple[str, str, type[BaseModel]]] = [("general", "VIDMON_", Settings)]
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            sections.append((name, f"VIDMON_{name.upper()}__", field.annotation))
+    for title, prefix, model in sections:
+        lines += [f"## {title}", "", (model.__doc__ or "").strip().splitlines()[0], "",
+                  "| variable | type | default | meaning |", "|---|---|---|---|"]
+        for name, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                continue
+            cells = [f"`{prefix}{name.upper()}`", _type_text(field), _default_text(field),
+                     " ".join((field.description or "").split())]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

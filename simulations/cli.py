@@ -128,7 +128,8 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
             clean_hours=args.clean_hours, recovery_hours=args.recovery_hours,
             max_phase_hours=args.max_phase_hours, requests_per_hour=args.requests_per_hour,
             label_fraction=args.label_fraction, min_labeled=args.min_labeled,
-            label_budget=args.label_budget, train_clips_per_class=args.train_clips_per_class, train_epochs=args.train_epochs,
+            label_budget=args.label_budget, train_clips_per_class=args.train_clips_per_class,
+            train_epochs=args.train_epochs,
             retrain_epochs=args.retrain_epochs, output=args.output, seed=args.seed)
     except ValueError as exc:
         print(f"vidmon demo: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -159,6 +160,25 @@ def demo_settings(settings: Settings, config: DemoConfig) -> Settings:
         "threads": os.cpu_count() or 1})
     return settings.model_copy(update={**paths, "train": train, "serve": serve,
                                        "monitor": monitor, "retrain": retrain})
+
+
+# What a vidmon command run in the demo folder needs to see the demo's run as it ran: its
+# stores, and the report windows and retrain bar its dashboard draws against.
+_FOLDER_ENV = ("database_url", "mlflow_tracking_uri", "mlflow_artifacts_dir", "clip_dir",
+               "evidently_workspace", "model_name", "monitor", "retrain")
+
+
+def write_folder_env(settings: Settings, root: Path) -> Path:
+    """``root/.env`` with the demo's settings, so the printed ``cd root && vidmon serve``
+    shows its stores with the demo's hourly windows (not the default 5-minute interval,
+    which draws every hour as a quiet gap). Secrets and alert targets stay out of it."""
+    env = settings.to_env()
+    lines = [f"VIDMON_{name.upper()}={shlex.quote(env[f'VIDMON_{name.upper()}'])}"
+             for name in _FOLDER_ENV if f"VIDMON_{name.upper()}" in env]
+    path = root / ".env"
+    path.write_text("# written by vidmon demo: the settings of its last run\n"
+                    + "\n".join(lines) + "\n")
+    return path
 
 
 def _reset_local_store(settings: Settings, root: Path) -> None:
@@ -366,6 +386,7 @@ def run_demo(settings: Settings, config: DemoConfig,
     config.output.mkdir(parents=True, exist_ok=True)
     settings = demo_settings(settings, config)
     _reset_local_store(settings, config.output.resolve())
+    write_folder_env(settings, config.output.resolve())
     say(cost_line(*_cores_in_use(), trains_base_model=not _has_base_model(settings)))
     base = ensure_base_model(settings, say)
     engine = create_store_engine(settings.database_url)

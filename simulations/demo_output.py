@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from monitor.estimation import METHODS  # noqa: E402
 from monitor.report_page import ASSETS, evidently_assets  # noqa: E402
@@ -102,6 +103,7 @@ def plot_timeline(rows: Sequence[WindowRow], alpha: float, path: Path) -> Path:
     bottom.set_ylim(0, 1.12)
     bottom.set_ylabel("accuracy")
     bottom.set_xlabel("simulated hour (one report window each)")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.legend(loc="lower left", fontsize=8, ncol=2)
     for axis in (top, bottom):
         for i, row in enumerate(rows):
@@ -129,14 +131,14 @@ def _newest(row: WindowRow) -> str:
 
 def _mark_retrains(axis: plt.Axes, rows: Sequence[WindowRow]) -> None:
     """A marker at each window whose report triggered a retrain, by how it ended."""
-    outcomes = {"promoted": ("^", "green"), "rejected": ("x", "red"),
+    outcomes = {"promoted": ("*", "darkgreen"), "rejected": ("X", "red"),
                 "no result": ("v", "darkorange")}
     for outcome, (marker, colour) in outcomes.items():
         hours = [r.hour for r in rows if r.decision_triggered
                  and (outcome in r.event or outcome == "no result"
                       and not any(o in r.event for o in ("promoted", "rejected")))]
         if hours:
-            axis.scatter(hours, [1.07] * len(hours), marker=marker, color=colour, s=60,
+            axis.scatter(hours, [1.07] * len(hours), marker=marker, color=colour, s=110,
                          zorder=3, label=f"retrain triggered: {outcome}")
 
 

@@ -69,6 +69,11 @@ def _run_as_pasted(command: str, demo: DemoResult) -> None:
                 .get_model_version_by_alias(demo.settings.model_name, "champion")
             assert httpx.get(base + "/readyz", timeout=5).json()["version"] == str(
                 champion.version)
+            # the folder's .env: the dashboard draws the demo's hourly windows, not 5-minute
+            # ones with every hour a quiet gap
+            shown = httpx.get(base + "/v1/dashboard", timeout=30).json()
+            assert shown["interval_s"] == demo.settings.monitor.interval_s == 3600
+            assert len(shown["timeline"]) == len(demo.rows)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,3 +64,22 @@ def test_the_printed_commands_each_stand_alone_on_their_ports(tmp_path: Path) ->
     dashboard = shlex.split(commands[0])
     assert dashboard[:2] == ["cd", str((tmp_path / "my dir").resolve())]  # quoted space
     assert "open http://127.0.0.1:" in lines[0] and "&&" not in lines[0]
+
+
+def test_vidmon_run_in_the_demo_folder_sees_the_demo_run_and_no_secret(
+        tmp_path: Path, monkeypatch) -> None:
+    from pydantic import SecretStr
+
+    from simulations.demo import DemoConfig, demo_settings, write_folder_env
+
+    for name in [n for n in os.environ if n.startswith("VIDMON_") or n == "MLFLOW_TRACKING_URI"]:
+        monkeypatch.delenv(name)
+    ran = demo_settings(Settings(admin_key=SecretStr("s3cret")), DemoConfig(output=tmp_path))
+    env = write_folder_env(ran, tmp_path)
+    assert "s3cret" not in env.read_text()
+    monkeypatch.chdir(tmp_path)
+    seen = Settings()
+    assert seen.monitor == ran.monitor and seen.monitor.interval_s == 3600
+    assert (seen.database_url, seen.mlflow_tracking_uri) == (ran.database_url,
+                                                              ran.mlflow_tracking_uri)
+    assert seen.retrain.accuracy_drop == ran.retrain.accuracy_drop and seen.admin_key is None
