@@ -336,6 +336,10 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
                         help="show the traceback of a failure instead of one line")
 
 
+# Commands that never talk to MLflow; the others check its server answers before they start.
+_WITHOUT_MLFLOW = ("synth", "simulate", "gc")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vidmon`` command. A failure the user can fix is one line on
     stderr and exit 2 (see :mod:`simulations.cli_errors`); ``--debug`` re-raises it."""
@@ -349,6 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=settings.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per plugin otherwise
+        if args.command not in _WITHOUT_MLFLOW:
+            from training.tracking import check_tracking_server
+
+            check_tracking_server(settings.mlflow_tracking_uri)
         return args.handler(settings, args)
     except KeyboardInterrupt:
         print(f"vidmon {args.command}: interrupted", file=sys.stderr)

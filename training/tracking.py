@@ -32,6 +32,29 @@ LINEAGE_TAGS = tuple(f"{tag}{part}" for tag in (TRAIN_DATA_TAG, REFERENCE_DATA_T
 _CONTEXT_TAGS = {"training": TRAIN_DATA_TAG, "reference": REFERENCE_DATA_TAG}
 
 
+def check_tracking_server(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail at once, with ``SetupError``, when an MLflow tracking server at ``uri`` does not
+    answer. MLflow's own client retries a refused connection for about four minutes
+    (seven retries, growing backoff), which is right for a service riding out a restart
+    but leaves a person at a command line waiting on warnings; a local store is not
+    checked. Any HTTP answer counts as reachable."""
+    import urllib.error
+    import urllib.request
+
+    from monitor.errors import SetupError
+
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SetupError(f"cannot reach the MLflow server at {uri} ({reason}); start it "
+                         "(e.g. `mlflow server`) or set VIDMON_MLFLOW_TRACKING_URI") from None
+
+
 def configure_mlflow(settings: Settings) -> str:
     """Point MLflow at the settings' store and return the experiment id.
 
