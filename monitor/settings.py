@@ -115,6 +115,9 @@ class ServeSettings(BaseModel):
                                "spaced clips (under the card's stride sampling)")
     max_files_per_request: PositiveInt = Field(
         default=32, description="files in one /v1/predict/batch request")
+    max_sources: PositiveInt = Field(
+        default=100, description="source ids (cameras, streams, clients) kept apart; "
+                                 "predictions of any further one are logged as 'other'")
     top_k: PositiveInt = Field(
         default=3, description="classes with probabilities in an answer")
     decode_workers: PositiveInt = Field(default=2, description="threads decoding uploads")

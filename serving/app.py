@@ -32,6 +32,7 @@ from monitor.store import PredictionRepository, create_store_engine, upgrade_dat
 from monitor.store.alerts import AlertRepository
 from monitor.store.labeling import LabelingRepository
 from monitor.store.reports import ReportRepository
+from monitor.store.sources import SourceRepository
 from monitor.store.retrains import RetrainRepository
 from monitor.video import DecodeLimits
 from serving.admin import router as admin_router
@@ -44,6 +45,7 @@ from serving.metrics import MonitoringCollector, ServiceMetrics
 from serving.routes import router
 from serving.service import PredictionService
 from serving.spool import Spool
+from serving.sources import SourceNames
 from serving.swap import ModelHolder, ModelSource, in_own_thread, load_warm
 from serving.writer import DurableWriter, store_failure
 
@@ -157,6 +159,7 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
         app.state.labeling = LabelingQueue(
             LabelingRepository(engine), settings.monitor, source.profile, clock)
         app.state.service, app.state.repository = service, repository
+        app.state.sources = SourceNames(SourceRepository(engine), serve.max_sources, clock)
         app.state.writer, app.state.ready = writer, True
         log.info("serving %s version %s on %s", runtime.name, runtime.version, device)
         try:

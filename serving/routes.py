@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -46,6 +46,9 @@ class PredictionOut(BaseModel):
     clips: int = Field(description="clips the video was classified as (mean probabilities)")
     segments: list[SegmentOut] | None = Field(
         default=None, description="each clip's answer and time span, with ?segments=true")
+    source: str | None = Field(
+        default=None, description="the source it was logged under: the one sent, or "
+                                  "'other' beyond serve.max_sources")
     timings_ms: dict[str, float]
 
     @classmethod
@@ -55,6 +58,7 @@ class PredictionOut(BaseModel):
             top_k=[LabelScore(label=label, probability=prob) for label, prob in p.top_k],
             model=ModelRef(name=p.model_name, version=p.model_version), clips=len(p.segments),
             segments=[SegmentOut(**vars(s)) for s in p.segments] if segments else None,
+            source=p.source,
             timings_ms={**p.timings_ms, "total": round(total_ms, 3)})
 
 
@@ -103,29 +107,45 @@ async def _read(upload: UploadFile, limit: int) -> Upload:
     return Upload(data, upload.filename, upload.content_type)
 
 
-async def _predict(request: Request, files: list[UploadFile], segments: bool
-                   ) -> list[PredictionOut]:
+async def _predict(request: Request, files: list[UploadFile], segments: bool,
+                   source: str | None) -> list[PredictionOut]:
     started = time.perf_counter()
     _service(request)  # not ready: 503 before reading the files
     serve = request.app.state.settings.serve
     if len(files) > serve.max_files_per_request:
         raise InvalidInput(f"at most {serve.max_files_per_request} files per request")
     uploads = [await _read(f, serve.max_upload_bytes) for f in files]
-    return await _predict_uploads(request, uploads, segments, started)
+    return await _predict_uploads(request, uploads, segments, source, started)
 
 
 async def _predict_uploads(request: Request, uploads: list[Upload], segments: bool,
-                           started: float | None = None) -> list[PredictionOut]:
+                           source: str | None, started: float | None = None
+                           ) -> list[PredictionOut]:
     started = started or time.perf_counter()
     service = _service(request)
+    logged_as = await run_in_threadpool(request.app.state.sources.logged_as, source)
     prepared = await service.prepare_all(uploads)
-    results = await asyncio.gather(*[service.predict(p) for p in prepared])
+    results = await asyncio.gather(*[service.predict(p, logged_as) for p in prepared])
     total_ms = (time.perf_counter() - started) * 1000
     return [PredictionOut.of(r, total_ms, segments) for r in results]
 
 
 Segments = Annotated[bool, Query(description="include each clip's label, confidence and "
                                              "start/end time")]
+_SOURCE_HELP = ("the camera, stream or client the video came from (1-64 letters, digits and "
+                "._:/-): reports test drift per source; the header X-Vidmon-Source says the "
+                "same for a raw body")
+SourceHeader = Annotated[str | None, Header(alias="X-Vidmon-Source", max_length=64,
+                                            description=_SOURCE_HELP)]
+SourceField = Annotated[str | None, Form(max_length=64, description=_SOURCE_HELP)]
+
+
+def _one_source(form: str | None, header: str | None) -> str | None:
+    """The request's source, from the form field or the header (they must agree)."""
+    if form is not None and header is not None and form != header:
+        raise InvalidInput(f"the form's source {form[:80]!r} and the X-Vidmon-Source header "
+                           f"{header[:80]!r} disagree")
+    return form if form is not None else header
 
 
 PREDICT_ERRORS = responses(400, 413, 415, 422, 503, 504)
@@ -153,6 +173,8 @@ async def _read_body(request: Request, limit: int) -> Upload:
 async def predict(request: Request,
                   file: Annotated[UploadFile | None, File(description="the video or clip")]
                   = None,
+                  source: SourceField = None,
+                  source_header: SourceHeader = None,
                   segments: Segments = False) -> PredictionOut:
     """Classify one video file (mp4, webm, avi, mkv, mov, gif...) or raw uint8 ``.npy`` clip.
     A video longer than one clip of the model is classified as several clips.
@@ -166,16 +188,20 @@ async def predict(request: Request,
         if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             raise InvalidInput("the form has no file in the field 'file'")
         upload = await _read_body(request, request.app.state.settings.serve.max_upload_bytes)
-        return (await _predict_uploads(request, [upload], segments))[0]
-    return (await _predict(request, [file], segments))[0]
+        return (await _predict_uploads(request, [upload], segments,
+                                       _one_source(source, source_header)))[0]
+    return (await _predict(request, [file], segments, _one_source(source, source_header)))[0]
 
 
 @router.post("/v1/predict/batch", response_model=BatchOut, response_model_exclude_none=True,
              tags=["predict"], responses=PREDICT_ERRORS)
 async def predict_batch(request: Request, files: Annotated[list[UploadFile], File()],
+                        source: SourceField = None,
+                        source_header: SourceHeader = None,
                         segments: Segments = False) -> BatchOut:
     """Classify several files in one request; one bad file rejects the request whole."""
-    return BatchOut(predictions=await _predict(request, files, segments))
+    return BatchOut(predictions=await _predict(request, files, segments,
+                                               _one_source(source, source_header)))
 
 
 @router.post("/v1/feedback", response_model=FeedbackOut, tags=["feedback"],

@@ -75,6 +75,7 @@ class Prediction:
     model_version: str
     segments: list[SegmentPrediction]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    source: str | None = None  # the source it was logged under
 
 
 class PredictionService:
@@ -133,8 +134,9 @@ class PredictionService:
         self._check_capacity(sum(len(p.decoded.video.clips) for p in prepared))
         return prepared
 
-    async def predict(self, prepared: Prepared) -> Prediction:
-        """Run the model on a prepared video's clips, log a record per clip, answer."""
+    async def predict(self, prepared: Prepared, source_id: str | None = None) -> Prediction:
+        """Run the model on a prepared video's clips, log a record per clip (under
+        ``source_id``, the camera or client it came from), answer."""
         started = time.perf_counter()
         video = prepared.decoded.video
         # The batch reports the runtime that computed it: across a hot swap, the rows and
@@ -149,7 +151,8 @@ class PredictionService:
         for i, segment in enumerate(video.segments):
             record = self._record(runtime, prepared, probabilities[i], embeddings[i],
                                   pixels[i], video_id if single else new_prediction_id(),
-                                  video_id, await self._maybe_keep_clip(video.clips[i]))
+                                  video_id, await self._maybe_keep_clip(video.clips[i]),
+                                  source_id)
             records.append(record)
             segments.append(SegmentPrediction(record.id, record.predicted_label,
                                               record.confidence, round(segment.start_s, 3),
@@ -162,6 +165,7 @@ class PredictionService:
         order = np.argsort(mean)[::-1]
         return Prediction(
             prediction_id=video_id,
+            source=source_id,
             label=labels[int(order[0])],
             confidence=float(mean[order[0]]),
             top_k=[(labels[int(i)], float(mean[i])) for i in order[: self.top_k]],
@@ -175,12 +179,13 @@ class PredictionService:
 
     def _record(self, runtime: ModelRuntime, prepared: Prepared, probabilities: np.ndarray,
                 embedding: np.ndarray, pixels: np.ndarray, record_id: str, video_id: str,
-                clip_path: str | None) -> PredictionRecord:
+                clip_path: str | None, source_id: str | None) -> PredictionRecord:
         top = int(np.argmax(probabilities))
         labels = runtime.label_names
         return PredictionRecord(
             id=record_id,
             video_id=video_id,
+            source_id=source_id,
             model_name=runtime.name,
             model_version=runtime.version,
             predicted_label=labels[top],

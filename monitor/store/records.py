@@ -90,6 +90,7 @@ class PredictionRecord:
     true_label: str | None = None
     id: str = field(default_factory=new_prediction_id)
     video_id: str | None = None  # the upload's id; its clips share it
+    source_id: str | None = None  # the camera, stream or client it came from
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def to_row(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ _CHUNK = 500
 WINDOW_COLUMNS: tuple[str, ...] = (
     "id", "created_at", "predicted_label", "confidence", "entropy", "probabilities",
     *FEATURE_NAMES, "true_label", "labeled_at", "clip_path", "queue_p_wrong",
-    "queue_inclusion", "queue_selected", "video_id",
+    "queue_inclusion", "queue_selected", "video_id", "source_id",
 )
 
 

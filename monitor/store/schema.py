@@ -56,6 +56,8 @@ predictions = sa.Table(
     sa.Column("true_label", sa.String(100), nullable=True),
     sa.Column("labeled_at", UTCDateTime(), nullable=True),
     sa.Column("video_id", sa.String(32), nullable=True, index=True),
+    # The camera, stream or client the prediction came from (bounded: see sources)
+    sa.Column("source_id", sa.String(64), nullable=True),
     sa.Column("queue_p_wrong", sa.Float, nullable=True),
     sa.Column("queue_inclusion", sa.Float, nullable=True),
     sa.Column("queue_selected", sa.Boolean, nullable=True),
@@ -68,6 +70,15 @@ predictions = sa.Table(
     sa.Index("ix_predictions_clip_age", "created_at",
              sqlite_where=sa.text("clip_path IS NOT NULL"),
              postgresql_where=sa.text("clip_path IS NOT NULL")),
+)
+
+# The source ids admitted so far: at most ``serve.max_sources`` (beyond them predictions
+# pool as ``other``), so per-source reports, alerts and metrics stay bounded.
+sources = sa.Table(
+    "sources",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("first_seen", UTCDateTime(), nullable=False),
 )
 
 reports = sa.Table(
