@@ -163,6 +163,43 @@ def column_test(plan: ColumnPlan, reference: pd.DataFrame, current: pd.DataFrame
             "rows": [int(ref.notna().sum()), int(cur.notna().sum())]}
 
 
+# What a source's test compares: the image quality of its clips (the model's confidence
+# depends on the version, a file's size and rate on the uploader).
+SOURCE_COLUMNS: tuple[str, ...] = PIXEL_FEATURES
+
+
+def source_drift(current: pd.DataFrame, baseline: pd.DataFrame, min_rows: int, alpha: float,
+                 min_wasserstein: float) -> dict[str, dict[str, Any]]:
+    """Each source of ``current`` (its ``source_id``) against its own ``baseline`` rows,
+    column by column (KS and normalised Wasserstein, as for the whole window). ``alpha``
+    is split evenly over every (source, column) test, so fifty clean cameras raise a false
+    alarm no more often than one. A source with fewer than ``min_rows`` rows in the window
+    is ``too_small``; one with fewer in its baseline has ``no_baseline`` (yet)."""
+    results: dict[str, dict[str, Any]] = {}
+    testable = []
+    for source in sorted(current["source_id"].dropna().unique()):
+        rows = int((current["source_id"] == source).sum())
+        base = int((baseline["source_id"] == source).sum()) if len(baseline) else 0
+        results[source] = {"rows": rows, "baseline_rows": base, "drifted_columns": []}
+        if rows < min_rows:
+            results[source]["status"] = "too_small"
+        elif base < min_rows:
+            results[source]["status"] = "no_baseline"
+        else:
+            testable.append(source)
+    level = alpha / max(len(testable) * len(SOURCE_COLUMNS), 1)
+    for source in testable:
+        cur = current[current["source_id"] == source]
+        base = baseline[baseline["source_id"] == source]
+        columns = {c: numeric_test(base[c], cur[c], level, min_wasserstein)
+                   for c in SOURCE_COLUMNS
+                   if min(base[c].notna().sum(), cur[c].notna().sum()) >= min_rows}
+        drifted = [c for c, r in columns.items() if r["drifted"]]
+        results[source].update(status="drifted" if drifted else "no_drift",
+                               drifted_columns=drifted, columns=columns)
+    return results
+
+
 def _column_result(method: str, p_value: float, level: float, effect: float,
                    effect_method: str, min_effect: float) -> dict[str, Any]:
     defined = not np.isnan(p_value)

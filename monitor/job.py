@@ -96,11 +96,16 @@ def run_report_job(
     store_reference(predictions, profile, model_name, model_version)
     reference = predictions.load_window(model_name, model_version, source="reference",
                                         sample=settings.sample_rows)
+    start = since or _first_time(current.frame, end)
+    sources = sorted(current.frame["source_id"].dropna().unique())
+    baseline = predictions.source_history(
+        model_name, sources, since=start - timedelta(hours=settings.source_baseline_hours),
+        until=start, per_source=settings.source_baseline_rows) if sources else None
     report = build_report(
         reference, current, profile.label_names, model_name=model_name,
-        model_version=model_version, window_start=since or _first_time(current.frame, end),
-        window_end=end, policy=report_policy(settings),
-        estimator=profile.estimator)
+        model_version=model_version, window_start=start, window_end=end,
+        policy=report_policy(settings), estimator=profile.estimator,
+        source_baseline=baseline)
     report_id = reports.save(report, now)
     if report_id is None:
         return JobOutcome("already_reported", window_end=end, model_name=model_name,

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monitor.column_drift import column_test, drift_columns, evidently_drift, per_video
+from monitor.column_drift import (
+    column_test,
+    drift_columns,
+    evidently_drift,
+    per_video,
+    source_drift,
+)
 from monitor.drift import (
     MIN_AUC,
     MIN_PSI,
@@ -129,6 +135,10 @@ class ReportSummary:
     labels_needed: int | None = None
     domain_auc: float | None = None
     effective_reference_rows: float | None = None
+    # Each source (camera, stream, client) of the window against its own recent past, and
+    # the ones whose inputs drifted (see column_drift.source_drift).
+    source_drift: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drifted_sources: list[str] = field(default_factory=list)
 
     @property
     def input_drift(self) -> bool:
@@ -229,12 +239,22 @@ def _verdict(summary: ReportSummary, policy: ReportPolicy, features: list[str],
                                    ("pooled", embedding.get("pooled")))
                 if part and part.get("drifted")]
         found["embedding"] = "embeddings moved " + " and ".join(ways)
+    if summary.drifted_sources:
+        tested_sources = [s for s, r in summary.source_drift.items()
+                          if r["status"] in ("drifted", "no_drift")]
+        named = "; ".join(f"{s}: {', '.join(summary.source_drift[s]['drifted_columns'])}"
+                          for s in summary.drifted_sources)
+        found["features"] = "; ".join(filter(None, (found.get("features"), (
+            f"{len(summary.drifted_sources)} of {len(tested_sources)} sources drifted "
+            f"against their own recent past: {named}"))))
     classes = [c for c, r in summary.per_class_drift.items() if r["drifted"]]
     if classes:
         found["per_class"] = (f"embeddings moved within {len(classes)} of the "
                               f"{len(summary.per_class_drift)} classes tested: ") + ", ".join(
             f"{c} (AUC={summary.per_class_drift[c]['effect']:.2f})" for c in classes)
-    tested = {"features": any(columns[c]["drifted"] is not None for c in features),
+    tested = {"features": any(columns[c]["drifted"] is not None for c in features)
+              or any(r["status"] in ("drifted", "no_drift")
+                     for r in summary.source_drift.values()),
               "prior": prior is not None and prior["drifted"] is not None,
               "embedding": bool(embedding), "per_class": bool(summary.per_class_drift)}
     reasons = [found[f] for f in policy.verdict_tests if f in found]
@@ -312,9 +332,12 @@ def build_report(
     window_end: datetime,
     policy: ReportPolicy = ReportPolicy(),
     estimator: AccuracyEstimator | None = None,
+    source_baseline: pd.DataFrame | None = None,
 ) -> MonitoringReport:
     """Compare ``current`` with ``reference``, decide drift / no drift, and estimate the
-    window's accuracy (with ``estimator``, the version's fitted estimators, when given)."""
+    window's accuracy (with ``estimator``, the version's fitted estimators, when given).
+    With ``source_baseline`` (each source's recent rows before the window), the window's
+    sources are also tested each against its own past, on half of the features' level."""
     ref, cur = reference.frame, current.frame
     labeled = cur[cur["true_label"].notna()]
     # Counts, class mix and labels come from the whole window; the tests from its sample.
@@ -331,7 +354,15 @@ def build_report(
 
     plans, untested = drift_columns(ref, cur, policy.min_rows, len(label_names))
     features = [p.name for p in plans if p.name != "predicted_label"]
-    feature_level = policy.family_alpha / max(len(features), 1)
+    by_source = (source_baseline is not None and "source_id" in cur
+                 and bool(cur["source_id"].notna().any()))
+    features_alpha = policy.family_alpha / (2 if by_source else 1)
+    feature_level = features_alpha / max(len(features), 1)
+    if by_source:
+        summary.source_drift = source_drift(cur, source_baseline, policy.min_rows,
+                                            features_alpha, policy.min_wasserstein)
+        summary.drifted_sources = [s for s, r in summary.source_drift.items()
+                                   if r["status"] == "drifted"]
 
     def level(name: str) -> float:
         return policy.family_alpha if name == "predicted_label" else feature_level

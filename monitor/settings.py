@@ -169,6 +169,13 @@ class MonitorSettings(BaseModel):
                          description="chance that a clean window is called drift")
     min_rows: PositiveInt = Field(
         default=30, description="predictions a window needs to be tested")
+    source_baseline_hours: float = Field(
+        default=24.0, gt=0,
+        description="each source (camera, stream) is tested against its own predictions "
+                    "of this many hours before the window: cameras differ from each other, "
+                    "so a change is news against the camera's own past")
+    source_baseline_rows: PositiveInt = Field(
+        default=500, description="newest baseline predictions per source a test reads")
     sample_rows: PositiveInt = Field(
         default=50_000,
         description="a window (or reference) larger than this is tested on a uniform sample "

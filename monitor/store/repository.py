@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from monitor.features import FEATURE_NAMES
+from monitor.features import FEATURE_NAMES, PIXEL_FEATURES
 from monitor.store.records import (
     FeedbackResult,
     LabeledClip,
@@ -309,6 +309,28 @@ class PredictionRepository:
         if until is not None:
             conditions.append(predictions.c.created_at < until)
         return conditions + (where or [])
+
+    def source_history(self, model_name: str, sources: Sequence[str], *, since: datetime,
+                       until: datetime, per_source: int) -> pd.DataFrame:
+        """The newest ``per_source`` production rows of each of ``sources`` in [since,
+        until), any version of the model: their ``source_id`` and image-quality columns
+        (the baseline each source's drift test compares against)."""
+        columns = ["source_id", *PIXEL_FEATURES]
+        if not sources:
+            return pd.DataFrame(columns=columns)
+        rank = sa.func.row_number().over(partition_by=predictions.c.source_id,
+                                         order_by=predictions.c.created_at.desc())
+        ranked = (sa.select(*[predictions.c[c] for c in columns], rank.label("rank"))
+                  .where(predictions.c.model_name == model_name,
+                         predictions.c.source == "production",
+                         predictions.c.source_id.in_(list(sources)),
+                         predictions.c.created_at >= since, predictions.c.created_at < until)
+                  .subquery())
+        query = sa.select(*[ranked.c[c] for c in columns]).where(ranked.c.rank <= per_source)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return pd.DataFrame([tuple(r) for r in rows], columns=columns).astype(
+            {c: float for c in PIXEL_FEATURES})
 
     def load_window(
         self,

@@ -197,3 +197,29 @@ def test_label_lags_measure_prediction_to_label(repository) -> None:
     expected = [(HOUR + timedelta(minutes=10) - r.created_at).total_seconds() for r in records[:10]]
     assert sorted(lags) == sorted(expected)
     assert repository.label_lags("m", since=HOUR) == []  # made before ``since``
+
+
+def test_the_report_job_tests_each_source_against_its_own_past(repository, reports) -> None:
+    """Four cameras with their own brightness; the store gives each its last hours as its
+    baseline (newest rows first, bounded), and the dark one that went bright is named."""
+    from dataclasses import replace
+
+    def camera(i: int, start: datetime, n: int, seed: int, brightness: float) -> list:
+        return [replace(r, source_id=f"cam-{i}") for r in production_records(
+            n, start, seed=seed, brightness=brightness, spacing_s=5)]
+
+    levels = {0: 70.0, 1: 90.0, 2: 110.0, 3: 130.0}
+    for i, level in levels.items():  # two hours of history, then the window
+        repository.add_predictions(camera(i, HOUR - timedelta(hours=3), 300, 10 + i, level))
+        moved = 100.0 if i == 0 else level  # cam-0's lights came on
+        repository.add_predictions(camera(i, HOUR - timedelta(minutes=55), 80, 20 + i, moved))
+    settings = SETTINGS.model_copy(update={"source_baseline_hours": 6,
+                                           "source_baseline_rows": 100})
+    outcome = run_report_job(settings, repository, reports, _profile_loader(), now=HOUR)
+    summary = reports.get(outcome.report_id)["summary"]
+    assert summary["drifted_sources"] == ["cam-0"]
+    assert summary["source_drift"]["cam-0"]["drifted_columns"] == ["brightness"]
+    assert {s: r["baseline_rows"] for s, r in summary["source_drift"].items()} == {
+        f"cam-{i}": 100 for i in levels}
+    assert all(summary["source_drift"][f"cam-{i}"]["status"] == "no_drift" for i in (1, 2, 3))
+    assert outcome.verdict == "drift"
