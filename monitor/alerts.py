@@ -85,7 +85,8 @@ class Alerter:
             f"input drift on {report['model_name']} v{report['model_version']} ({said}), "
             f"window ending {report['window_end'].isoformat()}: "
             f"{'; '.join(reasons) or 'see the report'} <{url}|report>", window=window,
-            reasons=reasons, report_id=report["id"], report_url=url, accuracy_risk=risk)
+            reasons=reasons, report_id=report["id"], report_url=url, accuracy_risk=risk,
+            sources=list(summary.get("drifted_sources") or []))
 
     def accuracy(self, report: dict[str, Any], previous_risk: str | None) -> bool:
         """Accuracy at risk, or a window whose accuracy cannot be estimated without labels

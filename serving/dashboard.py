@@ -92,6 +92,9 @@ def _latest(report: dict[str, Any]) -> dict[str, Any]:
             "realized_accuracy_low", "realized_accuracy_high", "realized_method",
             "accuracy_risk", "estimable", "labels_needed")
     said = ("reference_accuracy", "risk_reason", "estimate_reason")
+    sources = {s: {"status": r.get("status"), "drifted_columns": r.get("drifted_columns", [])}
+               for s, r in (summary.get("source_drift") or {}).items()}
     return {**{k: report.get(k) for k in keys}, **{k: summary.get(k) for k in said},
+            "source_drift": sources,
             "reasons": summary.get("reasons") or [], "drifted_columns": drifted,
             "html_url": f"/v1/reports/{report['id']}/html"}

@@ -170,6 +170,16 @@ def _report_gauges(latest: list[dict[str, Any]], now: Any) -> Iterator[GaugeMetr
                     accuracy.add_metric([r["model_name"], r["model_version"], kind, bound,
                                          method or "unknown"], float(value))
     yield accuracy
+    sources = GaugeMetricFamily(
+        "vidmon_report_source_drift", "each source tested in the latest window against its "
+        "own recent past: 1 its inputs drifted, 0 they did not (at most serve.max_sources "
+        "sources)", labels=[*labels, "source"])
+    for r in latest:
+        for source, result in (summary(r, "source_drift") or {}).items():
+            if result.get("status") in ("drifted", "no_drift"):
+                sources.add_metric([r["model_name"], r["model_version"], source],
+                                   float(result["status"] == "drifted"))
+    yield sources
 
 
 def _retrain_gauge(states: dict[str, dict[str, Any] | None]) -> GaugeMetricFamily:

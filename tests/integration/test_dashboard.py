@@ -56,8 +56,11 @@ def _seed(settings: Settings) -> dict:
                                    brightness=160.0 if i == 1 else 100.0, spacing_s=20)
         # the newest window comes with labels, so its page has a classification section,
         # and from a version 2 that took over (a promotion the charts mark)
+        # the first and last windows come from two cameras: the last one's are tested
+        # against their own past (the first window)
         records += [replace(r, model_name=settings.model_name, model_version="2" if i == 2 else "1",
-                            true_label=r.predicted_label if i == 2 and k % 2 else None)
+                            true_label=r.predicted_label if i == 2 and k % 2 else None,
+                            source_id=None if i == 1 else ("cam-a" if k % 2 else "cam-b"))
                     for k, r in enumerate(batch)]
     predictions.add_predictions(records)
     profile = reference_profile()
@@ -132,6 +135,8 @@ def test_the_dashboard_shows_the_seeded_store_and_links_to_reports(dashboard) ->
 
     last = seeded["timeline"][-1]
     assert "v1" in card("serving")
+    assert "No source drifted (2 of 2 tested against their own past)" in browser.find_element(
+        By.ID, "drifted").text
     assert {"drift": "drifted", "no_drift": "no drift"}[last["verdict"]] in card("inputs")
     assert {"ok": "not at risk", "at_risk": "at risk", "cannot_estimate": "cannot estimate"}[
         last["accuracy_risk"]] in card("accuracy")

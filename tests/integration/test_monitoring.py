@@ -223,3 +223,19 @@ def test_the_report_job_tests_each_source_against_its_own_past(repository, repor
         f"cam-{i}": 100 for i in levels}
     assert all(summary["source_drift"][f"cam-{i}"]["status"] == "no_drift" for i in (1, 2, 3))
     assert outcome.verdict == "drift"
+    # the drift alert names the camera; /metrics has a gauge per tested source
+    from monitor.alerts import Alerter
+    from monitor.settings import Settings
+    from monitor.store.alerts import AlertRepository
+    from serving.metrics import _report_gauges
+
+    alerts = AlertRepository(repository.engine)
+    assert Alerter(Settings(), alerts, clock=lambda: HOUR).drift(
+        reports.get(outcome.report_id), None)
+    payload = alerts.list(limit=5)[0]["payload"]
+    assert payload["sources"] == ["cam-0"] and "cam-0: brightness" in payload["text"]
+    latest = reports.latest_per_version(HOUR - timedelta(hours=2))
+    gauge = next(g for g in _report_gauges(latest, HOUR)
+                 if g.name == "vidmon_report_source_drift")
+    assert {s.labels["source"]: s.value for s in gauge.samples} == {
+        "cam-0": 1.0, "cam-1": 0.0, "cam-2": 0.0, "cam-3": 0.0}
