@@ -175,7 +175,8 @@ class MonitorSettings(BaseModel):
                     "of this many hours before the window: cameras differ from each other, "
                     "so a change is news against the camera's own past")
     source_baseline_rows: PositiveInt = Field(
-        default=500, description="newest baseline predictions per source a test reads")
+        default=500, description="baseline predictions per source a test reads, drawn at "
+                                 "random from the baseline hours")
     sample_rows: PositiveInt = Field(
         default=50_000,
         description="a window (or reference) larger than this is tested on a uniform sample "

@@ -74,11 +74,32 @@ def dashboard_data(request: Request, hours: int = 168) -> dict[str, Any]:
         "models": registry.versions() if registry else [],
         "volume": state.repository.hourly_volume(since=since),
         "timeline": state.reports.timeline(model_name=settings.model_name, limit=500),
+        "sources": _sources(state.reports.source_statuses(settings.model_name)),
         "reports": [{**r, "html_url": f"/v1/reports/{r['id']}/html"} for r in reports],
         "retrains": [{**d, "run_url": registry.run_url(d.get("mlflow_run_id"))
                       if registry else None} for d in decisions],
         "since": since.isoformat(),
     }
+
+
+def _sources(history: list[tuple[Any, dict[str, dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Each source seen in the recent reports: its status in the newest window it was in,
+    its drifted columns there, and in how many of its tested windows it drifted (and when
+    last); drifted ones first."""
+    seen: dict[str, dict[str, Any]] = {}
+    for end, statuses in history:  # newest first
+        for source, result in statuses.items():
+            entry = seen.setdefault(source, {
+                "source": source, "status": result["status"],
+                "drifted_columns": result["drifted_columns"], "window_end": end.isoformat(),
+                "tested": 0, "drifted": 0, "last_drifted": None})
+            if result["status"] in ("drifted", "no_drift"):
+                entry["tested"] += 1
+            if result["status"] == "drifted":
+                entry["drifted"] += 1
+                entry["last_drifted"] = entry["last_drifted"] or end.isoformat()
+    return sorted(seen.values(), key=lambda e: (e["status"] != "drifted", -e["drifted"],
+                                                e["source"]))
 
 
 def _latest(report: dict[str, Any]) -> dict[str, Any]:

@@ -181,7 +181,7 @@ def write_folder_env(settings: Settings, root: Path) -> Path:
     return path
 
 
-def _reset_local_store(settings: Settings, root: Path) -> None:
+def reset_local_store(settings: Settings, root: Path) -> None:
     """A fresh store for each run when it lives in the demo folder (MLflow is kept, so the
     first model is trained once)."""
     if not settings.database_url.startswith(f"sqlite:///{root}"):
@@ -385,7 +385,7 @@ def run_demo(settings: Settings, config: DemoConfig,
     began = time.monotonic()
     config.output.mkdir(parents=True, exist_ok=True)
     settings = demo_settings(settings, config)
-    _reset_local_store(settings, config.output.resolve())
+    reset_local_store(settings, config.output.resolve())
     write_folder_env(settings, config.output.resolve())
     say(cost_line(*_cores_in_use(), trains_base_model=not _has_base_model(settings)))
     base = ensure_base_model(settings, say)

@@ -39,6 +39,9 @@ class TrafficConfig:
     label_delay_hours: float = 0.25
     seconds_per_hour: float = 0.0  # real seconds a simulated hour lasts; 0: as fast as it can
     seed: int = 0
+    # Cameras the events come from in turn, named camera-0, camera-1, ... (sent as each
+    # request's source); 0: the requests name no source.
+    sources: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Sent:
     prediction_id: str | None = None
     predicted_label: str | None = None
     model_version: str | None = None
+    source: str | None = None
 
 
 @dataclass
@@ -97,13 +101,22 @@ class TrafficSimulator:
             raise ValueError(f"unsupported format {config.video_format}")
         self.base_url = base_url
         self.scenario = scenario
+        # What happens to one camera only (its lens goes out of focus), on top of
+        # ``scenario``, by source name.
+        self.source_scenarios: dict[str, Scenario] = {}
         self.config = config
         self.rng = np.random.default_rng(config.seed)
         self._pending_labels: list[tuple[float, str, str]] = []  # (due hour, id, label)
         self._workdir = Path(tempfile.mkdtemp(prefix="vidmon-traffic-"))
 
-    def _draw(self, hour: float) -> SimClip:
-        return draw_event(self.scenario, self.rng, hour, self.config.spec, self.config.fps)
+    def source_of(self, index: int) -> str | None:
+        """The camera the hour's ``index``-th event comes from (in turn), or None."""
+        return f"camera-{index % self.config.sources}" if self.config.sources else None
+
+    def _draw(self, hour: float, source: str | None = None) -> SimClip:
+        clip = draw_event(self.scenario, self.rng, hour, self.config.spec, self.config.fps)
+        own = self.source_scenarios.get(source) if source is not None else None
+        return own.transform(clip, self.rng, hour) if own is not None else clip
 
     def _encode(self, clip: SimClip, index: int) -> bytes:
         path = self._workdir / f"event-{index}{self.config.video_format}"
@@ -113,22 +126,24 @@ class TrafficSimulator:
         return data
 
     async def _post(self, client: httpx.AsyncClient, at: float, clip: SimClip, data: bytes,
-                    ) -> Sent:
+                    source: str | None = None) -> Sent:
         name = f"event{self.config.video_format}"
         files = {"file": (name, data, CONTENT_TYPES[self.config.video_format])}
-        response = await client.post("/v1/predict", files=files)
+        headers = {"x-vidmon-source": source} if source else {}
+        response = await client.post("/v1/predict", files=files, headers=headers)
         if response.status_code != 200:
-            return Sent(at, clip.label, response.status_code)
+            return Sent(at, clip.label, response.status_code, source=source)
         body = response.json()
         return Sent(at, clip.label, 200, body["prediction_id"], body["label"],
-                    body["model"]["version"])
+                    body["model"]["version"], source)
 
     async def run_hour(self, hour: float) -> HourResult:
         """Send this hour's requests, then the labels that have come due by its end."""
         result = HourResult(hour)
         times = [hour + i / self.config.requests_per_hour
                  for i in range(self.config.requests_per_hour)]
-        clips = [self._draw(at) for at in times]
+        sources = [self.source_of(i) for i in range(len(times))]
+        clips = [self._draw(at, source) for at, source in zip(times, sources)]
         payloads = [self._encode(c, i) for i, c in enumerate(clips)]
         limits = httpx.Limits(max_connections=self.config.concurrency)
         loop = asyncio.get_running_loop()
@@ -136,15 +151,15 @@ class TrafficSimulator:
         async with httpx.AsyncClient(base_url=self.base_url, timeout=120, limits=limits) as client:
             gate = asyncio.Semaphore(self.config.concurrency)
 
-            async def one(at: float, clip: SimClip, data: bytes) -> Sent:
+            async def one(at: float, clip: SimClip, data: bytes, source: str | None) -> Sent:
                 # Paced: each event leaves at its moment of the hour, scaled to real time.
                 await asyncio.sleep(max(0.0, began + (at - hour) * self.config.seconds_per_hour
                                         - loop.time()))
                 async with gate:
-                    return await self._post(client, at, clip, data)
+                    return await self._post(client, at, clip, data, source)
 
             result.sent = list(await asyncio.gather(
-                *[one(at, c, d) for at, c, d in zip(times, clips, payloads)]))
+                *[one(at, c, d, s) for at, c, d, s in zip(times, clips, payloads, sources)]))
             for sent in result.sent:
                 if sent.prediction_id and self.rng.random() < self.config.label_fraction:
                     self._pending_labels.append((sent.hour + self.config.label_delay_hours,

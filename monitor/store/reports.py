@@ -92,6 +92,20 @@ class ReportRepository:
             rows = [as_row(r) for r in connection.execute(query).mappings()]
             return rows, int(connection.execute(total).scalar_one())
 
+    def source_statuses(self, model_name: str, limit: int = 24
+                        ) -> list[tuple[datetime, dict[str, dict[str, Any]]]]:
+        """For the newest ``limit`` reports of a model, newest first: the window's end and
+        each source's status and drifted columns there (reports without sources omitted)."""
+        query = (sa.select(reports.c.window_end, reports.c.summary)
+                 .where(reports.c.model_name == model_name)
+                 .order_by(reports.c.window_end.desc()).limit(limit))
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [(as_utc(end), {s: {"status": r.get("status"),
+                                   "drifted_columns": r.get("drifted_columns", [])}
+                               for s, r in ((summary or {}).get("source_drift") or {}).items()})
+                for end, summary in rows if (summary or {}).get("source_drift")]
+
     def get(self, report_id: str) -> dict[str, Any] | None:
         """One report with its full summary (no snapshot, no page)."""
         query = sa.select(*SUMMARY_COLUMNS, reports.c.summary).where(reports.c.id == report_id)

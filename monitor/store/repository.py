@@ -312,14 +312,17 @@ class PredictionRepository:
 
     def source_history(self, model_name: str, sources: Sequence[str], *, since: datetime,
                        until: datetime, per_source: int) -> pd.DataFrame:
-        """The newest ``per_source`` production rows of each of ``sources`` in [since,
-        until), any version of the model: their ``source_id`` and image-quality columns
-        (the baseline each source's drift test compares against)."""
+        """At most ``per_source`` production rows of each of ``sources`` drawn at random
+        from [since, until), any version of the model: their ``source_id`` and image-quality
+        columns (the baseline each source's drift test compares against). At random, not
+        the newest: a busy camera's newest 500 rows are its last hour or two, and a change
+        would stop being news within the hour; drawn over the whole span it is news until
+        it fills about half of it."""
         columns = ["source_id", *PIXEL_FEATURES]
         if not sources:
             return pd.DataFrame(columns=columns)
         rank = sa.func.row_number().over(partition_by=predictions.c.source_id,
-                                         order_by=predictions.c.created_at.desc())
+                                         order_by=sa.func.random())
         ranked = (sa.select(*[predictions.c[c] for c in columns], rank.label("rank"))
                   .where(predictions.c.model_name == model_name,
                          predictions.c.source == "production",

@@ -137,6 +137,15 @@ def test_the_dashboard_shows_the_seeded_store_and_links_to_reports(dashboard) ->
     assert "v1" in card("serving")
     assert "No source drifted (2 of 2 tested against their own past)" in browser.find_element(
         By.ID, "drifted").text
+    # the sources table: each camera's newest status and its history; the filter narrows it
+    def source_rows() -> list[list[str]]:
+        return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                for tr in browser.find_elements(By.CSS_SELECTOR, "#sources tbody tr")]
+
+    assert source_rows() == [["cam-a", "no drift", "–", "0 of 1", "–"],
+                             ["cam-b", "no drift", "–", "0 of 1", "–"]]
+    browser.find_element(By.ID, "source-filter").send_keys("cam-b")
+    assert [r[0] for r in source_rows()] == ["cam-b"]
     assert {"drift": "drifted", "no_drift": "no drift"}[last["verdict"]] in card("inputs")
     assert {"ok": "not at risk", "at_risk": "at risk", "cannot_estimate": "cannot estimate"}[
         last["accuracy_risk"]] in card("accuracy")

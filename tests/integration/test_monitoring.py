@@ -201,7 +201,7 @@ def test_label_lags_measure_prediction_to_label(repository) -> None:
 
 def test_the_report_job_tests_each_source_against_its_own_past(repository, reports) -> None:
     """Four cameras with their own brightness; the store gives each its last hours as its
-    baseline (newest rows first, bounded), and the dark one that went bright is named."""
+    baseline (rows drawn at random, bounded), and the dark one that went bright is named."""
     from dataclasses import replace
 
     def camera(i: int, start: datetime, n: int, seed: int, brightness: float) -> list:

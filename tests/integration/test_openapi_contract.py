@@ -37,6 +37,10 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_response(
         result = subprocess.run(
             [cli, "run", f"{url}/openapi.json", "--checks", CHECKS, "--max-examples", "25",
              "--seed", "1", "--max-time", "60", "--workers", "1",
-             "-H", "Authorization: Bearer contract-key", "--warnings", "off"],
+             "-H", "Authorization: Bearer contract-key", "--warnings", "off",
+             # /v1/predict's multipart body (a binary file beside its source field) makes
+             # hypothesis draw large examples; on a loaded machine its generation health
+             # check then fails the run while every case it did send passed.
+             "--suppress-health-check", "data_too_large"],
             capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:]

@@ -11,7 +11,7 @@ import pytest
 from monitor.settings import ServeSettings, Settings
 from monitor.store import PredictionRepository, create_store_engine
 from serving.app import create_app
-from simulations.scenarios import build
+from simulations.scenarios import Scenario, build
 from simulations.traffic import TrafficConfig, TrafficSimulator
 from serving.background import running_server
 from training.registry import RegistrySource
@@ -90,3 +90,21 @@ def test_vidmon_simulate_paces_composed_scenarios_against_a_running_service(
     assert PredictionRepository(engine).count(source="production") == 12
     engine.dispose()
     assert main(["simulate", "--url", url, "--scenario", "nonesuch", "--hours", "1"]) == 2
+
+
+def test_events_come_from_cameras_in_turn_and_one_camera_can_drift_alone(service) -> None:
+    url, settings = service
+    simulator = TrafficSimulator(url, Scenario(), TrafficConfig(
+        requests_per_hour=12, concurrency=4, label_fraction=0.0, sources=3))
+    simulator.source_scenarios = {"camera-1": build("lighting", shift=80.0)}
+    result = asyncio.run(simulator.run_hour(0.0))
+    assert result.failures == 0
+    assert [s.source for s in result.sent] == ["camera-0", "camera-1", "camera-2"] * 4
+    engine = create_store_engine(settings.database_url)
+    rows = PredictionRepository(engine).get(s.prediction_id for s in result.sent)
+    engine.dispose()
+    by_camera = {c: [r["brightness"] for r in rows.values() if r["source_id"] == c]
+                 for c in ("camera-0", "camera-1", "camera-2")}
+    assert all(len(v) == 4 for v in by_camera.values())
+    assert np.mean(by_camera["camera-1"]) > max(np.mean(by_camera["camera-0"]),
+                                                 np.mean(by_camera["camera-2"])) + 40
