@@ -156,6 +156,50 @@ class ServeSettings(BaseModel):
         default=1.0, gt=0, description="how often the model's share of the cores is measured")
 
 
+class MediaSettings(BaseModel):
+    """Long videos classified in the background, and live streams."""
+
+    video_dir: Path = Field(default=Path("videos"),
+                            description="where uploaded long videos wait for their job")
+    max_video_bytes: PositiveInt = Field(default=4 * 1024**3,
+                                         description="largest long-video upload")
+    max_video_seconds: float = Field(default=4 * 3600.0, gt=0,
+                                     description="longest video a job classifies")
+    max_jobs: NonNegativeInt = Field(
+        default=1, description="long videos each replica classifies at once (0: none; it "
+                               "still takes jobs in, for other replicas)")
+    max_queued_jobs: PositiveInt = Field(
+        default=32, description="long-video jobs queued or running, all replicas together; "
+                                "beyond it new jobs get 503 and Retry-After")
+    job_batch_clips: PositiveInt = Field(
+        default=8, description="clips of a long video sent to the model together")
+    allowed_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="URL prefixes vidmon may read videos and streams from (comma "
+                    "separated; e.g. https://media.example.com/,rtsp://10.0.0.): none, "
+                    "only uploads")
+    max_streams: PositiveInt = Field(default=16,
+                                     description="live streams registered at once")
+    stream_hop: PositiveInt | None = Field(
+        default=None, description="model frames between a stream's clips (sliding window); "
+                                  "default: half a clip")
+    lease_s: float = Field(default=15.0, gt=0,
+                           description="a job or stream whose replica has not renewed its "
+                                       "hold for this long is taken over by another")
+    poll_interval_s: float = Field(default=1.0, gt=0,
+                                   description="how often a replica looks for jobs and streams")
+    open_timeout_s: float = Field(default=10.0, gt=0,
+                                  description="seconds to open a URL or wait for a frame")
+    retry_max_s: float = Field(default=30.0, gt=0,
+                               description="longest wait between reconnects of a stream "
+                                           "(the wait doubles from 1 s)")
+    dead_after_s: float = Field(default=60.0, gt=0,
+                                description="a stream without frames this long is dead "
+                                            "(still retried)")
+
+    _comma_separated = field_validator("allowed_urls", mode="before")(comma_list)
+
+
 class MonitorSettings(BaseModel):
     """How ``vidmon monitor`` schedules and judges reports."""
 
@@ -177,6 +221,9 @@ class MonitorSettings(BaseModel):
     source_baseline_rows: PositiveInt = Field(
         default=500, description="baseline predictions per source a test reads, drawn at "
                                  "random from the baseline hours")
+    clips_per_video: PositiveInt = Field(
+        default=32, description="clips of one long video its reports test, evenly spaced "
+                                "over it, so one long file cannot dominate a window")
     sample_rows: PositiveInt = Field(
         default=50_000,
         description="a window (or reference) larger than this is tested on a uniform sample "
@@ -394,6 +441,7 @@ class Settings(BaseSettings):
     train: TrainSettings = Field(default_factory=TrainSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,10 +29,11 @@ from monitor.clock import Clock, system_clock
 from monitor.errors import SetupError
 from monitor.labeling import LabelingQueue
 from monitor.runtime import resolve_device
-from monitor.settings import ServeSettings, Settings
+from monitor.settings import MediaSettings, ServeSettings, Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
 from monitor.store.alerts import AlertRepository
 from monitor.store.labeling import LabelingRepository
+from monitor.store.media import StreamRepository, VideoJobRepository
 from monitor.store.reports import ReportRepository
 from monitor.store.sources import SourceRepository
 from monitor.store.retrains import RetrainRepository
@@ -41,11 +44,14 @@ from monitor.cpu_share import CoreShare, ThreadBudget
 from serving.dashboard import router as dashboard_router
 from serving.docs import router as docs_router
 from serving.http import BodyLimit, Observe, install_error_handlers
-from serving.metrics import MonitoringCollector, ServiceMetrics
+from serving.media_routes import router as media_router
+from serving.metrics import MonitoringCollector, ServiceMetrics, StreamCollector
 from serving.routes import router
 from serving.service import PredictionService
 from serving.spool import Spool
 from serving.sources import SourceNames
+from serving.streams import StreamPuller
+from serving.videos import VideoJobRunner
 from serving.swap import ModelHolder, ModelSource, in_own_thread, load_warm
 from serving.writer import DurableWriter, store_failure
 
@@ -80,9 +86,13 @@ def _decode_limits(serve: ServeSettings) -> DecodeLimits:
                         max_seconds=serve.max_decode_seconds)
 
 
-def _body_limit(serve: ServeSettings):  # type: ignore[no-untyped-def]
+def _body_limit(serve: ServeSettings, media: MediaSettings):  # type: ignore[no-untyped-def]
     def limit_for(path: str) -> int:
-        return serve.max_request_bytes if path.startswith("/v1/predict") else serve.max_body_bytes
+        if path.startswith("/v1/predict"):
+            return serve.max_request_bytes
+        if path == "/v1/videos":  # the file, and a form's few fields around it
+            return media.max_video_bytes + 64 * 1024
+        return serve.max_body_bytes
     return limit_for
 
 
@@ -160,12 +170,32 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
             LabelingRepository(engine), settings.monitor, source.profile, clock)
         app.state.service, app.state.repository = service, repository
         app.state.sources = SourceNames(SourceRepository(engine), serve.max_sources, clock)
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        app.state.video_jobs = VideoJobRepository(engine)
+        app.state.streams = StreamRepository(engine)
+        runner = VideoJobRunner(service, app.state.video_jobs, settings.media,
+                                settings.monitor.clips_per_video, serve.max_frame_pixels,
+                                holder, clock)
+        puller = StreamPuller(service, app.state.streams, settings.media,
+                              serve.max_frame_pixels, holder)
+        media_tasks = [asyncio.create_task(runner.run()), asyncio.create_task(puller.run())]
+        streams_collector = StreamCollector(lambda: puller.stats)
+        metrics.registry.register(streams_collector)
+        metrics.gauge("vidmon_video_jobs_running", "long-video jobs running on this replica",
+                      lambda: float(len(runner.running)))
+        metrics.gauge("vidmon_video_clips_total", "clips of long videos classified here",
+                      lambda: float(runner.clips_done))
         app.state.writer, app.state.ready = writer, True
         log.info("serving %s version %s on %s", runtime.name, runtime.version, device)
         try:
             yield
         finally:
             app.state.ready = False
+            for task in media_tasks:
+                task.cancel()
+            await puller.stop()
+            await runner.stop()
+            metrics.registry.unregister(streams_collector)
             poller.cancel()
             watchdog.cancel()
             sender.stop()
@@ -184,7 +214,7 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
     app.state.source, app.state.clock = source, clock
 
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, limit_for=_body_limit(serve))  # inside Observe: counted
+    app.add_middleware(BodyLimit, limit_for=_body_limit(serve, settings.media))  # inside Observe: counted
 
     def observe(route: str, status: int, seconds: float) -> None:
         metrics.latency.labels(route=route).observe(seconds)
@@ -193,6 +223,7 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
     app.add_middleware(Observe, observe=observe)
 
     app.include_router(router)
+    app.include_router(media_router)
     app.include_router(monitoring_router)
     app.include_router(admin_router)
     app.include_router(dashboard_router)

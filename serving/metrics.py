@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -16,7 +16,7 @@ from monitor.clock import Clock
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
 
-__all__ = ["CONTENT_TYPE_LATEST", "MonitoringCollector", "ServiceMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "MonitoringCollector", "ServiceMetrics", "StreamCollector"]
 
 
 class ServiceMetrics:
@@ -190,3 +190,32 @@ def _retrain_gauge(states: dict[str, dict[str, Any] | None]) -> GaugeMetricFamil
         for state in RETRAIN_STATES:
             metric.add_metric([model, state], 1.0 if state == current else 0.0)
     return metric
+
+
+class StreamCollector(Collector):
+    """Per-stream counters of the streams this replica pulls (at most media.max_streams
+    label values): frames in, dropped, clips, reconnects, lag behind live, and whether the
+    stream is live."""
+
+    def __init__(self, stats: Callable[[], list[Any]]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        rows = self.stats()
+        for name, doc, kind, read in (
+                ("vidmon_stream_frames_in", "frames read from the stream", "counter",
+                 lambda s: s.frames_in),
+                ("vidmon_stream_frames_dropped", "model frames of clips dropped while the "
+                 "model was behind", "counter", lambda s: s.frames_dropped),
+                ("vidmon_stream_clips", "clips classified", "counter", lambda s: s.clips),
+                ("vidmon_stream_reconnects", "times the stream was reopened", "counter",
+                 lambda s: s.reconnects),
+                ("vidmon_stream_lag_seconds", "newest frame's arrival to its clip's answer",
+                 "gauge", lambda s: s.lag_s),
+                ("vidmon_stream_live", "1 while frames arrive, 0 while reconnecting or "
+                 "dead", "gauge", lambda s: float(s.state == "live"))):
+            family = (CounterMetricFamily(name, doc, labels=["stream"]) if kind == "counter"
+                      else GaugeMetricFamily(name, doc, labels=["stream"]))
+            for s in rows:
+                family.add_metric([s.source_id], float(read(s)))
+            yield family

@@ -12,6 +12,7 @@ of concurrent requests (:mod:`serving.writer`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ import numpy as np
 from monitor.clips import ClipStore
 from monitor.clock import Clock, system_clock
 from monitor.errors import Overloaded
-from monitor.features import feature_dict
+from monitor.features import VideoMeta, feature_dict
 from monitor.profile import entropy
 from monitor.runtime import ModelRuntime
 from monitor.store.records import PredictionRecord, encode_embedding, new_prediction_id
@@ -48,6 +49,26 @@ class Prepared:
 
     decoded: DecodedUpload
     decode_ms: float
+
+
+@dataclass(frozen=True)
+class ClipFacts:
+    """What is known of the file or stream a clip came from, logged with it."""
+
+    meta: VideoMeta | None
+    content_type: str | None
+    size_bytes: int | None
+    codec: str | None
+
+
+@dataclass(frozen=True)
+class PlacedClip:
+    """A clip's id, its place in its video or stream, and whether reports may sample it."""
+
+    id: str
+    start_s: float
+    end_s: float
+    in_reports: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -147,12 +168,14 @@ class PredictionService:
         labels = runtime.label_names
         video_id = new_prediction_id()
         single = len(video.clips) == 1
+        decoded = prepared.decoded
         segments, records = [], []
         for i, segment in enumerate(video.segments):
-            record = self._record(runtime, prepared, probabilities[i], embeddings[i],
-                                  pixels[i], video_id if single else new_prediction_id(),
-                                  video_id, await self._maybe_keep_clip(video.clips[i]),
-                                  source_id)
+            record = self._record(runtime, ClipFacts(decoded.video.meta, decoded.content_type,
+                                                     decoded.size_bytes, decoded.video.codec),
+                                  probabilities[i], embeddings[i], pixels[i],
+                                  video_id if single else new_prediction_id(), video_id,
+                                  await self._maybe_keep_clip(video.clips[i]), source_id)
             records.append(record)
             segments.append(SegmentPrediction(record.id, record.predicted_label,
                                               record.confidence, round(segment.start_s, 3),
@@ -177,9 +200,31 @@ class PredictionService:
                         **({"log": round(log_ms, 3)} if self.writer is not None else {})},
         )
 
-    def _record(self, runtime: ModelRuntime, prepared: Prepared, probabilities: np.ndarray,
-                embedding: np.ndarray, pixels: np.ndarray, record_id: str, video_id: str,
-                clip_path: str | None, source_id: str | None) -> PredictionRecord:
+    async def log_clips(self, clips: np.ndarray, placed: list[PlacedClip], facts: ClipFacts,
+                        video_id: str | None, source_id: str | None
+                        ) -> tuple[ModelRuntime, np.ndarray]:
+        """Classify clips of a long video or a stream (K, T, H, W, 3) and log each, with its
+        place, once durable; the runtime that answered and the probabilities (K, C).
+        ``Overloaded`` when the model's queue or the log is full (the caller waits)."""
+        self._check_capacity(len(clips))
+        probabilities, embeddings, pixels, runtimes = await self.batcher.submit(clips)
+        runtime: ModelRuntime = runtimes[0]
+        records = []
+        for i, place in enumerate(placed):
+            record = self._record(runtime, facts, probabilities[i], embeddings[i], pixels[i],
+                                  place.id, video_id, await self._maybe_keep_clip(clips[i]),
+                                  source_id)
+            records.append(dataclasses.replace(record, clip_start_s=place.start_s,
+                                               clip_end_s=place.end_s,
+                                               in_reports=place.in_reports))
+        if self.writer is not None:
+            await self.writer.write(records)
+        return runtime, probabilities
+
+    def _record(self, runtime: ModelRuntime, facts: "ClipFacts", probabilities: np.ndarray,
+                embedding: np.ndarray, pixels: np.ndarray, record_id: str,
+                video_id: str | None, clip_path: str | None, source_id: str | None
+                ) -> PredictionRecord:
         top = int(np.argmax(probabilities))
         labels = runtime.label_names
         return PredictionRecord(
@@ -193,10 +238,10 @@ class PredictionService:
             entropy=float(entropy(probabilities)),
             probabilities={name: float(p) for name, p in zip(labels, probabilities)},
             embedding=encode_embedding(embedding),
-            features=feature_dict(pixels, prepared.decoded.video.meta),
-            content_type=prepared.decoded.content_type,
-            size_bytes=prepared.decoded.size_bytes,
-            codec=prepared.decoded.video.codec,
+            features=feature_dict(pixels, facts.meta),
+            content_type=facts.content_type,
+            size_bytes=facts.size_bytes,
+            codec=facts.codec,
             clip_path=clip_path,
             created_at=self.clock(),
         )

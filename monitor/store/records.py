@@ -53,6 +53,14 @@ def new_prediction_id() -> str:
     return body + _id_check(body)
 
 
+def derived_prediction_id(parent: str, index: int) -> str:
+    """The id of clip ``index`` of a long video ``parent``: the same each time, so a job
+    taken over after its replica died writes each clip once (stored ids are skipped)."""
+    body = hashlib.blake2b(f"{parent}:{index}".encode("ascii"), digest_size=12,
+                           person=b"vidmon-clip").hexdigest()
+    return body + _id_check(body)
+
+
 def is_issued_id(value: str) -> bool:
     """Whether ``value`` has the form of an id vidmon issued (its check matches); a random
     string passes with probability 2^-32."""
@@ -91,6 +99,9 @@ class PredictionRecord:
     id: str = field(default_factory=new_prediction_id)
     video_id: str | None = None  # the upload's id; its clips share it
     source_id: str | None = None  # the camera, stream or client it came from
+    clip_start_s: float | None = None  # where in its video or stream the clip lies
+    clip_end_s: float | None = None
+    in_reports: bool | None = None  # False: a long video's clip its reports leave out
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def to_row(self) -> dict[str, Any]:

@@ -303,7 +303,9 @@ class PredictionRepository:
                            ) -> list[sa.ColumnElement[bool]]:
         conditions = [predictions.c.model_name == model_name,
                       predictions.c.model_version == model_version,
-                      predictions.c.source == source]
+                      predictions.c.source == source,
+                      # a long video's clips beyond its sample stay out of its reports
+                      predictions.c.in_reports.is_not(False)]
         if since is not None:
             conditions.append(predictions.c.created_at >= since)
         if until is not None:

@@ -58,6 +58,11 @@ predictions = sa.Table(
     sa.Column("video_id", sa.String(32), nullable=True, index=True),
     # The camera, stream or client the prediction came from (bounded: see sources)
     sa.Column("source_id", sa.String(64), nullable=True),
+    # Where in its video or stream the clip lies (seconds), for timelines and span labels
+    sa.Column("clip_start_s", sa.Float, nullable=True),
+    sa.Column("clip_end_s", sa.Float, nullable=True),
+    # False for a long video's clips beyond the few its reports sample (NULL: in reports)
+    sa.Column("in_reports", sa.Boolean, nullable=True),
     sa.Column("queue_p_wrong", sa.Float, nullable=True),
     sa.Column("queue_inclusion", sa.Float, nullable=True),
     sa.Column("queue_selected", sa.Boolean, nullable=True),
@@ -194,4 +199,67 @@ alert_deliveries = sa.Table(
     sa.Column("sent_at", UTCDateTime(), nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
+)
+
+# A long video classified clip by clip in the background. Its clips are logged as
+# predictions with video_id = the job's id; the replica working on it holds the job by
+# renewing heartbeat_at, and a job whose heartbeat is older than the lease is taken over.
+video_jobs = sa.Table(
+    "video_jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("location", sa.String(2000), nullable=False),
+    sa.Column("uploaded", sa.Boolean, nullable=False),
+    sa.Column("filename", sa.String(300), nullable=True),
+    sa.Column("source_id", sa.String(64), nullable=True),
+    sa.Column("size_bytes", sa.BigInteger, nullable=True),
+    sa.Column("duration_s", sa.Float, nullable=True),
+    sa.Column("clips_expected", sa.Integer, nullable=True),
+    sa.Column("clips_done", sa.Integer, nullable=False),
+    sa.Column("seconds_done", sa.Float, nullable=False),
+    sa.Column("label", sa.String(100), nullable=True),
+    sa.Column("confidence", sa.Float, nullable=True),
+    sa.Column("model_name", sa.String(200), nullable=True),
+    sa.Column("model_version", sa.String(32), nullable=True),
+    sa.Column("error", sa.String(500), nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Column("holder", sa.String(200), nullable=True),
+    sa.Column("heartbeat_at", UTCDateTime(), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_video_jobs_status", "status", "created_at"),
+)
+
+# A live stream a replica pulls frames from; held like a video job, by its heartbeat.
+streams = sa.Table(
+    "streams",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Column("hop", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("holder", sa.String(200), nullable=True),
+    sa.Column("heartbeat_at", UTCDateTime(), nullable=True),
+    sa.Column("last_frame_at", UTCDateTime(), nullable=True),
+    sa.Column("stopped_at", UTCDateTime(), nullable=True),
+)
+
+# A stream's label changed: when (seconds into the stream, counted from the frame the
+# puller first read), to what, and how sure.
+stream_events = sa.Table(
+    "stream_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("stream_id", sa.String(32), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("at_s", sa.Float, nullable=False),
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Index("ix_stream_events_stream", "stream_id", "id"),
 )
