@@ -76,6 +76,7 @@ class _Pull:
         self.meta: VideoMeta | None = None
         self.codec: str | None = None
         self.started = time.monotonic()
+        self.first_frame: float | None = None  # monotonic time of the stream's first frame
         self.thread = threading.Thread(target=self._read, daemon=True,
                                        name=f"vidmon-stream-{row['id'][:8]}")
         self.task: asyncio.Task[None] | None = None
@@ -119,8 +120,12 @@ class _Pull:
                 if self.stop.is_set():
                     return
                 now = time.monotonic()
-                if offset is None:  # this connection's time 0, in the stream's time
-                    offset = now - self.started
+                if offset is None:
+                    # Stream time is the first connection's own clock (its timestamps
+                    # from its first frame); a reconnection starts at the wall time
+                    # elapsed since that frame, so times keep increasing.
+                    self.first_frame = self.first_frame or now
+                    offset = now - self.first_frame
                 self.stats.frames_in += 1
                 self.stats.last_frame, self.stats.state = now, "live"
                 for clip in sampler.push(t, frame):
