@@ -173,6 +173,10 @@ class MediaSettings(BaseModel):
                                 "beyond it new jobs get 503 and Retry-After")
     job_batch_clips: PositiveInt = Field(
         default=8, description="clips of a long video sent to the model together")
+    uniform_clip_s: float = Field(
+        default=2.0, gt=0, le=60,
+        description="a model whose card samples each upload uniformly (one clip an upload) "
+                    "sees long videos and streams as clips of this many seconds")
     allowed_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="URL prefixes vidmon may read videos and streams from (comma "

@@ -28,7 +28,7 @@ from monitor.store.records import new_prediction_id
 from monitor.store.sources import OTHER_SOURCE
 from serving.routes import ModelRef, SourceField, SourceHeader, _one_source, _service
 from serving.streams import default_hop
-from serving.videos import check_card, probe_video, save_upload
+from serving.videos import probe_video, save_upload
 
 router = APIRouter()
 JobId = Annotated[str, PathParam(max_length=64)]
@@ -169,7 +169,6 @@ async def submit_video(request: Request,
     jobs = _jobs(request)
     settings = request.app.state.settings
     media = settings.media
-    check_card(service.runtime.card)
     await _admit_job(request)
     logged_as = await _source(request, _one_source(source, source_header))
     job_id = new_prediction_id()
@@ -224,7 +223,7 @@ async def get_video(request: Request, job_id: JobId,
 
 
 @router.delete("/v1/videos/{job_id}", response_model=VideoJobOut, tags=["videos"],
-               response_model_exclude_none=True, responses=responses(404, 503))
+               response_model_exclude_none=True, responses=responses(404, 422, 503))
 async def cancel_video(request: Request, job_id: JobId) -> VideoJobOut:
     """Cancel a job: a queued one at once, a running one within a batch of clips (the
     clips it logged stay). A finished job is answered as it is."""
@@ -246,7 +245,7 @@ class SpanLabelOut(BaseModel):
 
 
 @router.post("/v1/videos/{job_id}/labels", response_model=SpanLabelOut, tags=["feedback"],
-             responses=responses(404, 409, 422, 503))
+             responses=responses(400, 404, 409, 413, 422, 503))
 async def label_span(request: Request, job_id: JobId, body: SpanLabelIn) -> SpanLabelOut:
     """The true label of a time span of a long video: every clip whose middle lies in
     [start_s, end_s) gets it (answered once committed)."""
@@ -315,13 +314,12 @@ def _streams(request: Request):  # type: ignore[no-untyped-def]
 
 
 @router.post("/v1/streams", response_model=StreamOut, status_code=201, tags=["streams"],
-             response_model_exclude_none=True, responses=responses(409, 422, 503))
+             response_model_exclude_none=True, responses=responses(400, 409, 413, 422, 503))
 async def add_stream(request: Request, body: StreamIn) -> StreamOut:
     """Start monitoring a live stream: one replica pulls it at the card's frame rate,
     classifies a sliding window and records each change of label."""
     service = _service(request)
     media = request.app.state.settings.media
-    check_card(service.runtime.card)
     if not allowed_location(body.url, media.allowed_urls):
         raise InvalidInput(f"vidmon may not read {body.url[:200]!r}: stream URLs must lie "
                            "under media.allowed_urls (VIDMON_MEDIA__ALLOWED_URLS)")
@@ -363,7 +361,7 @@ async def get_stream(request: Request, stream_id: JobId,
 
 
 @router.delete("/v1/streams/{stream_id}", response_model=StreamOut, tags=["streams"],
-               response_model_exclude_none=True, responses=responses(404, 503))
+               response_model_exclude_none=True, responses=responses(404, 422, 503))
 async def stop_stream(request: Request, stream_id: JobId) -> StreamOut:
     """Stop pulling a stream (within ``media.poll_interval_s``); its events stay."""
     streams = _streams(request)

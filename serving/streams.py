@@ -110,11 +110,13 @@ class _Pull:
         url = location_for_ffmpeg(self.row["url"])
         with open_media(url, self.media.open_timeout_s, self.max_frame_pixels) as container:
             info = media_info(container)
-            span = self.card.frames * model_frame_interval(self.card)
+            span = self.card.frames * model_frame_interval(self.card,
+                                                           self.media.uniform_clip_s)
             self.meta = VideoMeta(frame_count=max(1, round(span * (info.fps or 1))),
                                   fps=info.fps, width=info.width, height=info.height)
             self.codec = info.codec
-            sampler = ClipSampler(self.card, self.row["hop"], frame_converter(self.card))
+            sampler = ClipSampler(self.card, self.row["hop"], frame_converter(self.card),
+                                  self.media.uniform_clip_s)
             offset = None
             for t, frame in timed_frames(container, self.max_frame_pixels):
                 if self.stop.is_set():

@@ -27,7 +27,7 @@ import numpy as np
 
 from monitor.card import ModelCard
 from monitor.clock import Clock
-from monitor.errors import InvalidInput, Overloaded, PayloadTooLarge, VidmonError
+from monitor.errors import Overloaded, PayloadTooLarge, VidmonError
 from monitor.features import VideoMeta
 from monitor.media.reader import (
     frame_converter,
@@ -47,13 +47,15 @@ log = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
 
 
-def expected_clips(duration_s: float | None, card: ModelCard) -> int | None:
+def expected_clips(duration_s: float | None, card: ModelCard, uniform_clip_s: float
+                   ) -> int | None:
     """Clips a video of ``duration_s`` gives when tiled by the card's clip (the last one
     ending at the end); None when the duration is unknown."""
     if duration_s is None or duration_s <= 0:
         return None
     # model frames at 0, dt, 2 dt ... before the end
-    model_frames = max(1, math.ceil(duration_s / model_frame_interval(card) - 1e-6))
+    interval = model_frame_interval(card, uniform_clip_s)
+    model_frames = max(1, math.ceil(duration_s / interval - 1e-6))
     return max(1, math.ceil(model_frames / card.frames))
 
 
@@ -100,7 +102,6 @@ class Probe:
 def probe_video(location: str, card: ModelCard, media: MediaSettings,
                 max_frame_pixels: int) -> Probe:
     """Open the video and check it against the limits (blocking)."""
-    check_card(card)
     with open_media(location_for_ffmpeg(location), media.open_timeout_s,
                     max_frame_pixels) as container:
         info = media_info(container)
@@ -110,7 +111,8 @@ def probe_video(location: str, card: ModelCard, media: MediaSettings,
     if info.duration_s is not None and info.duration_s > media.max_video_seconds:
         raise PayloadTooLarge(f"the video lasts {info.duration_s:.0f} s, over the limit of "
                               f"{media.max_video_seconds:g} s (media.max_video_seconds)")
-    return Probe(info.duration_s, expected_clips(info.duration_s, card))
+    return Probe(info.duration_s, expected_clips(info.duration_s, card,
+                                                 media.uniform_clip_s))
 
 
 @dataclass
@@ -147,11 +149,13 @@ class _Decoder:
         with open_media(location_for_ffmpeg(self.location), self.media.open_timeout_s,
                         self.max_frame_pixels) as container:
             info = media_info(container)
-            clip_span = self.card.frames * model_frame_interval(self.card)
+            clip_span = self.card.frames * model_frame_interval(self.card,
+                                                                self.media.uniform_clip_s)
             self.meta = VideoMeta(frame_count=max(1, round(clip_span * (info.fps or 1))),
                                   fps=info.fps, width=info.width, height=info.height)
             self.codec = info.codec
-            sampler = ClipSampler(self.card, self.card.frames, frame_converter(self.card))
+            sampler = ClipSampler(self.card, self.card.frames, frame_converter(self.card),
+                                  self.media.uniform_clip_s)
             frames = timed_frames(container, self.max_frame_pixels,
                                   self.media.max_video_seconds)
             for clip in sample_clips(frames, sampler, cover_tail=True):
@@ -287,11 +291,3 @@ class VideoJobRunner:
 def _now() -> datetime:
     """Leases run on the real clock (a simulation's clock may run faster)."""
     return datetime.now(UTC)
-
-
-def check_card(card: ModelCard) -> None:
-    """``InvalidInput`` unless the card can make a timeline."""
-    try:
-        model_frame_interval(card)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None

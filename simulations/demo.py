@@ -412,15 +412,19 @@ def run_demo(settings: Settings, config: DemoConfig,
     return result
 
 
-def demo_command(settings: Settings, config: DemoConfig) -> int:
-    """``vidmon demo``: exit 0 when every check passed."""
+def quiet_libraries() -> None:
+    """The demo prints its own progress; library chatter would bury it."""
     import os
     import warnings
 
-    # The demo prints its own progress; library chatter would bury it.
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("training").setLevel(logging.INFO)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def demo_command(settings: Settings, config: DemoConfig) -> int:
+    """``vidmon demo``: exit 0 when every check passed."""
+    quiet_libraries()
     return 0 if run_demo(settings, config).passed else 1

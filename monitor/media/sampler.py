@@ -35,12 +35,13 @@ class TimedClip:
     arrived: float
 
 
-def model_frame_interval(card: ModelCard) -> float:
-    """Seconds between the model frames of one clip; the card must sample at a rate."""
+def model_frame_interval(card: ModelCard, uniform_clip_s: float) -> float:
+    """Seconds between the model frames of one clip: the card's ``stride / fps``; a card
+    that samples each upload uniformly (its clip is the whole upload) has no time scale of
+    its own, so a long video or stream is cut into clips of ``uniform_clip_s`` seconds,
+    each sampled uniformly (setting ``media.uniform_clip_s``)."""
     if card.sampling_fps is None:
-        raise ValueError("the model card samples each video uniformly (one clip a video); "
-                         "timelines of long videos and streams need a card with "
-                         "sampling: {fps, stride}")
+        return uniform_clip_s / card.frames
     return card.stride / card.sampling_fps
 
 
@@ -48,12 +49,13 @@ class ClipSampler(Generic[F]):
     """Feed frames in time order with :meth:`push`; it returns the clips they complete."""
 
     def __init__(self, card: ModelCard, hop: int, convert: Callable[[F], np.ndarray],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 uniform_clip_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
         if hop < 1:
             raise ValueError("the hop must be at least one model frame")
         self.frames = card.frames
         self.hop = hop
-        self.dt = model_frame_interval(card)
+        self.dt = model_frame_interval(card, uniform_clip_s)
         self.convert = convert
         self.clock = clock
         self.ring: deque[np.ndarray] = deque(maxlen=card.frames)

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from monitor.settings import MediaSettings, MonitorSettings, ServeSettings, Settings
-from monitor.store import create_store_engine, upgrade_database
+from monitor.store import PredictionRepository, create_store_engine, upgrade_database
 from monitor.store.media import VideoJobRepository
 from monitor.store.schema import predictions
 from serving.app import create_app
@@ -94,6 +94,10 @@ def test_a_whole_video_gives_every_clip_and_the_timeline_of_its_scenes(
     # Its reports test 4 clips of it (monitor.clips_per_video), evenly spaced.
     sampled = [r["clip_start_s"] for r in rows if r["in_reports"] is not False]
     assert sampled == [0.0, 4.0, 7.0, 11.0]
+    window = PredictionRepository(create_store_engine(database_url)).load_window(
+        "colour-model", "1")
+    assert sorted(window.frame["id"]) == sorted(r["id"] for r in rows if r["in_reports"]
+                                                is not False)
     assert not list((tmp_path / "videos").iterdir())  # the upload is gone once done
 
 

@@ -59,9 +59,13 @@ def test_the_tail_and_a_video_shorter_than_a_clip_are_covered() -> None:
     assert list(sample_clips(iter(_source(1.5, 8.0)), ClipSampler(CARD, 4, _frame))) != tail
 
 
-def test_a_card_without_a_frame_rate_cannot_cut_a_timeline() -> None:
-    with pytest.raises(ValueError, match="sampling"):
-        ClipSampler(ModelCard(("a", "b"), 4, 3, 3), 1, _frame)
+def test_a_card_that_samples_uploads_uniformly_sees_clips_of_the_set_length() -> None:
+    sampler = ClipSampler(ModelCard(("a", "b"), 4, 3, 3), 4, _frame, uniform_clip_s=2.0)
+    clips = list(sample_clips(iter(_source(4.0, 8.0)), sampler))
+    assert [(c.start_s, c.end_s) for c in clips] == [(0.0, 2.0), (2.0, 4.0)]
+    assert [int(f[0, 0, 0]) for f in clips[0].clip] == [0, 4, 8, 12]
+    with pytest.raises(ValueError, match="hop"):
+        ClipSampler(CARD, 0, _frame)
 
 
 def test_the_timeline_merges_runs_and_the_label_is_the_mean_answer() -> None:
@@ -81,7 +85,7 @@ def test_a_long_video_puts_a_bounded_evenly_spaced_sample_in_reports() -> None:
     assert [i for i in range(10) if in_report_sample(i, 10, 32)] == list(range(10))
     assert not in_report_sample(3600, 3600, 32)  # past the expected length
     assert [i for i in range(50) if in_report_sample(i, None, 4)] == [0, 1, 2, 3]
-    assert expected_clips(14.0, CARD) == 14 and expected_clips(None, CARD) is None
+    assert expected_clips(14.0, CARD, 2.0) == 14 and expected_clips(None, CARD, 2.0) is None
 
 
 def test_only_urls_under_an_allowed_prefix_may_be_read(tmp_path) -> None:
