@@ -198,7 +198,7 @@ class VideoJobRunner:
             try:
                 while len(self.running) < self.media.max_jobs:
                     job = await asyncio.to_thread(self.jobs.claim, self.holder,
-                                                  self.media.lease_s, _now())
+                                                  self.media.lease_s, _now(), os.path.isfile)
                     if job is None:
                         break
                     task = asyncio.create_task(self._run_job(job))
@@ -209,11 +209,18 @@ class VideoJobRunner:
             await asyncio.sleep(self.media.poll_interval_s)
 
     async def stop(self) -> None:
-        """Stop the jobs running here; their heartbeats stop, so another replica (or this
-        one after a restart) takes them over where they were."""
+        """Stop the jobs running here and give them back, so another replica (or this one
+        after a restart) takes them over where they were (or, with the store away, once
+        their lease runs out)."""
+        held = list(self.running)
         for task in list(self.running.values()):
             task.cancel()
         await asyncio.gather(*self.running.values(), return_exceptions=True)
+        for job_id in held:
+            try:
+                await asyncio.to_thread(self.jobs.release, job_id, self.holder)
+            except Exception:  # noqa: BLE001 - the lease runs out instead
+                log.warning("could not give video job %s back; its lease runs out", job_id)
 
     async def _run_job(self, job: dict[str, Any]) -> None:
         job_id = job["id"]

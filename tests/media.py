@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import io
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -85,3 +91,40 @@ def write_colour_dataset(root: Path, per_class: int, *, frames: int = 24, height
             write_video(colour_clip(label, rng, frames, height, width), root / label / f"{i}.mp4",
                         fps=fps)
     return root
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def ffmpeg_stream(path: Path, port: int, loops: int = 0, again: bool = False
+                  ) -> Iterator[None]:
+    """FFmpeg serving ``path`` in real time as MPEG-TS over HTTP on 127.0.0.1:port, to one
+    client at a time (started again for the next client with ``again``); killed on exit."""
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop",
+               str(loops), "-i", str(path), "-c", "copy", "-f", "mpegts", "-listen", "1",
+               f"http://127.0.0.1:{port}/live.ts"]
+    stop = threading.Event()
+    current: list[subprocess.Popen] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            current.append(subprocess.Popen(command, stdin=subprocess.DEVNULL))
+            while current[-1].poll() is None and not stop.is_set():
+                time.sleep(0.05)
+            if not again:
+                return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        for process in current:
+            process.kill()
+            process.wait(10)

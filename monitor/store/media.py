@@ -8,6 +8,7 @@ replica's only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,17 +62,22 @@ class VideoJobRepository:
                 video_jobs.c.id == job_id)).mappings().first()
         return None if row is None else dict(row)
 
-    def claim(self, holder: str, lease_s: float, now: datetime) -> dict[str, Any] | None:
+    def claim(self, holder: str, lease_s: float, now: datetime,
+              readable: Callable[[str], bool] = lambda location: True
+              ) -> dict[str, Any] | None:
         """The oldest job waiting, or running on a replica whose heartbeat stopped, now
-        held by ``holder``; None when there is none."""
+        held by ``holder``; None when there is none. An uploaded file lies on the disk of
+        the replica that took it in: a job whose file ``readable`` says this replica cannot
+        see is left for one that can."""
         stale = now - timedelta(seconds=lease_s)
         waiting = sa.or_(video_jobs.c.status == "queued",
                          sa.and_(video_jobs.c.status == "running",
                                  video_jobs.c.heartbeat_at < stale))
         with self.engine.connect() as connection:
-            candidates = connection.execute(
-                sa.select(video_jobs.c.id).where(waiting)
-                .order_by(video_jobs.c.created_at).limit(5)).scalars().all()
+            candidates = [row.id for row in connection.execute(
+                sa.select(video_jobs.c.id, video_jobs.c.location, video_jobs.c.uploaded)
+                .where(waiting).order_by(video_jobs.c.created_at).limit(20))
+                if not row.uploaded or readable(row.location)]
         for job_id in candidates:
             with self.engine.begin() as connection:
                 taken = connection.execute(video_jobs.update().where(
@@ -91,6 +97,15 @@ class VideoJobRepository:
                 .values(heartbeat_at=now, **progress)
                 .returning(video_jobs.c.cancel_requested)).first()
         return Held(False) if row is None else Held(True, bool(row[0]))
+
+    def release(self, job_id: str, holder: str) -> None:
+        """Give a running job back (a replica shutting down), so it is taken at once, by
+        this replica after a restart or by another, where it stopped."""
+        with self.engine.begin() as connection:
+            connection.execute(video_jobs.update().where(
+                video_jobs.c.id == job_id, video_jobs.c.holder == holder,
+                video_jobs.c.status == "running").values(status="queued", holder=None,
+                                                        heartbeat_at=None))
 
     def finish(self, job_id: str, holder: str, status: str, now: datetime,
                **outcome: Any) -> bool:

@@ -175,3 +175,29 @@ def test_a_job_whose_replica_died_is_taken_over_where_it_stopped(
     assert [r["clip_start_s"] for r in rows] == [9.0, 10.0, 11.0, 12.0, 13.0]
     assert jobs.heartbeat("a" * 32, "dead-replica", datetime.now(UTC)).held is False
     engine.dispose()
+
+
+def test_a_replica_stopped_mid_job_gives_it_back_and_each_clip_is_logged_once(
+        database_url: str, tmp_path: Path) -> None:
+    video = write_scenes(tmp_path / "long.mp4", [("red", 20.0), ("blue", 20.0)])
+    settings = _settings(database_url, tmp_path, job_batch_clips=1)
+    # Each one-clip batch waits 100 ms for company: the job takes seconds, time to stop it.
+    slow = settings.model_copy(update={"serve": settings.serve.model_copy(
+        update={"max_wait_ms": 100})})
+    with _client(slow) as client:
+        job_id = client.post("/v1/videos", files={
+            "file": ("long.mp4", video.read_bytes(), "video/mp4")}).json()["id"]
+        _until_done = time.monotonic() + 60
+        while client.get(f"/v1/videos/{job_id}").json()["clips_done"] < 3:
+            assert time.monotonic() < _until_done
+            time.sleep(0.05)
+    stopped = VideoJobRepository(create_store_engine(database_url)).get(job_id)
+    assert stopped["status"] == "queued" and stopped["holder"] is None  # given back
+    assert 3 <= stopped["clips_done"] < 40
+    with _client(settings) as client:
+        job = _wait(client, job_id, {"done", "failed"})
+    assert job["status"] == "done" and job["clips_done"] == 40, job
+    assert [(s["label"], s["start_s"], s["end_s"]) for s in job["timeline"]] == [
+        ("red", 0.0, 20.0), ("blue", 20.0, 40.0)]
+    rows = _rows(database_url, job_id)
+    assert [r["clip_start_s"] for r in rows] == [float(i) for i in range(40)]

@@ -5,12 +5,9 @@ by a model that is not vidmon's own (the colour model)."""
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -20,6 +17,7 @@ from monitor.settings import MediaSettings, ServeSettings, Settings
 from serving.app import create_app
 from serving.background import running_server
 from tests.colour_model import COLOUR_CARD, ColourSource, write_scenes
+from tests.media import ffmpeg_stream, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 
@@ -32,43 +30,6 @@ HOP_S = HOP * COLOUR_CARD.stride / COLOUR_CARD.sampling_fps
 @pytest.fixture(scope="module")
 def scenes_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_scenes(tmp_path_factory.mktemp("stream") / "scenes.mp4", SCENES)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def ffmpeg_stream(path: Path, port: int, loops: int = 0, again: bool = False
-                  ) -> Iterator[None]:
-    """FFmpeg serving ``path`` in real time as MPEG-TS over HTTP on 127.0.0.1:port, to one
-    client at a time (started again for the next client with ``again``); killed on exit."""
-    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop",
-               str(loops), "-i", str(path), "-c", "copy", "-f", "mpegts", "-listen", "1",
-               f"http://127.0.0.1:{port}/live.ts"]
-    stop = threading.Event()
-    current: list[subprocess.Popen] = []
-
-    def serve() -> None:
-        while not stop.is_set():
-            current.append(subprocess.Popen(command, stdin=subprocess.DEVNULL))
-            while current[-1].poll() is None and not stop.is_set():
-                time.sleep(0.05)
-            if not again:
-                return
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(10)
-        for process in current:
-            process.kill()
-            process.wait(10)
 
 
 def _settings(database_url: str, tmp: Path, port: int) -> Settings:
@@ -98,7 +59,7 @@ def _metric(client: httpx.Client, name: str, stream: str) -> float:
 
 def test_a_stream_is_classified_causally_with_events_at_its_scene_changes(
         scenes_file: Path, database_url: str, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     settings = _settings(database_url, tmp_path, port)
     with running_server(create_app(settings, ColourSource())) as url, \
             httpx.Client(base_url=url, timeout=30) as client, \
@@ -136,7 +97,7 @@ def test_a_stream_is_classified_causally_with_events_at_its_scene_changes(
 
 def test_a_stream_that_drops_is_reported_and_resumes_when_it_returns(
         scenes_file: Path, database_url: str, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     settings = _settings(database_url, tmp_path, port)
     with running_server(create_app(settings, ColourSource())) as url, \
             httpx.Client(base_url=url, timeout=30) as client:
@@ -159,7 +120,7 @@ def test_a_stream_that_drops_is_reported_and_resumes_when_it_returns(
 
 def test_two_replicas_never_pull_one_stream_twice_and_one_takes_over(
         scenes_file: Path, database_url: str, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     settings = _settings(database_url, tmp_path, port)
     replicas = [ExitStack(), ExitStack()]
     clients = []
