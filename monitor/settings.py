@@ -8,6 +8,7 @@ import time.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Literal, Union, get_args, get_origin
@@ -403,6 +404,45 @@ class AlertSettings(BaseModel):
         return urls
 
 
+_KEY_HASH = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+class AuthSettings(BaseModel):
+    """Keys per role, once the API is reachable from a network. Each is the SHA-256 of a
+    key (``vidmon hash-key`` prints it), never the key. With client keys set, predictions
+    need a client key (or a higher one); with client or labeler keys set, labels and the
+    labeling queue need a labeler key and registering or stopping streams an admin key.
+    With none set those routes are open, as on 127.0.0.1 by default. Admin routes always
+    need an admin key. A higher role may do what a lower one may."""
+
+    client_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="hashes (sha256:<hex>) of prediction clients' keys")
+    labeler_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="hashes of labelers' keys: labels drive retraining "
+                                          "and the gate, so only they may post them")
+    admin_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="hashes of admins' keys (beside VIDMON_ADMIN_KEY)")
+
+    _comma_separated = field_validator("client_keys", "labeler_keys", "admin_keys",
+                                       mode="before")(comma_list)
+
+    @field_validator("client_keys", "labeler_keys", "admin_keys")
+    @classmethod
+    def _hashes_only(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _KEY_HASH.fullmatch(value):
+                raise ValueError("a key is given as its hash, sha256:<64 hex digits> "
+                                 "(`vidmon hash-key` prints it), not "
+                                 f"{value[:12]!r}...")
+        return values
+
+    def guards(self, role: str) -> bool:
+        """Whether routes of ``role`` (client, labeler, admin) need a key."""
+        if role == "client":
+            return bool(self.client_keys)
+        return bool(self.client_keys or self.labeler_keys)
+
+
 class Settings(BaseSettings):
     """Settings shared by every vidmon job."""
 
@@ -449,6 +489,7 @@ class Settings(BaseSettings):
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @field_validator("evidently_workspace", "admin_key", mode="before")
     @classmethod

@@ -39,6 +39,7 @@ from monitor.store.sources import SourceRepository
 from monitor.store.retrains import RetrainRepository
 from monitor.video import DecodeLimits
 from serving.admin import router as admin_router
+from serving.auth import Keys
 from serving.batcher import DynamicBatcher
 from monitor.cpu_share import CoreShare, ThreadBudget
 from serving.dashboard import router as dashboard_router
@@ -212,6 +213,7 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.metrics, app.state.ready = settings, metrics, False
     app.state.source, app.state.clock = source, clock
+    app.state.keys = Keys(settings)
 
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit_for=_body_limit(serve, settings.media))  # inside Observe: counted

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
@@ -26,12 +26,14 @@ from monitor.media.reader import allowed_location
 from monitor.media.timeline import ClipAnswer, timeline
 from monitor.store.records import new_prediction_id
 from monitor.store.sources import OTHER_SOURCE
-from serving.routes import ModelRef, SourceField, SourceHeader, _one_source, _service
+from serving.auth import require
+from serving.routes import CLIENT, LABELER, ModelRef, SourceField, SourceHeader, _one_source, _service
 from serving.streams import default_hop
 from serving.videos import probe_video, save_upload
 
 router = APIRouter()
 JobId = Annotated[str, PathParam(max_length=64)]
+ADMIN = [Depends(require("admin"))]
 
 
 class SegmentOut(BaseModel):
@@ -152,7 +154,7 @@ def _write_and_sync(out: BinaryIO, data: bytes) -> None:
 
 @router.post("/v1/videos", response_model=VideoJobOut, status_code=202, tags=["videos"],
              response_model_exclude_none=True,
-             responses=responses(400, 403, 413, 415, 422, 503))
+             responses=responses(400, 401, 403, 413, 415, 422, 503), dependencies=CLIENT)
 async def submit_video(request: Request,
                        file: Annotated[UploadFile | None, File(
                            description="the video (or send it as the body, or a url)")]
@@ -208,7 +210,8 @@ async def submit_video(request: Request,
 
 
 @router.get("/v1/videos/{job_id}", response_model=VideoJobOut, tags=["videos"],
-            response_model_exclude_none=True, responses=responses(404, 422, 503))
+            response_model_exclude_none=True, responses=responses(401, 403, 404, 422, 503),
+            dependencies=CLIENT)
 async def get_video(request: Request, job_id: JobId,
                     clips: Annotated[bool, Query(description="each clip's span, label and "
                                                              "class scores")] = False
@@ -223,7 +226,8 @@ async def get_video(request: Request, job_id: JobId,
 
 
 @router.delete("/v1/videos/{job_id}", response_model=VideoJobOut, tags=["videos"],
-               response_model_exclude_none=True, responses=responses(404, 422, 503))
+               response_model_exclude_none=True, responses=responses(401, 403, 404, 422, 503),
+               dependencies=CLIENT)
 async def cancel_video(request: Request, job_id: JobId) -> VideoJobOut:
     """Cancel a job: a queued one at once, a running one within a batch of clips (the
     clips it logged stay). A finished job is answered as it is."""
@@ -245,7 +249,7 @@ class SpanLabelOut(BaseModel):
 
 
 @router.post("/v1/videos/{job_id}/labels", response_model=SpanLabelOut, tags=["feedback"],
-             responses=responses(400, 404, 409, 413, 422, 503))
+             responses=responses(400, 401, 403, 404, 409, 413, 422, 503), dependencies=LABELER)
 async def label_span(request: Request, job_id: JobId, body: SpanLabelIn) -> SpanLabelOut:
     """The true label of a time span of a long video: every clip whose middle lies in
     [start_s, end_s) gets it (answered once committed)."""
@@ -314,7 +318,8 @@ def _streams(request: Request):  # type: ignore[no-untyped-def]
 
 
 @router.post("/v1/streams", response_model=StreamOut, status_code=201, tags=["streams"],
-             response_model_exclude_none=True, responses=responses(400, 409, 413, 422, 503))
+             response_model_exclude_none=True, responses=responses(400, 401, 403, 409, 413, 422, 503),
+             dependencies=ADMIN)
 async def add_stream(request: Request, body: StreamIn) -> StreamOut:
     """Start monitoring a live stream: one replica pulls it at the card's frame rate,
     classifies a sliding window and records each change of label."""
@@ -339,7 +344,8 @@ async def add_stream(request: Request, body: StreamIn) -> StreamOut:
 
 
 @router.get("/v1/streams", response_model=StreamsOut, tags=["streams"],
-            response_model_exclude_none=True, responses=responses(503))
+            response_model_exclude_none=True, responses=responses(401, 403, 503),
+            dependencies=CLIENT)
 async def list_streams(request: Request) -> StreamsOut:
     """The active streams."""
     streams = _streams(request)
@@ -349,7 +355,8 @@ async def list_streams(request: Request) -> StreamsOut:
 
 
 @router.get("/v1/streams/{stream_id}", response_model=StreamOut, tags=["streams"],
-            response_model_exclude_none=True, responses=responses(404, 422, 503))
+            response_model_exclude_none=True, responses=responses(401, 403, 404, 422, 503),
+            dependencies=CLIENT)
 async def get_stream(request: Request, stream_id: JobId,
                      events: Annotated[int, Query(ge=0, le=1000)] = 100) -> StreamOut:
     """A stream's state and its newest label changes."""
@@ -361,7 +368,8 @@ async def get_stream(request: Request, stream_id: JobId,
 
 
 @router.delete("/v1/streams/{stream_id}", response_model=StreamOut, tags=["streams"],
-               response_model_exclude_none=True, responses=responses(404, 422, 503))
+               response_model_exclude_none=True, responses=responses(401, 403, 404, 422, 503),
+               dependencies=ADMIN)
 async def stop_stream(request: Request, stream_id: JobId) -> StreamOut:
     """Stop pulling a stream (within ``media.poll_interval_s``); its events stay."""
     streams = _streams(request)

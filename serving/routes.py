@@ -7,12 +7,13 @@ import time
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from monitor.api import responses
 from monitor.errors import InvalidInput, NotReady, PayloadTooLarge
+from serving.auth import require
 from serving.metrics import CONTENT_TYPE_LATEST
 from serving.service import Prediction, PredictionService, Upload
 
@@ -148,7 +149,9 @@ def _one_source(form: str | None, header: str | None) -> str | None:
     return form if form is not None else header
 
 
-PREDICT_ERRORS = responses(400, 413, 415, 422, 503, 504)
+PREDICT_ERRORS = responses(400, 401, 403, 413, 415, 422, 503, 504)
+CLIENT = [Depends(require("client"))]
+LABELER = [Depends(require("labeler"))]
 
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -169,7 +172,8 @@ async def _read_body(request: Request, limit: int) -> Upload:
 
 
 @router.post("/v1/predict", response_model=PredictionOut, response_model_exclude_none=True,
-             tags=["predict"], responses=PREDICT_ERRORS, openapi_extra=RAW_BODY)
+             tags=["predict"], responses=PREDICT_ERRORS, openapi_extra=RAW_BODY,
+             dependencies=CLIENT)
 async def predict(request: Request,
                   file: Annotated[UploadFile | None, File(description="the video or clip")]
                   = None,
@@ -194,7 +198,7 @@ async def predict(request: Request,
 
 
 @router.post("/v1/predict/batch", response_model=BatchOut, response_model_exclude_none=True,
-             tags=["predict"], responses=PREDICT_ERRORS)
+             tags=["predict"], responses=PREDICT_ERRORS, dependencies=CLIENT)
 async def predict_batch(request: Request, files: Annotated[list[UploadFile], File()],
                         source: SourceField = None,
                         source_header: SourceHeader = None,
@@ -205,7 +209,7 @@ async def predict_batch(request: Request, files: Annotated[list[UploadFile], Fil
 
 
 @router.post("/v1/feedback", response_model=FeedbackOut, tags=["feedback"],
-             responses=responses(400, 413, 422, 503))
+             responses=responses(400, 401, 403, 413, 422, 503), dependencies=LABELER)
 async def feedback(request: Request, body: FeedbackIn) -> FeedbackOut:
     """Ground-truth labels for earlier predictions (a video id labels all its clips);
     idempotent. Answered once the labels are committed to the store or fsynced to the
@@ -274,7 +278,7 @@ class QueueOut(BaseModel):
 
 
 @router.get("/v1/labeling/queue", response_model=QueueOut, tags=["feedback"],
-            responses=responses(409, 422, 503))
+            responses=responses(401, 403, 409, 422, 503), dependencies=LABELER)
 async def labeling_queue(request: Request,
                          limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> QueueOut:
     """Up to ``limit`` predictions of the window now filling to label next, chosen by

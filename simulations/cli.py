@@ -245,6 +245,31 @@ def _add_operations(subparsers: argparse._SubParsersAction) -> None:
                         "served, hidden from the dashboard)")
     p.add_argument("version", help="model version to archive")
     p.set_defaults(handler=_archive)
+    p = subparsers.add_parser(
+        "hash-key", help="print the hash a key is configured by (VIDMON_AUTH__*_KEYS)",
+        description="Reads a key from standard input (its first line) and prints "
+                    "sha256:<hex>, the form VIDMON_AUTH__CLIENT_KEYS, LABELER_KEYS and "
+                    "ADMIN_KEYS take; with --new, makes a random key and prints it and its "
+                    "hash. The key itself is never stored.")
+    p.add_argument("--new", action="store_true", help="make a random key")
+    p.set_defaults(handler=_hash_key)
+
+
+def _hash_key(settings: Settings, args: argparse.Namespace) -> int:
+    import secrets
+
+    from serving.auth import hash_key
+
+    if args.new:
+        key = secrets.token_urlsafe(32)
+        print(f"key:  {key}\nhash: {hash_key(key)}")
+        return 0
+    key = sys.stdin.readline().rstrip("\r\n")
+    if not key:
+        print("vidmon hash-key: no key on standard input (or use --new)", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
 
 
 def _add_simulations(subparsers: argparse._SubParsersAction) -> None:
