@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -46,6 +47,15 @@ log = logging.getLogger(__name__)
 def default_hop(card: ModelCard, hop: int | None) -> int:
     """Model frames between a stream's clips: the setting, or half a clip."""
     return hop or max(1, card.frames // 2)
+
+
+def change_time(start_s: float, frames: int, hop: int, interval_s: float) -> float:
+    """When a label change most likely happened, given that the clip starting at
+    ``start_s`` is the first with the new label: a model that follows the majority of a
+    clip's frames names the new label once the change is at or before its frame
+    ``ceil(frames / 2) - 1``, and the clip a hop earlier did not, so the change lies in a
+    span of one hop; its middle is at most half a hop from the truth."""
+    return start_s + (math.ceil(frames / 2) - 1) * interval_s - hop * interval_s / 2
 
 
 @dataclass
@@ -224,10 +234,12 @@ class StreamPuller:
             top = int(np.argmax(probabilities[0]))
             label = runtime.label_names[top]
             if label != previous:
-                middle = (placed[0].start_s + placed[0].end_s) / 2
+                at = placed[0].start_s if previous is None else change_time(
+                    placed[0].start_s, pull.card.frames, pull.row["hop"],
+                    model_frame_interval(pull.card, self.media.uniform_clip_s))
                 await asyncio.to_thread(self.streams.add_event, {
                     "stream_id": pull.row["id"], "created_at": self.service.clock(),
-                    "at_s": round(middle, 3), "label": label,
+                    "at_s": round(at, 3), "label": label,
                     "confidence": float(probabilities[0][top]),
                     "model_version": runtime.version})
                 previous = label

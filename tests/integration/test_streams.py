@@ -78,10 +78,10 @@ def test_a_stream_is_classified_causally_with_events_at_its_scene_changes(
 
         found = _until(events)
         assert [e["label"] for e in found] == ["red", "green", "blue"]
-        # Each change is named by the first clip most of whose frames are new: its middle
-        # lies within one hop (plus a model frame of rounding) after the true change.
+        # Each change is named by the first clip most of whose frames are new, and placed
+        # in the middle of the hop where it must have happened: within one hop of the truth.
         for event, change in zip(found[1:], CHANGES[1:]):
-            assert change <= event["at_s"] <= change + HOP_S + 0.125, (event, change)
+            assert abs(event["at_s"] - change) <= HOP_S, (event, change)
         assert _metric(client, "vidmon_stream_frames_in_total", "dock-1") >= 100
         assert _metric(client, "vidmon_stream_clips_total", "dock-1") >= 20
         assert 0 <= _metric(client, "vidmon_stream_lag_seconds", "dock-1") < 2
