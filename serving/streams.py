@@ -29,6 +29,7 @@ from monitor.card import ModelCard
 from monitor.errors import Overloaded
 from monitor.features import VideoMeta
 from monitor.media.reader import (
+    clip_meta,
     frame_converter,
     location_for_ffmpeg,
     media_info,
@@ -120,10 +121,8 @@ class _Pull:
         url = location_for_ffmpeg(self.row["url"])
         with open_media(url, self.media.open_timeout_s, self.max_frame_pixels) as container:
             info = media_info(container)
-            span = self.card.frames * model_frame_interval(self.card,
-                                                           self.media.uniform_clip_s)
-            self.meta = VideoMeta(frame_count=max(1, round(span * (info.fps or 1))),
-                                  fps=info.fps, width=info.width, height=info.height)
+            self.meta = clip_meta(info, self.card.frames * model_frame_interval(
+                self.card, self.media.uniform_clip_s))
             self.codec = info.codec
             sampler = ClipSampler(self.card, self.row["hop"], frame_converter(self.card),
                                   self.media.uniform_clip_s)

@@ -30,6 +30,7 @@ from monitor.clock import Clock
 from monitor.errors import Overloaded, PayloadTooLarge, VidmonError
 from monitor.features import VideoMeta
 from monitor.media.reader import (
+    clip_meta,
     frame_converter,
     location_for_ffmpeg,
     media_info,
@@ -149,10 +150,8 @@ class _Decoder:
         with open_media(location_for_ffmpeg(self.location), self.media.open_timeout_s,
                         self.max_frame_pixels) as container:
             info = media_info(container)
-            clip_span = self.card.frames * model_frame_interval(self.card,
-                                                                self.media.uniform_clip_s)
-            self.meta = VideoMeta(frame_count=max(1, round(clip_span * (info.fps or 1))),
-                                  fps=info.fps, width=info.width, height=info.height)
+            self.meta = clip_meta(info, self.card.frames * model_frame_interval(
+                self.card, self.media.uniform_clip_s))
             self.codec = info.codec
             sampler = ClipSampler(self.card, self.card.frames, frame_converter(self.card),
                                   self.media.uniform_clip_s)

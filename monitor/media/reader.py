@@ -14,6 +14,7 @@ import numpy as np
 
 from monitor.card import ModelCard
 from monitor.errors import InvalidInput, PayloadTooLarge
+from monitor.features import VideoMeta
 from monitor.preprocess import centre_crop, resized_size
 from monitor.video import ffmpeg_message
 
@@ -60,6 +61,14 @@ def media_info(container: av.container.InputContainer) -> MediaInfo:
     rate = stream.average_rate or stream.guessed_rate
     return MediaInfo(duration, stream.codec_context.width, stream.codec_context.height,
                      float(rate) if rate else 0.0, stream.codec_context.name)
+
+
+def clip_meta(info: MediaInfo, clip_seconds: float) -> VideoMeta:
+    """The file facts logged with each clip of a long video or stream: the source's rate
+    and size, and the clip's own length (not the recording's, which would read as drift
+    against reference clips)."""
+    return VideoMeta(frame_count=max(1, round(clip_seconds * (info.fps or 1))), fps=info.fps,
+                     width=info.width, height=info.height)
 
 
 def timed_frames(container: av.container.InputContainer, max_frame_pixels: int,
