@@ -4,7 +4,6 @@ by a model that is not vidmon's own (the colour model)."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -18,8 +17,13 @@ from serving.app import create_app
 from serving.background import running_server
 from tests.colour_model import COLOUR_CARD, ColourSource, write_scenes
 from tests.media import ffmpeg_stream, free_port
+from tests.needs import need_programs
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+
+@pytest.fixture(autouse=True)
+def _ffmpeg() -> None:
+    need_programs("ffmpeg", install="apt-get install ffmpeg")
+
 
 SCENES = [("red", 3.0), ("green", 4.0), ("blue", 3.0)]
 CHANGES = [0.0, 3.0, 7.0]
