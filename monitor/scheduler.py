@@ -167,10 +167,15 @@ class Monitor:
         self._scheduler = scheduler
         log.info("%s leads: report job scheduled (%s)", self.holder, trigger)
 
-    def _stop_scheduler(self) -> None:
+    def _stop_scheduler(self, wait: bool = True) -> None:
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=True)
+            self._scheduler.shutdown(wait=wait)
             self._scheduler = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a report is being made now."""
+        return self._lock.locked()
 
     def serve_forever(self) -> None:
         """Lead when the lease is free, stand by otherwise, until :meth:`stop`."""
@@ -187,8 +192,15 @@ class Monitor:
                     self._stop_scheduler()
                 self._stop.wait(renew_every)
         finally:
-            self._stop_scheduler()
-            self.reports.release_lease(LEASE, self.holder)
+            # The lease goes first, even mid-report, so a standby takes over at once: a
+            # window is stored once whoever finishes it (reports are unique per window),
+            # and a report abandoned here is made by the next leader.
+            try:
+                self.reports.release_lease(LEASE, self.holder)
+            except Exception:  # noqa: BLE001 - the store is away: the lease runs out
+                log.warning("%s could not give the lease up; it runs out in %g s",
+                            self.holder, self.settings.lease_ttl_s)
+            self._stop_scheduler(wait=False)
             if self.sender is not None:
                 self.sender.stop(drain_s=5)
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from monitor.job import run_report_job, window_end_for
-from monitor.scheduler import Monitor
+from monitor.scheduler import LEASE, Monitor
 from monitor.settings import MonitorSettings
 from monitor.store.reports import ReportRepository
 from tests.factories import LABELS, production_records, reference_profile
@@ -155,10 +155,37 @@ def test_one_scheduler_acts_and_a_restart_does_not_repeat_a_window(repository, r
     wait_until(lambda: second.runs >= 1)
     second.stop()
     threads[1].join(10)
+    # A stopped monitor leaves at once; a report it had begun ends on its own thread.
+    wait_until(lambda: not first.busy and not second.busy)
 
     rows, total = reports.list(limit=1000)
     ends = [r["window_end"] for r in rows]
     assert total >= 2 and len(ends) == len(set(ends))  # no window reported twice
+
+
+def test_a_leader_stopped_mid_report_gives_the_lease_up_at_once(repository, reports) -> None:
+    now = datetime.now(UTC)
+    repository.add_predictions(production_records(60, now - timedelta(seconds=90), seed=5))
+    settings = MonitorSettings(interval_s=1, lateness_s=0, window_minutes=5, lease_ttl_s=30.0)
+    started, finish = threading.Event(), threading.Event()
+    profile = _profile_loader()
+
+    def slow(name: str, version: str):  # type: ignore[no-untyped-def]
+        started.set()
+        finish.wait(30)  # a report that takes long: the monitor is asked to stop meanwhile
+        return profile(name, version)
+
+    leader = Monitor(settings, repository, reports, slow)
+    thread = threading.Thread(target=leader.serve_forever, daemon=True)
+    thread.start()
+    assert started.wait(20) and leader.busy
+    leader.stop()
+    thread.join(5)
+    assert not thread.is_alive()  # out of serve_forever while the report still runs
+    # The lease is free at once (not after its 30 s): a standby takes it.
+    assert reports.acquire_lease(LEASE, "standby", 30.0)
+    finish.set()
+    wait_until(lambda: not leader.busy)
 
 
 def test_a_report_with_undefined_statistics_is_stored_on_every_database(repository,
