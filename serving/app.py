@@ -176,7 +176,7 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
         app.state.streams = StreamRepository(engine)
         runner = VideoJobRunner(service, app.state.video_jobs, settings.media,
                                 settings.monitor.clips_per_video, serve.max_frame_pixels,
-                                holder, clock)
+                                holder)
         puller = StreamPuller(service, app.state.streams, settings.media,
                               serve.max_frame_pixels, holder)
         media_tasks = [asyncio.create_task(runner.run()), asyncio.create_task(puller.run())]
@@ -216,7 +216,8 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
     app.state.keys = Keys(settings)
 
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, limit_for=_body_limit(serve, settings.media))  # inside Observe: counted
+    # inside Observe: counted
+    app.add_middleware(BodyLimit, limit_for=_body_limit(serve, settings.media))
 
     def observe(route: str, status: int, seconds: float) -> None:
         metrics.latency.labels(route=route).observe(seconds)

@@ -18,16 +18,24 @@ from monitor.errors import (
     Conflict,
     InvalidInput,
     NotFound,
-    NotReady,
     Overloaded,
     PayloadTooLarge,
 )
 from monitor.media.reader import allowed_location
 from monitor.media.timeline import ClipAnswer, timeline
+from monitor.store.media import StreamRepository, VideoJobRepository
 from monitor.store.records import new_prediction_id
 from monitor.store.sources import OTHER_SOURCE
 from serving.auth import require
-from serving.routes import CLIENT, LABELER, ModelRef, SourceField, SourceHeader, _one_source, _service
+from serving.routes import (
+    CLIENT,
+    LABELER,
+    ModelRef,
+    SourceField,
+    SourceHeader,
+    _one_source,
+    _service,
+)
 from serving.streams import default_hop
 from serving.videos import probe_video, save_upload
 
@@ -104,9 +112,8 @@ class VideoJobOut(BaseModel):
         return out
 
 
-def _jobs(request: Request):  # type: ignore[no-untyped-def]
-    if not getattr(request.app.state, "ready", False):
-        raise NotReady("the model is not loaded yet")
+def _jobs(request: Request) -> VideoJobRepository:
+    _service(request)  # not ready: 503
     return request.app.state.video_jobs
 
 
@@ -311,15 +318,14 @@ class StreamsOut(BaseModel):
     streams: list[StreamOut]
 
 
-def _streams(request: Request):  # type: ignore[no-untyped-def]
-    if not getattr(request.app.state, "ready", False):
-        raise NotReady("the model is not loaded yet")
+def _streams(request: Request) -> StreamRepository:
+    _service(request)  # not ready: 503
     return request.app.state.streams
 
 
 @router.post("/v1/streams", response_model=StreamOut, status_code=201, tags=["streams"],
-             response_model_exclude_none=True, responses=responses(400, 401, 403, 409, 413, 422, 503),
-             dependencies=ADMIN)
+             response_model_exclude_none=True,
+             responses=responses(400, 401, 403, 409, 413, 422, 503), dependencies=ADMIN)
 async def add_stream(request: Request, body: StreamIn) -> StreamOut:
     """Start monitoring a live stream: one replica pulls it at the card's frame rate,
     classifies a sliding window and records each change of label."""

@@ -12,7 +12,6 @@ of concurrent requests (:mod:`serving.writer`).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -209,22 +208,18 @@ class PredictionService:
         self._check_capacity(len(clips))
         probabilities, embeddings, pixels, runtimes = await self.batcher.submit(clips)
         runtime: ModelRuntime = runtimes[0]
-        records = []
-        for i, place in enumerate(placed):
-            record = self._record(runtime, facts, probabilities[i], embeddings[i], pixels[i],
-                                  place.id, video_id, await self._maybe_keep_clip(clips[i]),
-                                  source_id)
-            records.append(dataclasses.replace(record, clip_start_s=place.start_s,
-                                               clip_end_s=place.end_s,
-                                               in_reports=place.in_reports))
+        records = [self._record(runtime, facts, probabilities[i], embeddings[i], pixels[i],
+                                place.id, video_id, await self._maybe_keep_clip(clips[i]),
+                                source_id, place)
+                   for i, place in enumerate(placed)]
         if self.writer is not None:
             await self.writer.write(records)
         return runtime, probabilities
 
-    def _record(self, runtime: ModelRuntime, facts: "ClipFacts", probabilities: np.ndarray,
+    def _record(self, runtime: ModelRuntime, facts: ClipFacts, probabilities: np.ndarray,
                 embedding: np.ndarray, pixels: np.ndarray, record_id: str,
-                video_id: str | None, clip_path: str | None, source_id: str | None
-                ) -> PredictionRecord:
+                video_id: str | None, clip_path: str | None, source_id: str | None,
+                place: PlacedClip | None = None) -> PredictionRecord:
         top = int(np.argmax(probabilities))
         labels = runtime.label_names
         return PredictionRecord(
@@ -243,6 +238,9 @@ class PredictionService:
             size_bytes=facts.size_bytes,
             codec=facts.codec,
             clip_path=clip_path,
+            clip_start_s=place.start_s if place else None,
+            clip_end_s=place.end_s if place else None,
+            in_reports=place.in_reports if place else None,
             created_at=self.clock(),
         )
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from monitor.card import ModelCard
+from monitor.clock import system_clock
 from monitor.errors import Overloaded
 from monitor.features import VideoMeta
 from monitor.media.reader import (
@@ -167,7 +168,7 @@ class StreamPuller:
             await asyncio.sleep(self.media.poll_interval_s)
 
     async def _tick(self) -> None:
-        now = _now()
+        now = system_clock()
         for stream_id, pull in list(self.pulls.items()):
             stats = pull.stats
             last = (None if stats.last_frame is None else
@@ -242,8 +243,3 @@ class StreamPuller:
                     "confidence": float(probabilities[0][top]),
                     "model_version": runtime.version})
                 previous = label
-
-
-def _now() -> datetime:
-    """Leases run on the real clock."""
-    return datetime.now(UTC)

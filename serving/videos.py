@@ -7,7 +7,8 @@ batches of ``job_batch_clips`` clips through a queue of two, so memory is the sa
 ring and two batches whatever the video's length. Each clip is logged like any prediction
 under the job's id (its id derived from the job's and its index, so a job taken over from
 a replica that died writes no clip twice), with its place in the video; only
-``monitor.clips_per_video`` of them, evenly spaced, are in reports.
+``monitor.clips_per_video`` of them, evenly spaced, are in reports. Holds are timed on the
+system clock, not the service's (a simulation's clock runs faster than the leases may).
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ import math
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from monitor.card import ModelCard
-from monitor.clock import Clock
+from monitor.clock import system_clock
 from monitor.errors import Overloaded, PayloadTooLarge, VidmonError
 from monitor.features import VideoMeta
 from monitor.media.reader import (
@@ -116,11 +116,6 @@ def probe_video(location: str, card: ModelCard, media: MediaSettings,
                                                  media.uniform_clip_s))
 
 
-@dataclass
-class _Batch:
-    clips: list[TimedClip] = field(default_factory=list)
-
-
 class _Decoder:
     """Decodes a job's video in a thread, handing batches of clips to the event loop
     through a queue of two; stops when asked."""
@@ -129,14 +124,14 @@ class _Decoder:
                  max_frame_pixels: int, skip: int, loop: asyncio.AbstractEventLoop) -> None:
         self.location, self.card, self.media = location, card, media
         self.max_frame_pixels, self.skip, self.loop = max_frame_pixels, skip, loop
-        self.queue: asyncio.Queue[_Batch | BaseException | None] = asyncio.Queue(maxsize=2)
+        self.queue: asyncio.Queue[list[TimedClip] | BaseException | None] = asyncio.Queue(2)
         self.stop = threading.Event()
         self.meta: VideoMeta | None = None
         self.codec: str | None = None
         self.thread = threading.Thread(target=self._run, name="vidmon-video-decode",
                                        daemon=True)
 
-    def _put(self, item: _Batch | BaseException | None) -> None:
+    def _put(self, item: list[TimedClip] | BaseException | None) -> None:
         future = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
         while not self.stop.is_set():
             try:
@@ -163,16 +158,16 @@ class _Decoder:
                 yield clip
 
     def _run(self) -> None:
-        batch = _Batch()
+        batch: list[TimedClip] = []
         try:
             for clip in self._clips():
                 if clip.index < self.skip:
                     continue
-                batch.clips.append(clip)
-                if len(batch.clips) >= self.media.job_batch_clips:
+                batch.append(clip)
+                if len(batch) >= self.media.job_batch_clips:
                     self._put(batch)
-                    batch = _Batch()
-            if batch.clips:
+                    batch = []
+            if batch:
                 self._put(batch)
             self._put(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the job, which fails
@@ -184,10 +179,10 @@ class VideoJobRunner:
 
     def __init__(self, service: PredictionService, jobs: VideoJobRepository,
                  media: MediaSettings, clips_per_video: int, max_frame_pixels: int,
-                 holder: str, clock: Clock) -> None:
+                 holder: str) -> None:
         self.service, self.jobs, self.media = service, jobs, media
         self.clips_per_video, self.max_frame_pixels = clips_per_video, max_frame_pixels
-        self.holder, self.clock = holder, clock
+        self.holder = holder
         self.running: dict[str, asyncio.Task[None]] = {}
         self.clips_done = 0  # this replica's, for /metrics
 
@@ -197,7 +192,8 @@ class VideoJobRunner:
             try:
                 while len(self.running) < self.media.max_jobs:
                     job = await asyncio.to_thread(self.jobs.claim, self.holder,
-                                                  self.media.lease_s, _now(), os.path.isfile)
+                                                  self.media.lease_s, system_clock(),
+                                                  os.path.isfile)
                     if job is None:
                         break
                     task = asyncio.create_task(self._run_job(job))
@@ -234,7 +230,7 @@ class VideoJobRunner:
             log.exception("video job %s failed", job_id)
             status, outcome = "failed", {"error": f"{type(exc).__name__}: {exc}"[:500]}
         finished = await asyncio.to_thread(self.jobs.finish, job_id, self.holder, status,
-                                           _now(), **outcome)
+                                           system_clock(), **outcome)
         if finished and job["uploaded"]:
             Path(job["location"]).unlink(missing_ok=True)
         log.info("video job %s: %s", job_id, status)
@@ -255,7 +251,7 @@ class VideoJobRunner:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                clips = item.clips
+                clips = item
                 placed = [PlacedClip(derived_prediction_id(job_id, c.index), c.start_s, c.end_s,
                                      None if in_report_sample(c.index, expected,
                                                               self.clips_per_video) else False)
@@ -266,7 +262,8 @@ class VideoJobRunner:
                 done, seconds = clips[-1].index + 1, max(seconds, clips[-1].end_s)
                 self.clips_done += len(clips)
                 held = await asyncio.to_thread(self.jobs.heartbeat, job_id, self.holder,
-                                               _now(), clips_done=done, seconds_done=seconds)
+                                               system_clock(), clips_done=done,
+                                               seconds_done=seconds)
                 if not held.held:
                     raise asyncio.CancelledError  # taken over, or finished elsewhere
                 if held.cancel:
@@ -292,8 +289,3 @@ class VideoJobRunner:
             except Overloaded:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-
-
-def _now() -> datetime:
-    """Leases run on the real clock (a simulation's clock may run faster)."""
-    return datetime.now(UTC)
