@@ -32,7 +32,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_bench import CHUNK, END, POSTGRES, production  # noqa: E402
 
-from monitor.clips import ClipStore  # noqa: E402
+from monitor.objects.clips import ClipStore  # noqa: E402
 from monitor.report import build_report  # noqa: E402
 from monitor.retention import GarbageCollector  # noqa: E402
 from monitor.settings import RetentionSettings  # noqa: E402

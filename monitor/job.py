@@ -21,7 +21,7 @@ from monitor.settings import MonitorSettings
 from monitor.store.reports import ReportRepository
 from monitor.store.records import as_utc
 from monitor.store.repository import PredictionRepository
-from monitor.workspace import EvidentlyWorkspace
+from monitor.objects.workspace import EvidentlyWorkspace
 
 log = logging.getLogger(__name__)
 

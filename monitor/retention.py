@@ -23,19 +23,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from monitor.clips import ClipStore
+from monitor.objects.clips import ClipStore
 from monitor.clock import Clock, system_clock
 from monitor.settings import RetentionSettings, Settings
 from monitor.store.reports import ReportRepository
 from monitor.store.retention import Expiry, Protected, RetentionRepository
-from monitor.workspace import EvidentlyWorkspace
+from monitor.objects.workspace import EvidentlyWorkspace
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +223,10 @@ class GarbageCollector:
         for files in self.clips.buckets():
             saved_before = self._grace_start()
             old = [f for f in files if f.saved_at < saved_before]  # the rest may be queued
-            still = self.retention.referenced([f.relative for f in old])
+            still = self.retention.referenced([f.key for f in old])
             for f in files:
-                if (f.saved_at < saved_before and f.relative not in still
-                        and self.clips.delete(f.relative, saved_before)):
+                if (f.saved_at < saved_before and f.key not in still
+                        and self.clips.delete(f.key, saved_before)):
                     result.clip_files_deleted += 1
                     result.clip_bytes_freed += f.size
                 else:
@@ -261,10 +260,9 @@ def build_collector(settings: Settings, engine: Engine, clock: Clock = system_cl
                     progress: Progress = log.info) -> GarbageCollector:
     """A collector over the settings' store and clip folder."""
     return GarbageCollector(settings.retention, RetentionRepository(engine),
-                            ReportRepository(engine), ClipStore(settings.clip_dir),
+                            ReportRepository(engine), ClipStore.of(settings),
                             max_attempts=settings.retrain.max_attempts,
-                            workspace=(EvidentlyWorkspace(settings.evidently_workspace)
-                                       if settings.evidently_workspace else None),
+                            workspace=EvidentlyWorkspace.of(settings),
                             clock=clock, progress=progress)
 
 
@@ -280,7 +278,7 @@ def gc_command(settings: Settings, dry_run: bool) -> int:
 
     store = make_url(settings.database_url).render_as_string(hide_password=True)
     print(f"vidmon gc: {'counting (dry run) in' if dry_run else 'collecting in'} the store "
-          f"{store} and the clip folder {Path(settings.clip_dir).resolve()}", file=sys.stderr,
+          f"{store} and the clip store {ClipStore.of(settings).location}", file=sys.stderr,
           flush=True)
     engine = create_store_engine(settings.database_url)
     upgrade_database(engine)

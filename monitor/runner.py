@@ -21,7 +21,7 @@ from monitor.store import PredictionRepository, create_store_engine, upgrade_dat
 from monitor.store.alerts import AlertRepository
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
-from monitor.workspace import EvidentlyWorkspace
+from monitor.objects.workspace import EvidentlyWorkspace
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,7 @@ def build_monitor(
     given)."""
     engine = create_store_engine(settings.database_url)
     upgrade_database(engine)
-    workspace = (EvidentlyWorkspace(settings.evidently_workspace)
-                 if settings.evidently_workspace else None)
+    workspace = EvidentlyWorkspace.of(settings)
     predictions, reports = PredictionRepository(engine), ReportRepository(engine)
     retrains = RetrainRepository(engine)
     alerts = AlertRepository(engine)

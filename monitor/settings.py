@@ -161,7 +161,12 @@ class MediaSettings(BaseModel):
     """Long videos classified in the background, and live streams."""
 
     video_dir: Path = Field(default=Path("videos"),
-                            description="where uploaded long videos wait for their job")
+                            description="where uploaded long videos wait for their job, and "
+                                        "where a replica reads one it takes from video_store")
+    video_store: str | None = Field(
+        default=None, description="s3://bucket/prefix: uploads wait there instead, so any "
+                                  "replica can take the job; none: in video_dir, taken only "
+                                  "by replicas that see that folder")
     max_video_bytes: PositiveInt = Field(default=4 * 1024**3,
                                          description="largest long-video upload")
     max_video_seconds: float = Field(default=4 * 3600.0, gt=0,
@@ -407,6 +412,28 @@ class AlertSettings(BaseModel):
 _KEY_HASH = re.compile(r"sha256:[0-9a-f]{64}")
 
 
+class ObjectStoreSettings(BaseModel):
+    """The object store behind any ``s3://bucket/prefix`` location (the clip store, the
+    Evidently workspace, uploaded videos): any service speaking the S3 API."""
+
+    endpoint_url: str | None = Field(
+        default=None, description="the S3 API's URL (MinIO, Ceph, moto...); none: AWS's own")
+    region: str = Field(default="us-east-1", description="the bucket's region")
+    access_key_id: str | None = Field(
+        default=None, description="none: boto3's own chain (AWS_* variables, a pod's role)")
+    secret_access_key: SecretStr | None = Field(default=None,
+                                                description="the key's secret")
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto", description="path: http://host/bucket/key, as most self-hosted "
+                                    "servers want; virtual: http://bucket.host/key")
+    timeout_s: float = Field(default=5.0, gt=0,
+                             description="connect and read timeout of one request")
+    attempts: PositiveInt = Field(default=3, description="tries of one request")
+    clip_queue: NonNegativeInt = Field(
+        default=256, description="clips a replica holds for the clip store while it is away; "
+                                 "past it, clips are skipped (counted in /metrics)")
+
+
 class AuthSettings(BaseModel):
     """Keys per role, once the API is reachable from a network. Each is the SHA-256 of a
     key (``vidmon hash-key`` prints it), never the key. With client keys set, predictions
@@ -475,10 +502,13 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="sqlite:///vidmon.db",
         description="the store; postgresql+psycopg://user@host/db for PostgreSQL")
-    clip_dir: Path = Field(default=Path("clips"), description="content-addressed clip store")
-    evidently_workspace: Path | None = Field(
-        default=Path("evidently-workspace"),
-        description="copies of report runs for `evidently ui --workspace <dir>`; empty: none")
+    clip_dir: str = Field(
+        default="clips", description="content-addressed clip store: a folder or "
+                                     "s3://bucket/prefix (see the objects section)")
+    evidently_workspace: str | None = Field(
+        default="evidently-workspace",
+        description="copies of report runs for `evidently ui --workspace <dir>`: a folder or "
+                    "s3://bucket/prefix; empty: none")
     admin_key: SecretStr | None = Field(
         default=None, description="bearer key of the admin endpoints; unset or empty: they are off")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
@@ -490,11 +520,17 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    objects: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
 
     @field_validator("evidently_workspace", "admin_key", mode="before")
     @classmethod
     def _empty_means_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("clip_dir", "evidently_workspace", mode="before")
+    @classmethod
+    def _location(cls, value: object) -> object:
+        return str(value) if isinstance(value, Path) else value
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``VIDMON_*`` variables, for a child process (e.g. a retrain
@@ -502,7 +538,7 @@ class Settings(BaseSettings):
         env = {}
         for name, value in self:
             if isinstance(value, BaseModel):
-                text = value.model_dump_json()
+                text = json.dumps(value.model_dump(), default=_plain)  # secrets too
             elif isinstance(value, SecretStr):
                 text = value.get_secret_value()
             elif value is None:
@@ -539,6 +575,12 @@ class Settings(BaseSettings):
     def model_uri(self) -> str:
         """The model the service loads."""
         return self.serve.model_uri or f"models:/{self.model_name}@champion"
+
+
+def _plain(value: object) -> object:
+    """JSON for what ``json`` does not know: a secret's value (a child process needs it),
+    paths and the like as text."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 
 
 def _bounds(metadata: list[object]) -> str:

@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from monitor import __version__
 from monitor.alerts import Alerter, Sender, check_monitor
 from monitor.api import router as monitoring_router
-from monitor.clips import ClipStore
+from monitor.objects.clips import ClipStore
 from monitor.clock import Clock, system_clock
 from monitor.errors import SetupError
 from monitor.labeling import LabelingQueue
@@ -41,6 +41,7 @@ from monitor.video import DecodeLimits
 from serving.admin import router as admin_router
 from serving.auth import Keys
 from serving.batcher import DynamicBatcher
+from serving.clip_keeper import ClipKeeper
 from monitor.cpu_share import CoreShare, ThreadBudget
 from serving.dashboard import router as dashboard_router
 from serving.docs import router as docs_router
@@ -147,8 +148,9 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
         await batcher.start()
         poller = asyncio.create_task(models.poll(serve.model_poll_interval_s))
         watchdog = asyncio.create_task(_watch_monitor(settings, app, repository))
+        keeper = ClipKeeper(ClipStore.of(settings), settings.objects.clip_queue)
         service = PredictionService(
-            models, batcher, writer, ClipStore(settings.clip_dir), top_k=serve.top_k,
+            models, batcher, writer, keeper, top_k=serve.top_k,
             clip_sample_rate=serve.clip_sample_rate, decode_workers=serve.decode_workers,
             clock=clock, limits=_decode_limits(serve))
         metrics.set_model(runtime.name, runtime.version)
@@ -156,6 +158,13 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
                       lambda: batcher.queued)
         metrics.gauge("vidmon_model_threads", "threads the model computes on (0 before "
                       "the first forward pass)", lambda: float(threads.threads or 0))
+        for name in ("stored", "skipped", "dropped", "failures"):
+            metrics.gauge(f"vidmon_clips_{name}", f"sampled clips {name} (clip store)",
+                          lambda n=name: float(getattr(keeper.counts, n)))
+        metrics.gauge("vidmon_clip_queue_depth", "clips waiting for the clip store",
+                      lambda: float(keeper.depth))
+        metrics.gauge("vidmon_clip_store_available", "1 while clips reach the clip store",
+                      lambda: float(keeper.available))
         if writer is not None:
             for name in ("queued", "written", "spooled", "replayed", "rejected", "flushes",
                          "labels_spooled"):
@@ -176,7 +185,7 @@ def create_app(settings: Settings, source: ModelSource, clock: Clock = system_cl
         app.state.streams = StreamRepository(engine)
         runner = VideoJobRunner(service, app.state.video_jobs, settings.media,
                                 settings.monitor.clips_per_video, serve.max_frame_pixels,
-                                holder)
+                                holder, settings.objects)
         puller = StreamPuller(service, app.state.streams, settings.media,
                               serve.max_frame_pixels, holder)
         media_tasks = [asyncio.create_task(runner.run()), asyncio.create_task(puller.run())]

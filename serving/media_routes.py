@@ -20,6 +20,7 @@ from monitor.errors import (
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    Unavailable,
 )
 from monitor.media.reader import allowed_location
 from monitor.media.timeline import ClipAnswer, timeline
@@ -37,7 +38,7 @@ from serving.routes import (
     _service,
 )
 from serving.streams import default_hop
-from serving.videos import probe_video, save_upload
+from serving.videos import delete_stored, probe_video, save_upload, store_upload
 
 router = APIRouter()
 JobId = Annotated[str, PathParam(max_length=64)]
@@ -203,6 +204,13 @@ async def submit_video(request: Request,
         probe = await run_in_threadpool(probe_video, location, service.runtime.card, media,
                                         settings.serve.max_frame_pixels)
         await _admit_job(request)
+        if uploaded:
+            try:
+                location = await run_in_threadpool(store_upload, path, job_id, media,
+                                                   settings.objects)
+            except Exception as exc:  # the store is away: nothing was accepted
+                raise Unavailable(f"the video store {media.video_store} is away ({exc}); "
+                                  "try again later", retry_after_s=30) from exc
         row = {"id": job_id, "created_at": service.clock(), "location": location,
                "uploaded": uploaded, "filename": (filename or "")[:300] or None,
                "source_id": logged_as, "size_bytes": size, "duration_s": probe.duration_s,
@@ -211,6 +219,8 @@ async def submit_video(request: Request,
     except BaseException:
         if uploaded:
             path.unlink(missing_ok=True)
+            if location != str(path):  # already in the video store
+                await run_in_threadpool(delete_stored, location, settings.objects)
         raise
     created = await run_in_threadpool(jobs.get, job_id)
     return VideoJobOut.of(created)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from monitor.clips import ClipStore
 from monitor.clock import Clock, system_clock
 from monitor.errors import Overloaded
 from monitor.features import VideoMeta, feature_dict
@@ -28,6 +27,7 @@ from monitor.runtime import ModelRuntime
 from monitor.store.records import PredictionRecord, encode_embedding, new_prediction_id
 from monitor.video import DecodeLimits
 from serving.batcher import DynamicBatcher
+from serving.clip_keeper import ClipKeeper
 from serving.decode import DecodedUpload, decode_upload
 from serving.swap import ModelHolder
 from serving.writer import DurableWriter
@@ -106,7 +106,7 @@ class PredictionService:
         models: ModelHolder,
         batcher: DynamicBatcher,
         writer: DurableWriter | None,
-        clip_store: ClipStore,
+        clip_keeper: ClipKeeper,
         *,
         top_k: int = 3,
         clip_sample_rate: float = 0.0,
@@ -117,7 +117,7 @@ class PredictionService:
         self.models = models
         self.batcher = batcher
         self.writer = writer
-        self.clip_store = clip_store
+        self.clip_keeper = clip_keeper
         self.top_k = top_k
         self.clip_sample_rate = clip_sample_rate
         self.limits = limits
@@ -132,8 +132,10 @@ class PredictionService:
         return self.models.runtime
 
     def close(self) -> None:
-        """Stop the decode pool."""
+        """Stop the decode pool, then hand the clip store what is queued for it (a bounded
+        wait)."""
         self._pool.shutdown(wait=True)
+        self.clip_keeper.close()
 
     def _prepare(self, upload: Upload) -> Prepared:
         started = time.perf_counter()
@@ -248,5 +250,5 @@ class PredictionService:
         if self.writer is None or self._random.random() >= self.clip_sample_rate:
             return None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.clip_store.save, clip)
+        return await loop.run_in_executor(self._pool, self.clip_keeper.keep, clip)
 

@@ -1,7 +1,10 @@
 """Long videos: taken in as jobs, classified clip by clip in the background, resumable.
 
 A job's file is written to ``media.video_dir`` and fsynced before its row is committed, so
-an accepted job survives a restart; any replica whose ``max_jobs`` allows takes the oldest
+an accepted job survives a restart. With ``media.video_store`` (``s3://...``) the file is
+then put there before the row is committed, so any replica can take the job: the one that
+does copies it to its own ``video_dir`` first. Without it, only replicas that see the
+folder take the job. Any replica whose ``max_jobs`` allows takes the oldest
 waiting job and holds it by heartbeat. Decoding runs in a thread that hands the model
 batches of ``job_batch_clips`` clips through a queue of two, so memory is the sampler's
 ring and two batches whatever the video's length. Each clip is logged like any prediction
@@ -37,9 +40,10 @@ from monitor.media.reader import (
     open_media,
     timed_frames,
 )
+from monitor.objects import is_remote, open_url
 from monitor.media.sampler import ClipSampler, TimedClip, model_frame_interval, sample_clips
 from monitor.media.timeline import overall_label
-from monitor.settings import MediaSettings
+from monitor.settings import MediaSettings, ObjectStoreSettings
 from monitor.store.media import VideoJobRepository
 from monitor.store.records import derived_prediction_id
 from serving.service import ClipFacts, PlacedClip, PredictionService
@@ -174,13 +178,49 @@ class _Decoder:
             self._put(exc)
 
 
+def readable(location: str) -> bool:
+    """Whether this replica can read an uploaded job's file: one in the video store always,
+    a local one when its folder is this replica's."""
+    return is_remote(location) or os.path.isfile(location)
+
+
+def store_upload(path: Path, job_id: str, media: MediaSettings,
+                 objects: ObjectStoreSettings) -> str:
+    """Put an upload in ``media.video_store`` (when set; the local file goes) and return
+    where the job reads it."""
+    if not media.video_store:
+        return str(path)
+    from monitor.objects import open_store
+
+    store = open_store(media.video_store, objects)
+    key = f"{job_id}.video"
+    store.put_file(key, path)
+    path.unlink(missing_ok=True)
+    return store.url(key)
+
+
+def delete_stored(location: str, objects: ObjectStoreSettings | None) -> None:
+    """Delete an upload from the video store; a failure is left to the bucket's own
+    lifecycle rules."""
+    store, key = open_url(location, objects)
+    try:
+        store.delete(key)
+    except Exception:  # noqa: BLE001
+        log.warning("could not delete %s from the video store", location)
+
+
+class _VideoStoreAway(Exception):
+    """The video store could not give a job's file: the job is handed back, not failed."""
+
+
 class VideoJobRunner:
     """Takes waiting jobs from the store while this replica has room, and runs them."""
 
     def __init__(self, service: PredictionService, jobs: VideoJobRepository,
                  media: MediaSettings, clips_per_video: int, max_frame_pixels: int,
-                 holder: str) -> None:
+                 holder: str, objects: ObjectStoreSettings | None = None) -> None:
         self.service, self.jobs, self.media = service, jobs, media
+        self.objects = objects
         self.clips_per_video, self.max_frame_pixels = clips_per_video, max_frame_pixels
         self.holder = holder
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -193,7 +233,7 @@ class VideoJobRunner:
                 while len(self.running) < self.media.max_jobs:
                     job = await asyncio.to_thread(self.jobs.claim, self.holder,
                                                   self.media.lease_s, system_clock(),
-                                                  os.path.isfile)
+                                                  readable)
                     if job is None:
                         break
                     task = asyncio.create_task(self._run_job(job))
@@ -216,6 +256,7 @@ class VideoJobRunner:
                 await asyncio.to_thread(self.jobs.release, job_id, self.holder)
             except Exception:  # noqa: BLE001 - the lease runs out instead
                 log.warning("could not give video job %s back; its lease runs out", job_id)
+            self._copy_path({"id": job_id}).unlink(missing_ok=True)
 
     async def _run_job(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
@@ -224,6 +265,12 @@ class VideoJobRunner:
             status, outcome = await self._classify(job)
         except asyncio.CancelledError:
             raise
+        except _VideoStoreAway as exc:
+            log.warning("video job %s: its file could not be read from the video store "
+                        "(%s); handed back to be tried again", job_id, exc)
+            await asyncio.sleep(self.media.poll_interval_s)
+            await asyncio.to_thread(self.jobs.release, job_id, self.holder)
+            return
         except VidmonError as exc:
             status, outcome = "failed", {"error": str(exc)[:500]}
         except Exception as exc:  # noqa: BLE001 - a job's failure must not stop the runner
@@ -232,13 +279,43 @@ class VideoJobRunner:
         finished = await asyncio.to_thread(self.jobs.finish, job_id, self.holder, status,
                                            system_clock(), **outcome)
         if finished and job["uploaded"]:
-            Path(job["location"]).unlink(missing_ok=True)
+            await asyncio.to_thread(self._discard, job)
         log.info("video job %s: %s", job_id, status)
+
+    def _copy_path(self, job: dict[str, Any]) -> Path:
+        return self.media.video_dir / f"{job['id']}.from-store.video"
+
+    def _local(self, job: dict[str, Any]) -> str:
+        """A local path (or URL) to decode: a file in the video store is copied here once."""
+        location = job["location"]
+        if not (job["uploaded"] and is_remote(location)):
+            return location
+        path = self._copy_path(job)
+        if not path.is_file():
+            store, key = open_url(location, self.objects)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".part")
+            store.get_file(key, partial)
+            partial.replace(path)
+        return str(path)
+
+    def _discard(self, job: dict[str, Any]) -> None:
+        """A finished job's upload goes, and the local copy of one from the store."""
+        location = job["location"]
+        if is_remote(location):
+            self._copy_path(job).unlink(missing_ok=True)
+            delete_stored(location, self.objects)
+        else:
+            Path(location).unlink(missing_ok=True)
 
     async def _classify(self, job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         job_id, done = job["id"], int(job["clips_done"])
         card = self.service.runtime.card
-        decoder = _Decoder(job["location"], card, self.media, self.max_frame_pixels, done,
+        try:
+            location = await asyncio.to_thread(self._local, job)
+        except Exception as exc:  # noqa: BLE001 - the store may be away for a while
+            raise _VideoStoreAway(str(exc)) from exc
+        decoder = _Decoder(location, card, self.media, self.max_frame_pixels, done,
                            asyncio.get_running_loop())
         decoder.thread.start()
         expected = job["clips_expected"]

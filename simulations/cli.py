@@ -76,6 +76,12 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
     return gc_command(settings, args.dry_run)
 
 
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.objects.setup import migrate_command
+
+    return migrate_command(settings, args.create_buckets)
+
+
 def _retrain(settings: Settings, args: argparse.Namespace) -> int:
     from training.retrain import retrain_command
 
@@ -229,6 +235,15 @@ def _add_operations(subparsers: argparse._SubParsersAction) -> None:
                    help="count what would be deleted and delete nothing (the store and clip "
                         "folder read are printed first)")
     p.set_defaults(handler=_gc)
+
+    p = subparsers.add_parser(
+        "migrate", help="make the store's schema current and check the object-store buckets",
+        description="Upgrade the store to the current schema and check that every s3:// "
+                    "location in the settings answers; run once before the services (a "
+                    "Kubernetes Job, a compose one-shot). Services also migrate at start.")
+    p.add_argument("--create-buckets", action="store_true",
+                   help="create a bucket that does not exist yet")
+    p.set_defaults(handler=_migrate)
 
     p = subparsers.add_parser("promote", help="make a registered version the champion")
     p.add_argument("version", help="model version to serve")

@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 from monitor.alerts import Alerter
 from monitor.card import ModelCard
 from monitor.clock import Clock, inherited_clock
-from monitor.clips import ClipStore
+from monitor.objects.clips import ClipStore
 from monitor.profile import ReferenceProfile
 from monitor.settings import RetrainSettings, Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
@@ -86,7 +86,7 @@ def _production_data(settings: Settings, predictions: PredictionRepository,
     """Labeled production clips of the model since ``since``, with known labels."""
     rows = predictions.labeled_clips(settings.model_name, since=since,
                                      limit=settings.retrain.max_production_clips)
-    store = ClipStore(settings.clip_dir)
+    store = ClipStore.of(settings)
     clips, known = [], []
     for row in counted(rows, "loading labeled production clips", "clip"):
         if row.true_label not in label_names:

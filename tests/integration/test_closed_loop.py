@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from monitor.clips import ClipStore
+from monitor.objects.clips import ClipStore
 from monitor.closed_loop import evaluate_retrain, policy_from, start_due_retrain
 from monitor.features import quality_features_batch
 from monitor.job import run_report_job

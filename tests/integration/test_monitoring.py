@@ -84,7 +84,7 @@ def test_each_report_is_also_added_to_the_evidently_workspace(
 ) -> None:
     from evidently.ui.workspace import Workspace
 
-    from monitor.workspace import EvidentlyWorkspace
+    from monitor.objects.workspace import EvidentlyWorkspace
 
     repository.add_predictions(production_records(100, HOUR - timedelta(minutes=30), seed=7))
     workspace = EvidentlyWorkspace(tmp_path / "ws")

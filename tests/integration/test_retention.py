@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from monitor.clips import ClipStore
+from monitor.objects.clips import ClipStore
 from monitor.report import build_report
 from monitor.retention import GarbageCollector
 from monitor.retrain_policy import RetrainDecision
@@ -61,7 +61,7 @@ def _clip(store: ClipStore, seed: int, size: int = 8) -> str:
     """Save a distinct clip, dated long ago on disk."""
     clip = np.random.default_rng(seed).integers(0, 255, (4, size, size, 3), dtype=np.uint8)
     relative = store.save(clip)
-    os.utime(store.root / relative, (LONG_AGO, LONG_AGO))
+    os.utime(store.objects.root / relative, (LONG_AGO, LONG_AGO))
     return relative
 
 
@@ -111,8 +111,8 @@ def test_old_predictions_go_in_batches_once_reported_and_the_rest_stays(
     assert any("deleting 9 predictions of m v1" in line for line in collector.lines)
     # each old row's own clip is gone; the one a recent row still uses stays
     assert result.clip_files_deleted == 6
-    assert (store.root / shared).exists() and result.clip_files == 1
-    assert not any((store.root / r.clip_path).exists() for r in old[1:])
+    assert (store.objects.root / shared).exists() and result.clip_files == 1
+    assert not any((store.objects.root / r.clip_path).exists() for r in old[1:])
     assert collector.run().predictions_deleted == 0  # nothing left to do
 
 
@@ -139,7 +139,7 @@ def test_a_pending_retrain_keeps_its_training_rows_and_clips(
     assert result.predictions_deleted == 2  # labeled before the drift began
     kept = _clip_paths(repository)
     assert set(kept) == {r.id for r in since_drift}
-    assert all(path is not None and (store.root / path).exists() for path in kept.values())
+    assert all(path is not None and (store.objects.root / path).exists() for path in kept.values())
 
     retrains.start(decision)
     retrains.finish(decision, status="promoted", run_id="r", version="2", gate={}, now=NOW)
@@ -163,8 +163,8 @@ def test_the_clip_store_keeps_to_its_age_and_size_oldest_first(
     paths = _clip_paths(repository)
     assert paths[aged.id] is None  # released by age; the row stays
     assert [paths[r.id] is None for r in recent] == [True] * 5 + [False] * 5
-    assert all((store.root / r.clip_path).exists() == (i >= 5) for i, r in enumerate(recent))
-    assert not (store.root / orphan).exists() and (store.root / fresh_orphan).exists()
+    assert all((store.objects.root / r.clip_path).exists() == (i >= 5) for i, r in enumerate(recent))
+    assert not (store.objects.root / orphan).exists() and (store.objects.root / fresh_orphan).exists()
     assert result.clip_rows_released == 6 and result.clip_files_deleted == 7
     assert result.clip_bytes <= 1_000_000 < result.clip_bytes + 196_736
     assert result.clip_files == 6  # the five newest and the fresh orphan

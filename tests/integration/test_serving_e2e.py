@@ -14,6 +14,7 @@ import pytest
 from monitor.settings import ServeSettings, Settings
 from monitor.store import PredictionRepository, create_store_engine
 from serving.app import create_app
+from tests.waiting import wait_until
 from tests.media import audio_only_wav, npy_bytes, sample_clip, video_bytes
 from serving.background import running_server
 from training.registry import RegistrySource
@@ -70,7 +71,8 @@ def test_predicts_video_files_and_raw_clips_and_logs_each(server, service_settin
     assert sum(mp4["probabilities"].values()) == pytest.approx(1.0, rel=1e-4)
     raw = rows[answers[2]["prediction_id"]]
     assert raw["codec"] is None and raw["fps"] is None
-    kept = service_settings.clip_dir / raw["clip_path"]
+    kept = Path(service_settings.clip_dir) / raw["clip_path"]
+    wait_until(kept.exists, 10)  # clips reach their store behind the answer
     assert np.load(kept).shape == (16, 32, 32, 3)
 
 
