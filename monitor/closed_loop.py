@@ -1,13 +1,17 @@
 """The monitor's half of the closed loop: a retrain decision after each report, and starting
-due retrains as separate processes, one at a time, retried with backoff."""
+due retrains as separate processes, one at a time, retried with backoff; and the worker that
+runs them on a cluster, where the monitor only decides (:class:`RetrainWorker`)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -193,3 +197,108 @@ def alert_on_report(alerter: Alerter, reports: ReportRepository, report_id: str)
     drift = alerter.drift(report, previous["verdict"] if previous else None)
     risk = ((previous or {}).get("summary") or {}).get("accuracy_risk")
     return alerter.accuracy(report, risk if previous else None) or drift
+
+
+class RetrainWorker:
+    """``vidmon worker``: claims due retrains from the store and runs each as ``vidmon
+    retrain --decision ID`` in a child process, holding it by heartbeat every third of
+    ``retrain.lease_s``. A worker killed outright stops renewing, and another takes the
+    retrain over after the lease; a worker whose hold is lost (taken over, cancelled, or
+    the store unreachable for a whole lease) stops its child, so two never finish one
+    retrain. On SIGTERM it stops its child and gives the retrain back at once."""
+
+    def __init__(self, settings: Settings, retrains: RetrainRepository,
+                 command: list[str] | None = None, poll_s: float = 5.0,
+                 clock: Clock = system_clock, holder: str | None = None) -> None:
+        self.settings, self.retrains, self.clock = settings, retrains, clock
+        self.base = command or [sys.executable, "-m", "simulations.cli", "retrain"]
+        self.poll_s = poll_s
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self.stop_event = threading.Event()
+        self.backoff = timedelta(seconds=settings.retrain.backoff_s)
+
+    def run_once(self) -> str | None:
+        """Claim and run one retrain to its end; its decision id, None when none was due."""
+        lease = self.settings.retrain.lease_s
+        claimed = self.retrains.claim(self.holder, self.clock(), lease,
+                                      self.settings.retrain.max_attempts)
+        if claimed is None:
+            return None
+        decision_id = claimed["id"]
+        log.info("worker %s: running retrain %s (attempt %d)", self.holder, decision_id,
+                 claimed["attempts"])
+        env = {**os.environ, **self.settings.to_env(), **offset_env(self.clock)}
+        child = subprocess.Popen([*self.base, "--decision", decision_id], env=env,
+                                 preexec_fn=_die_with_parent)
+        last_renewed = time.monotonic()
+        while child.poll() is None:
+            if self.stop_event.wait(min(lease / 3, 5.0)):
+                _end(child)
+                self.retrains.give_back(decision_id, self.holder, self.clock())
+                log.info("worker %s: stopped; retrain %s given back", self.holder, decision_id)
+                return decision_id
+            try:
+                held = self.retrains.heartbeat(decision_id, self.holder, self.clock())
+                last_renewed = time.monotonic()
+            except Exception:  # noqa: BLE001 - the store is away: the lease decides
+                log.warning("worker %s: could not renew retrain %s", self.holder, decision_id)
+                held = time.monotonic() - last_renewed < lease
+            if not held:
+                log.warning("worker %s: retrain %s is no longer ours; stopping it",
+                            self.holder, decision_id)
+                _end(child)
+                return decision_id
+        if self.retrains.holds(decision_id, self.holder):  # exited without a result
+            self.retrains.fail(decision_id, f"retrain process exited with code "
+                               f"{child.returncode}", self.backoff, self.clock())
+        return decision_id
+
+    def serve_forever(self) -> None:
+        """Claim and run retrains until :attr:`stop_event` is set."""
+        while not self.stop_event.is_set():
+            try:
+                ran = self.run_once()
+            except Exception:  # noqa: BLE001 - the store may be away: look again later
+                log.exception("worker %s: looking for retrains failed", self.holder)
+                ran = None
+            if ran is None:
+                self.stop_event.wait(self.poll_s)
+
+
+def _die_with_parent() -> None:
+    """In the child: the kernel kills it when its worker dies, even by SIGKILL, so a
+    killed worker's retrain never runs on beside the one that takes it over (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _end(child: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``."""
+    child.terminate()
+    try:
+        child.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def worker_command(settings: Settings) -> int:
+    """``vidmon worker``: run retrains the monitors decided, until SIGTERM or SIGINT."""
+    from monitor.store import create_store_engine, upgrade_database
+
+    engine = create_store_engine(settings.database_url)
+    upgrade_database(engine)
+    worker = RetrainWorker(settings, RetrainRepository(engine))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: worker.stop_event.set())
+    log.info("worker %s: waiting for retrains (lease %.0f s)", worker.holder,
+             settings.retrain.lease_s)
+    try:
+        worker.serve_forever()
+    finally:
+        engine.dispose()
+    return 0

@@ -331,7 +331,13 @@ class RetrainSettings(BaseModel):
     max_attempts: PositiveInt = Field(
         default=3, description="tries of a failed retrain before it is abandoned")
     backoff_s: float = Field(default=60.0, gt=0, description="first retry delay; doubles")
-    auto_start: bool = Field(default=True, description="the monitor starts due retrains")
+    auto_start: bool = Field(
+        default=True, description="the monitor starts due retrains itself (one machine); "
+                                  "false: it only decides, and `vidmon worker` processes "
+                                  "claim and run them (a cluster)")
+    lease_s: float = Field(default=60.0, gt=0,
+                           description="a worker that has not renewed its hold on a running "
+                                       "retrain for this long is taken over by another")
 
     def labeled_needed(self, min_rows: int) -> int:
         """Labeled clips a retrain waits for: ``min_labeled``, and at least twice the

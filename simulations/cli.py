@@ -76,6 +76,12 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
     return gc_command(settings, args.dry_run)
 
 
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.closed_loop import worker_command
+
+    return worker_command(settings)
+
+
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.objects.setup import migrate_command
 
@@ -235,6 +241,14 @@ def _add_operations(subparsers: argparse._SubParsersAction) -> None:
                    help="count what would be deleted and delete nothing (the store and clip "
                         "folder read are printed first)")
     p.set_defaults(handler=_gc)
+
+    p = subparsers.add_parser(
+        "worker", help="run the retrains monitors decide (a cluster: VIDMON_RETRAIN__AUTO_START"
+                       "=false on the monitors)",
+        description="Claim due retrain decisions from the store and run each as `vidmon "
+                    "retrain --decision ID`, holding it by heartbeat; a worker that dies is "
+                    "taken over after VIDMON_RETRAIN__LEASE_S. SIGTERM gives the retrain back.")
+    p.set_defaults(handler=_worker)
 
     p = subparsers.add_parser(
         "migrate", help="make the store's schema current and check the object-store buckets",

@@ -120,6 +120,59 @@ class RetrainRepository:
                 .values(status="running", attempts=decisions.c.attempts + 1)).rowcount
         return bool(changed)
 
+    def claim(self, holder: str, now: datetime, lease_s: float, max_attempts: int
+              ) -> dict[str, Any] | None:
+        """For a worker: the running retrain whose worker stopped renewing its hold for
+        ``lease_s`` (taken over), else the oldest due decision while none runs, now running
+        and held by ``holder``; None when there is none. One conditional update decides
+        between workers racing for it; a takeover counts as an attempt, so a retrain that
+        kills its workers ends failed instead of looping."""
+        stale = now - timedelta(seconds=lease_s)
+        abandoned = sa.and_(decisions.c.status == "running", decisions.c.heartbeat_at < stale)
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(decisions.c.id).where(abandoned)
+                                     .order_by(decisions.c.created_at).limit(1)).first()
+        condition = abandoned
+        if row is None:
+            due = self.next_due(now, max_attempts)
+            if due is None:
+                return None
+            row = (due["id"],)
+            condition = sa.and_(decisions.c.status.in_(("pending", "failed")),
+                                decisions.c.attempts < max_attempts)
+        with self.engine.begin() as connection:
+            taken = connection.execute(decisions.update().where(
+                decisions.c.id == row[0], condition).values(
+                status="running", attempts=decisions.c.attempts + 1, holder=holder,
+                heartbeat_at=now)).rowcount
+        return self.get(row[0]) if taken else None
+
+    def heartbeat(self, decision_id: str, holder: str, now: datetime) -> bool:
+        """Renew ``holder``'s hold on a running retrain; False once it is not held by it
+        (taken over, or finished)."""
+        with self.engine.begin() as connection:
+            return bool(connection.execute(decisions.update().where(
+                decisions.c.id == decision_id, decisions.c.holder == holder,
+                decisions.c.status == "running").values(heartbeat_at=now)).rowcount)
+
+    def give_back(self, decision_id: str, holder: str, now: datetime) -> bool:
+        """A worker that stops hands its retrain back, due at once and with the attempt
+        not counted, for another worker; False if it no longer held it."""
+        with self.engine.begin() as connection:
+            return bool(connection.execute(decisions.update().where(
+                decisions.c.id == decision_id, decisions.c.holder == holder,
+                decisions.c.status == "running").values(
+                status="failed", attempts=decisions.c.attempts - 1, holder=None,
+                heartbeat_at=None, next_attempt_at=now,
+                error=f"given back by worker {holder} as it stopped")).rowcount)
+
+    def holds(self, decision_id: str, holder: str) -> bool:
+        """Whether ``holder`` still holds the running retrain (checked before promoting)."""
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(decisions).where(
+                decisions.c.id == decision_id, decisions.c.holder == holder,
+                decisions.c.status == "running")).scalar_one() > 0
+
     def fail(self, decision_id: str, error: str, backoff: timedelta,
              now: datetime | None = None) -> None:
         """Mark a running retrain failed at ``now``; it is retried after ``backoff`` x

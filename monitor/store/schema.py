@@ -151,6 +151,8 @@ retrain_decisions = sa.Table(
     sa.Column("challenger_version", sa.String(32), nullable=True),
     sa.Column("gate", sa.JSON, nullable=True),
     sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("holder", sa.String(200), nullable=True),  # the worker running it
+    sa.Column("heartbeat_at", UTCDateTime(), nullable=True),
     sa.Index("uq_retrain_pending", "model_name", unique=True,
              sqlite_where=sa.text("status = 'pending'"),
              postgresql_where=sa.text("status = 'pending'")),
