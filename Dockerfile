@@ -3,7 +3,10 @@
 #   docker build --build-arg VARIANT=cuda -t vidmon:cuda .   (torch's CUDA build from PyPI; it
 #                                                             brings its CUDA libraries, the host
 #                                                             needs the NVIDIA container toolkit)
-FROM python:3.11-slim
+#   --build-arg BASE=<image> builds on another Python 3.11+ base (an imported Debian base
+#   where no registry is reachable, a CUDA base); python3 and pip must be on its PATH.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 ARG VARIANT=cpu
 ARG TORCH_VERSION=2.13.0

@@ -49,8 +49,11 @@ def _is_setting(name: str) -> bool:
 
 
 def test_the_stack_has_the_services_the_deployment_needs() -> None:
-    assert set(SERVICES) == {"postgres", "mlflow", "train", "api", "monitor", "prometheus",
-                             "grafana"}
+    assert set(SERVICES) == {"postgres", "s3", "migrate", "mlflow", "train", "api", "monitor",
+                             "worker", "prometheus", "grafana"}
+    assert SERVICES["migrate"]["restart"] == "no"
+    assert SERVICES["mlflow"]["depends_on"]["migrate"]["condition"] == \
+        "service_completed_successfully"
     assert SERVICES["train"]["restart"] == "no"  # one-shot
     assert SERVICES["monitor"]["deploy"]["replicas"] == 2
     assert "replicas" in SERVICES["api"]["deploy"]
@@ -59,7 +62,7 @@ def test_the_stack_has_the_services_the_deployment_needs() -> None:
     assert "postgres-data:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"]
 
 
-@pytest.mark.parametrize("name", ["train", "api", "monitor"])
+@pytest.mark.parametrize("name", ["train", "api", "monitor", "worker", "migrate"])
 def test_vidmon_services_run_real_subcommands(name: str) -> None:
     command = SERVICES[name]["command"]
     assert command[0] == "vidmon"
@@ -96,6 +99,9 @@ def test_every_variable_is_a_real_setting_and_parses(monkeypatch: pytest.MonkeyP
     assert settings.database_url.startswith("postgresql+psycopg://vidmon:change-me@postgres")
     assert settings.mlflow_tracking_uri == "http://mlflow:5000"
     assert settings.monitor.interval_s == 300 and settings.mlflow_ui == "http://localhost:5000"
+    # nothing on a shared disk but the training set: the rest is in the object store
+    assert settings.clip_dir == "s3://vidmon/clips" and settings.media.video_store
+    assert settings.objects.endpoint_url == "http://s3:9000" and not settings.retrain.auto_start
 
 
 def test_every_interpolated_variable_is_documented_in_the_example() -> None:
