@@ -86,7 +86,8 @@ class ClipKeeper:
             self.counts.dropped += dropped
             self._queue.clear()
             self._lock.notify_all()
-        self._thread.join(timeout=timeout_s + self.max_pause_s)
+        # a daemon: an upload stuck on an away store must not hold the shutdown past this
+        self._thread.join(timeout=timeout_s)
         if dropped:
             log.warning("%d clips were still waiting for the clip store %s at shutdown and "
                         "are not kept", dropped, self.store.location)
