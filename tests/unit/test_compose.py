@@ -129,7 +129,8 @@ def test_images_build_cpu_or_cuda_and_the_gpu_override_reserves_gpus() -> None:
     for package in ("monitor", "serving", "training", "simulations"):
         assert f"COPY {package} {package}" in dockerfile
     assert SERVICES["api"]["build"]["args"]["VARIANT"] == "${VIDMON_VARIANT:-cpu}"
-    for name in ("api", "monitor"):
+    assert "monitor" not in GPU["services"]  # it only decides; the workers train
+    for name in ("api", "worker"):
         devices = GPU["services"][name]["deploy"]["resources"]["reservations"]["devices"]
         assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
 
