@@ -40,7 +40,7 @@ from monitor.media.reader import (
     open_media,
     timed_frames,
 )
-from monitor.objects import is_remote, open_url
+from monitor.objects import is_remote, open_store, open_url
 from monitor.media.sampler import ClipSampler, TimedClip, model_frame_interval, sample_clips
 from monitor.media.timeline import overall_label
 from monitor.settings import MediaSettings, ObjectStoreSettings
@@ -190,8 +190,6 @@ def store_upload(path: Path, job_id: str, media: MediaSettings,
     where the job reads it."""
     if not media.video_store:
         return str(path)
-    from monitor.objects import open_store
-
     store = open_store(media.video_store, objects)
     key = f"{job_id}.video"
     store.put_file(key, path)

@@ -4,7 +4,6 @@ package registries (the test extra installs it), in a process of its own."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,25 +12,22 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 
 from monitor.settings import ObjectStoreSettings
 from tests.media import free_port
+from tests.needs import need_programs
 
 ACCESS_KEY, SECRET_KEY = "vidmon-test", "vidmon-test-secret"
 
 
 def _moto_server() -> str:
+    """The test extra's moto_server beside this Python (its venv may not be on PATH), else
+    the one on PATH; CI fails without it, a developer's machine skips (need_programs)."""
     found = Path(sys.executable).parent / "moto_server"
     if found.exists():
         return str(found)
-    which = shutil.which("moto_server")
-    if which:
-        return which
-    message = "moto_server needed (pip install 'moto[server]', in the test extra)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return need_programs("moto_server", install="pip install 'moto[server]', in the test "
+                                                "extra")[0]
 
 
 class S3Server:

@@ -62,19 +62,22 @@ class EvidentlyWorkspace:
         try:
             if self.remote is not None:
                 return self._add_remote(snapshots, name)
-            workspace = _workspace(self.path)
-            if self._project_id is None:
-                found = workspace.search_project(self.project_name)
-                project = found[0] if found else workspace.create_project(
-                    self.project_name, description="vidmon monitoring reports")
-                self._project_id = project.id
-            for kind, snapshot in snapshots.items():
-                workspace.add_run(self._project_id, snapshot, name=f"{name} {kind}")
-            return len(snapshots)
+            return self._add_runs(_workspace(self.path), snapshots, name)
         except Exception:  # a copy for browsing must never take a report down
             log.exception("could not add the report to the Evidently workspace %s",
                           self.location)
             return 0
+
+    def _add_runs(self, workspace: Any, snapshots: dict[str, Any], name: str) -> int:
+        """Add the runs to vidmon's project in ``workspace`` (made on first use)."""
+        if self._project_id is None:
+            found = workspace.search_project(self.project_name)
+            project = found[0] if found else workspace.create_project(
+                self.project_name, description="vidmon monitoring reports")
+            self._project_id = project.id
+        for kind, snapshot in snapshots.items():
+            workspace.add_run(self._project_id, snapshot, name=f"{name} {kind}")
+        return len(snapshots)
 
     def _add_remote(self, snapshots: dict[str, Any], name: str) -> int:
         remote = self.remote
@@ -88,13 +91,7 @@ class EvidentlyWorkspace:
                 (root / key).parent.mkdir(parents=True, exist_ok=True)
                 (root / key).write_bytes(remote.get(key))
             before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
-            workspace = _workspace(root)
-            found = workspace.search_project(self.project_name)
-            project = found[0] if found else workspace.create_project(
-                self.project_name, description="vidmon monitoring reports")
-            for kind, snapshot in snapshots.items():
-                workspace.add_run(project.id, snapshot, name=f"{name} {kind}")
-            self._project_id = project.id
+            self._add_runs(_workspace(root), snapshots, name)
             written = [p for p in root.rglob("*")
                        if p.is_file() and before.get(p) != p.read_bytes()]
             # Runs before metadata: a reader never finds a project whose runs are missing.
