@@ -21,6 +21,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.exc import DBAPIError
 
 from monitor.alerts import Sender
 from monitor.clock import Clock, system_clock
@@ -184,12 +185,12 @@ class Monitor:
             self.sender.start()
         try:
             while not self._stop.is_set():
-                if self.reports.acquire_lease(LEASE, self.holder, self.settings.lease_ttl_s):
+                if self._holds_lease():
                     if self._scheduler is None:
                         self._start_scheduler()
                 elif self._scheduler is not None:
                     log.warning("%s lost the scheduler lease; standing by", self.holder)
-                    self._stop_scheduler()
+                    self._stop_scheduler(wait=False)
                 self._stop.wait(renew_every)
         finally:
             # The lease goes first, even mid-report, so a standby takes over at once: a
@@ -203,6 +204,17 @@ class Monitor:
             self._stop_scheduler(wait=False)
             if self.sender is not None:
                 self.sender.stop(drain_s=5)
+
+    def _holds_lease(self) -> bool:
+        """Take or renew the lease; False when another holds it or the store cannot be
+        reached (cut off, a leader cannot know whether a standby took over meanwhile, so
+        it stops acting at once and asks again at the next renewal)."""
+        try:
+            return self.reports.acquire_lease(LEASE, self.holder, self.settings.lease_ttl_s)
+        except DBAPIError as error:
+            log.warning("%s cannot reach the store to renew the lease (%s); standing by",
+                        self.holder, type(error.orig).__name__ if error.orig else error)
+            return False
 
     def stop(self) -> None:
         """Ask :meth:`serve_forever` to finish (from another thread or a signal handler)."""

@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from monitor.job import run_report_job, window_end_for
 from monitor.scheduler import LEASE, Monitor
@@ -186,6 +187,39 @@ def test_a_leader_stopped_mid_report_gives_the_lease_up_at_once(repository, repo
     assert reports.acquire_lease(LEASE, "standby", 30.0)
     finish.set()
     wait_until(lambda: not leader.busy)
+
+
+class _Unreachable(ReportRepository):
+    """The store as a monitor cut off from the network sees it, while ``cut`` is set."""
+
+    def __init__(self, engine) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(engine)
+        self.cut = threading.Event()
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        if self.cut.is_set():
+            raise OperationalError("UPDATE leases", {}, ConnectionRefusedError("cut off"))
+        return super().acquire_lease(name, holder, ttl_s)
+
+
+def test_a_leader_cut_off_from_the_store_stands_by_and_leads_again(repository) -> None:
+    """Cut off, the leader cannot renew its lease: it stops acting (a standby may have taken
+    over) and keeps running, instead of dying on the store's error; mended, it leads again."""
+    reports = _Unreachable(repository.engine)
+    settings = MonitorSettings(interval_s=3600, lateness_s=0, window_minutes=60,
+                               lease_ttl_s=0.6)
+    monitor = Monitor(settings, repository, reports, _profile_loader())
+    thread = threading.Thread(target=monitor.serve_forever, daemon=True)
+    thread.start()
+    wait_until(lambda: monitor.is_leader, timeout_s=10)
+    reports.cut.set()
+    wait_until(lambda: not monitor.is_leader, timeout_s=5)
+    assert thread.is_alive()
+    reports.cut.clear()
+    wait_until(lambda: monitor.is_leader, timeout_s=10)
+    monitor.stop()
+    thread.join(10)
+    assert not thread.is_alive()
 
 
 def test_a_report_with_undefined_statistics_is_stored_on_every_database(repository,
