@@ -410,7 +410,9 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
 
 
 # Commands that never talk to MLflow; the others check its server answers before they start.
-_WITHOUT_MLFLOW = ("synth", "simulate", "gc")
+# Commands that never talk to MLflow: they run without its server (migrate runs before it
+# starts, in compose and in the Kubernetes Job, since its artifacts live in the buckets).
+_WITHOUT_MLFLOW = ("synth", "simulate", "gc", "migrate", "hash-key")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

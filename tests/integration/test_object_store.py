@@ -27,7 +27,7 @@ from tests.colour_model import ColourSource, write_scenes
 from tests.factories import make_record
 from tests.media import npy_bytes
 from tests.s3server import S3Server
-from tests.waiting import wait_until
+from tests.waiting import free_port, wait_until
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -231,7 +231,10 @@ def test_vidmon_migrate_makes_the_schema_and_checks_or_creates_the_buckets(
     import sqlalchemy as sa
 
     database = f"sqlite:///{tmp_path / 'vidmon.db'}"
+    # MLflow's server starts after the migration (its artifacts live in these buckets):
+    # migrate never waits for it, so it points at a port nothing listens on here.
     env = {**os.environ, "VIDMON_DATABASE_URL": database,
+           "VIDMON_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
            "VIDMON_CLIP_DIR": "s3://fresh-clips/p", "VIDMON_EVIDENTLY_WORKSPACE": "",
            "VIDMON_OBJECTS": s3.settings().model_dump_json().replace(
                '"**********"', '"vidmon-test-secret"')}
