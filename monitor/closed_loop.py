@@ -21,6 +21,7 @@ from monitor.clock import Clock, offset_env, system_clock
 from monitor.job import JobOutcome, ProfileLoader
 from monitor.retrain_policy import RetrainPolicy, decide_retrain, risk_run
 from monitor.settings import RetrainSettings, Settings
+from monitor.store.engine import OutageLog
 from monitor.store.reports import ReportRepository
 from monitor.store.repository import PredictionRepository
 from monitor.store.retrains import RetrainRepository
@@ -255,11 +256,13 @@ class RetrainWorker:
 
     def serve_forever(self) -> None:
         """Claim and run retrains until :attr:`stop_event` is set."""
+        outage = OutageLog(log, f"worker {self.holder}: looking for retrains")
         while not self.stop_event.is_set():
             try:
                 ran = self.run_once()
-            except Exception:  # noqa: BLE001 - the store may be away: look again later
-                log.exception("worker %s: looking for retrains failed", self.holder)
+                outage.ok()
+            except Exception as error:  # noqa: BLE001 - the store may be away: look again later
+                outage.failed(error)
                 ran = None
             if ran is None:
                 self.stop_event.wait(self.poll_s)

@@ -31,6 +31,7 @@ from monitor.labeling import LabelingQueue
 from monitor.runtime import resolve_device
 from monitor.settings import MediaSettings, ServeSettings, Settings
 from monitor.store import PredictionRepository, create_store_engine, upgrade_database
+from monitor.store.engine import OutageLog
 from monitor.store.alerts import AlertRepository
 from monitor.store.labeling import LabelingRepository
 from monitor.store.media import StreamRepository, VideoJobRepository
@@ -104,13 +105,15 @@ async def _watch_monitor(settings: Settings, app: FastAPI,
     may notice; the alert's key keeps it to one per stall)."""
     every = min(300.0, settings.stale_after / 4)
     loop = asyncio.get_running_loop()
+    outage = OutageLog(log, "checking that the monitor reports")
     while True:
         await asyncio.sleep(every)
         try:
             await loop.run_in_executor(None, check_monitor, app.state.alerter, predictions,
                                        app.state.reports, settings.stale_after)
-        except Exception:  # the store may be away for a while: look again next time
-            log.exception("checking that the monitor reports failed")
+            outage.ok()
+        except Exception as error:  # the store may be away for a while: look again next time
+            outage.failed(error)
 
 
 def create_app(settings: Settings, source: ModelSource, clock: Clock = system_clock) -> FastAPI:

@@ -39,6 +39,7 @@ from monitor.media.reader import (
 )
 from monitor.media.sampler import ClipSampler, TimedClip, model_frame_interval
 from monitor.settings import MediaSettings
+from monitor.store.engine import OutageLog
 from monitor.store.media import StreamRepository
 from monitor.store.records import new_prediction_id
 from serving.service import ClipFacts, PlacedClip, PredictionService
@@ -160,11 +161,13 @@ class StreamPuller:
 
     async def run(self) -> None:
         """Take, renew and give up streams until cancelled."""
+        outage = OutageLog(log, "looking after the streams")
         while True:
             try:
                 await self._tick()
-            except Exception:  # the store may be away: look again later
-                log.exception("looking after the streams failed")
+                outage.ok()
+            except Exception as error:  # the store may be away: look again later
+                outage.failed(error)
             await asyncio.sleep(self.media.poll_interval_s)
 
     async def _tick(self) -> None:

@@ -44,6 +44,7 @@ from monitor.objects import is_remote, open_store, open_url
 from monitor.media.sampler import ClipSampler, TimedClip, model_frame_interval, sample_clips
 from monitor.media.timeline import overall_label
 from monitor.settings import MediaSettings, ObjectStoreSettings
+from monitor.store.engine import OutageLog
 from monitor.store.media import VideoJobRepository
 from monitor.store.records import derived_prediction_id
 from serving.service import ClipFacts, PlacedClip, PredictionService
@@ -226,6 +227,7 @@ class VideoJobRunner:
 
     async def run(self) -> None:
         """Poll for work until cancelled."""
+        outage = OutageLog(log, "looking for video jobs")
         while True:
             try:
                 while len(self.running) < self.media.max_jobs:
@@ -237,8 +239,9 @@ class VideoJobRunner:
                     task = asyncio.create_task(self._run_job(job))
                     self.running[job["id"]] = task
                     task.add_done_callback(lambda _, i=job["id"]: self.running.pop(i, None))
-            except Exception:  # the store may be away: look again later
-                log.exception("looking for video jobs failed")
+                outage.ok()
+            except Exception as error:  # the store may be away: look again later
+                outage.failed(error)
             await asyncio.sleep(self.media.poll_interval_s)
 
     async def stop(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -13,17 +14,51 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+# A server on the other side of a network: a connection fails within 5 s, and one that is
+# open when the network goes (a cut cable, a partition) fails once what it sent has gone
+# unacknowledged for 10 s, or an idle one after 20 s of unanswered keepalives. Without
+# these a commit on a dead link waits for the kernel's retransmissions, about 15 minutes,
+# and every prediction waiting on it with it. A commit whose answer was lost may have
+# landed: the spool's replay skips ids already stored.
+_POSTGRES_TCP = {"connect_timeout": 5, "tcp_user_timeout": 10_000, "keepalives": 1,
+                 "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 2}
+
+
+class OutageLog:
+    """The log of a loop that polls the store: a store error is one warning line when the
+    store goes away and one line when it is back, not a traceback every poll; any other
+    error keeps its traceback."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self.logger, self.what, self.away = logger, what, False
+
+    def failed(self, error: BaseException) -> None:
+        if not isinstance(error, DBAPIError):
+            self.logger.error("%s failed", self.what, exc_info=error)
+        elif not self.away:
+            self.away = True
+            reason = str(error.orig or error).strip().splitlines()[0][:300]
+            self.logger.warning("%s: the store is away (%s); trying again", self.what, reason)
+
+    def ok(self) -> None:
+        if self.away:
+            self.away = False
+            self.logger.info("%s: the store is back", self.what)
+
+
 def create_store_engine(url: str) -> Engine:
-    """An engine for ``url``. A server fails fast when unreachable (the writer then spools);
+    """An engine for ``url``. A server fails fast when unreachable or cut off (the writer
+    then spools);
     SQLite files get WAL mode with a sync on every commit (a commit is what acknowledges a
     prediction), a busy timeout and foreign keys."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        connect_args = {"connect_timeout": 5} if parsed.get_backend_name() == "postgresql" else {}
+        connect_args = _POSTGRES_TCP if parsed.get_backend_name() == "postgresql" else {}
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
                              connect_args=connect_args)
     if parsed.database and parsed.database != ":memory:":
