@@ -268,8 +268,9 @@ class DurableWriter:
                 for start in range(0, len(segment.records), self.batch_size):
                     self.repository.add_predictions(
                         segment.records[start:start + self.batch_size])
-                for labels, labeled_at in segment.labels:
-                    self.repository.apply_feedback(labels, now=labeled_at)
+                for start in range(0, len(segment.labels), self.batch_size):
+                    self.repository.replay_feedback(
+                        segment.labels[start:start + self.batch_size])
             except SQLAlchemyError as exc:
                 self._mark_down(exc)
                 break

@@ -147,15 +147,20 @@ class PredictionRepository:
         feedback request upserted while this transaction ran stays, and
         :meth:`resolve_pending_labels` applies it (deleting every waiting label of these
         ids lost such an acknowledged label on PostgreSQL)."""
-        for key, (label, labeled_at) in labels.items():
-            connection.execute(
-                predictions.update()
-                .where(sa.or_(predictions.c.id == key, predictions.c.video_id == key),
-                       sa.or_(predictions.c.labeled_at.is_(None),
-                              predictions.c.labeled_at <= labeled_at))
-                .values(true_label=label, labeled_at=labeled_at))
-            connection.execute(pending_labels.delete().where(
-                pending_labels.c.id == key, pending_labels.c.labeled_at <= labeled_at))
+        if not labels:
+            return
+        # One statement each, executed for every label at once (psycopg pipelines them:
+        # a spool's thousand labels are not a thousand round trips to a distant store).
+        rows = [{"key": key, "new_label": label, "at": at}
+                for key, (label, at) in labels.items()]
+        key, at = sa.bindparam("key"), sa.bindparam("at")
+        connection.execute(
+            predictions.update()
+            .where(sa.or_(predictions.c.id == key, predictions.c.video_id == key),
+                   sa.or_(predictions.c.labeled_at.is_(None), predictions.c.labeled_at <= at))
+            .values(true_label=sa.bindparam("new_label"), labeled_at=at), rows)
+        connection.execute(pending_labels.delete().where(
+            pending_labels.c.id == key, pending_labels.c.labeled_at <= at), rows)
 
     def _known(self, connection: Connection, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are stored, as a prediction's or a video's id."""
@@ -189,6 +194,25 @@ class PredictionRepository:
                               unknown_ids=[i for i in ids if i not in known
                                            and not is_issued_id(i)],
                               pending_ids=waiting)
+
+    def replay_feedback(self, entries: Sequence[tuple[Mapping[str, str], datetime]]) -> None:
+        """Store spooled feedback requests (labels and when each was given) in one
+        transaction, as applying them one after another would: the label given last
+        (latest ``labeled_at``, the later entry on a tie) of each id wins."""
+        merged: dict[str, tuple[str, datetime]] = {}
+        for labels, labeled_at in entries:
+            for key, label in labels.items():
+                if key not in merged or labeled_at >= merged[key][1]:
+                    merged[key] = (label, labeled_at)
+        ids = list(merged)
+        with self.engine.begin() as connection:
+            known = self._known(connection, ids)
+            self._label(connection, {i: merged[i] for i in ids if i in known})
+            waiting = [i for i in ids if i not in known and is_issued_id(i)]
+            if waiting:
+                connection.execute(self._upsert_pending(), [
+                    {"id": i, "label": merged[i][0], "labeled_at": merged[i][1]}
+                    for i in waiting])
 
     def resolve_pending_labels(self) -> int:
         """Apply waiting labels whose rows have landed since (a row and its label committed

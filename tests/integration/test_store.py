@@ -89,6 +89,47 @@ def test_applying_a_label_keeps_a_newer_waiting_one(repository) -> None:
     assert repository.get([record.id])[record.id]["true_label"] == "move_left"
 
 
+def test_replaying_spooled_feedback_at_once_ends_as_applying_it_in_turn(database_url) -> None:
+    """A spool's feedback requests go in one transaction; relabels, out-of-order stamps and
+    labels still waiting for their row end where one request after another would."""
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.store import PredictionRepository, create_store_engine
+    from monitor.store.records import new_prediction_id
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    records = [make_record(i) for i in range(3)]
+    waiting = new_prediction_id()  # issued, its row still in another replica's spool
+    entries = [({records[0].id: "move_left", records[1].id: "move_left"}, t),
+               ({records[0].id: "move_right"}, t + timedelta(seconds=2)),
+               ({records[1].id: "steady"}, t + timedelta(seconds=1)),  # stamped later than..
+               ({records[1].id: "blink"}, t),  # ..this, which came after it: steady wins
+               ({waiting: "blink"}, t), ({waiting: "steady"}, t + timedelta(seconds=1)),
+               ({"f" * 32: "blink"}, t)]  # never issued: dropped
+    results = []
+    for batched in (False, True):
+        engine = create_store_engine(database_url)
+        upgrade_database(engine)
+        with engine.begin() as connection:  # the same database for both: start afresh
+            for table in reversed(metadata.sorted_tables):
+                connection.execute(table.delete())
+        repository = PredictionRepository(engine)
+        repository.add_predictions(records)
+        if batched:
+            repository.replay_feedback(entries)
+        else:
+            for labels, labeled_at in entries:
+                repository.apply_feedback(labels, now=labeled_at)
+        rows = repository.get([r.id for r in records])
+        results.append(({i: (r["true_label"], r["labeled_at"]) for i, r in rows.items()},
+                        repository.pending_label_count()))
+        engine.dispose()
+    assert results[0] == results[1]
+    labels, pending = results[1]
+    assert [labels[r.id][0] for r in records] == ["move_right", "steady", None]
+    assert pending == 1
+
+
 def test_counts_by_source_and_version(repository) -> None:
     repository.add_predictions([make_record(0), make_record(1, source="reference"),
                                 make_record(2, model_version="2")])
