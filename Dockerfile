@@ -10,23 +10,28 @@ FROM ${BASE}
 
 ARG VARIANT=cpu
 ARG TORCH_VERSION=2.13.0
+# Where the CPU build of torch comes from: PyTorch's own index, or a mirror of it.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     MLFLOW_DISABLE_TELEMETRY=true
 
 RUN case "$VARIANT" in \
-      cpu)  pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu ;; \
+      cpu)  pip install "torch==${TORCH_VERSION}+cpu" --index-url "$TORCH_INDEX_URL" ;; \
       cuda) pip install "torch==${TORCH_VERSION}" ;; \
       *)    echo "VARIANT must be cpu or cuda, not $VARIANT" >&2; exit 1 ;; \
     esac
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+# vidmon's dependencies in a layer of their own (an empty vidmon carries them in), so that a
+# change to its code rebuilds in seconds.
+RUN pip install . && pip uninstall -y -q vidmon
 COPY monitor monitor
 COPY serving serving
 COPY training training
 COPY simulations simulations
-RUN pip install .
+RUN pip install --no-deps .
 
 RUN useradd --create-home --uid 1000 vidmon && mkdir -p /data && chown vidmon /data
 USER vidmon
