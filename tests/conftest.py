@@ -19,10 +19,29 @@ if TYPE_CHECKING:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/e2e is slow: ``pytest -m 'not slow'`` is the quick loop."""
+    """Everything under tests/e2e is slow: ``pytest -m 'not slow'`` is the quick loop. The
+    multi-host test goes last, so its images build while the others run."""
     for item in items:
         if "e2e" in item.path.parts:
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.path.name == _HOSTS_TEST)
+
+
+_HOSTS_TEST = "test_hosts.py"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start building the multi-host test's images when it is selected and can run."""
+    from tests import hosts
+
+    if any(item.path.name == _HOSTS_TEST for item in session.items) and hosts.usable() is None:
+        hosts.prepare_in_background()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests import hosts
+
+    hosts.finish()
 
 
 # What vidmon writes in the working directory on its embedded defaults. A test that leaves

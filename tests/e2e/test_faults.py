@@ -14,11 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from monitor.settings import Settings
 from tests import pgcluster
-from tests.load import Acknowledged, Load
+from tests.load import Load, assert_nothing_acknowledged_was_lost
 from tests.media import npy_bytes, sample_clip
 from tests.waiting import free_port
 from training.synthetic import CLASS_NAMES, ClipSpec
@@ -89,43 +88,6 @@ def _env(model_store: Settings, database_url: str, folder: Path) -> dict[str, st
             "VIDMON_SERVE__REPLAY_INTERVAL_S": "0.5", "VIDMON_SERVE__CLIP_SAMPLE_RATE": "0"}
 
 
-def _labels_resolved(engine: sa.Engine) -> bool:
-    """No waiting label whose prediction has landed: the replayer applies those within a
-    replay interval (a label and its row committed at the same moment can miss each other)."""
-    with engine.connect() as connection:
-        return not connection.execute(sa.text(
-            "SELECT count(*) FROM pending_labels p WHERE EXISTS (SELECT 1 FROM predictions r "
-            "WHERE r.id = p.id OR r.video_id = p.id)")).scalar_one()
-
-
-def _assert_nothing_acknowledged_was_lost(database_url: str, seen: Acknowledged) -> None:
-    assert seen.predictions, "the load got no prediction through"
-    assert not seen.unknown, f"acknowledged ids reported unknown: {seen.unknown[:3]}"
-    print(f"acknowledged {len(seen.predictions)} predictions, {len(seen.labels)} labels "
-          f"({len(seen.pending)} answered pending); statuses {seen.statuses}")
-    engine = sa.create_engine(database_url)
-    try:
-        deadline = time.monotonic() + 10
-        while not _labels_resolved(engine):
-            assert time.monotonic() < deadline, "waiting labels were not applied"
-            time.sleep(0.2)
-        with engine.connect() as connection:
-            rows = dict(connection.execute(sa.text(
-                "SELECT id, true_label FROM predictions WHERE source = 'production'")).all())
-    finally:
-        engine.dispose()
-    missing = seen.predictions - set(rows)
-    assert not missing, f"{len(missing)} of {len(seen.predictions)} acknowledged predictions lost"
-    # The stored label is the last acknowledged one, or one sent after it whose answer a
-    # kill cut off (the server may have made it durable first: the later label wins).
-    wrong = {i: (label, rows.get(i)) for i, label in seen.labels.items()
-             if rows.get(i) != label and rows.get(i) not in seen.unanswered.get(i, [])}
-    assert not wrong, f"{len(wrong)} of {len(seen.labels)} acknowledged labels lost: " \
-                      f"{list(wrong.items())[:3]}"
-    later = sum(rows.get(i) != label for i, label in seen.labels.items())
-    print(f"labels superseded by a later one whose answer was cut off: {later}")
-
-
 def _load(server: Server) -> Load:
     return Load(server.url, CLIP, CLASS_NAMES, clients=32).start()
 
@@ -144,7 +106,7 @@ def test_kill_9_under_load_loses_no_acknowledged_prediction_or_label(
     finally:
         server.stop()
     assert seen.statuses.get(200, 0) > 50, seen.statuses
-    _assert_nothing_acknowledged_was_lost(database_url, seen)
+    assert_nothing_acknowledged_was_lost(database_url, seen)
 
 
 @pytest.fixture
@@ -189,7 +151,7 @@ def test_outages_and_a_restart_while_the_store_is_down_lose_nothing(
         server.stop()
     assert seen.pending, "no label was answered for a spooled prediction"
     assert 'status="500"' not in metrics
-    _assert_nothing_acknowledged_was_lost(store.url, seen)
+    assert_nothing_acknowledged_was_lost(store.url, seen)
 
 
 def test_sigterm_under_load_drains_and_exits_within_the_grace_period(
@@ -218,4 +180,4 @@ def test_sigterm_under_load_drains_and_exits_within_the_grace_period(
     assert seen.statuses.get(200, 0) > 20, seen.statuses
     spool = tmp_path / "spool.jsonl"
     assert not spool.exists() or not spool.read_text().strip()  # committed, not spooled
-    _assert_nothing_acknowledged_was_lost(database_url, seen)
+    assert_nothing_acknowledged_was_lost(database_url, seen)
