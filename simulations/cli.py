@@ -409,9 +409,9 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
                         help="show the traceback of a failure instead of one line")
 
 
-# Commands that never talk to MLflow; the others check its server answers before they start.
-# Commands that never talk to MLflow: they run without its server (migrate runs before it
-# starts, in compose and in the Kubernetes Job, since its artifacts live in the buckets).
+# Commands that never talk to MLflow; the others check its server answers before they
+# start. migrate runs before the server exists (compose, the Kubernetes Job): MLflow's
+# artifacts live in the buckets it creates.
 _WITHOUT_MLFLOW = ("synth", "simulate", "gc", "migrate", "hash-key")
 
 

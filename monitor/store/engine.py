@@ -53,8 +53,7 @@ class OutageLog:
 
 def create_store_engine(url: str) -> Engine:
     """An engine for ``url``. A server fails fast when unreachable or cut off (the writer
-    then spools);
-    SQLite files get WAL mode with a sync on every commit (a commit is what acknowledges a
+    then spools); SQLite files get WAL mode with a sync on every commit (a commit is what acknowledges a
     prediction), a busy timeout and foreign keys."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":

@@ -183,13 +183,7 @@ class PredictionRepository:
         reported unknown."""
         ids = list(labels)
         now = now or datetime.now(UTC)
-        with self.engine.begin() as connection:
-            known = self._known(connection, ids)
-            self._label(connection, {i: (labels[i], now) for i in ids if i in known})
-            waiting = [i for i in ids if i not in known and is_issued_id(i)]
-            if waiting:
-                connection.execute(self._upsert_pending(), [
-                    {"id": i, "label": labels[i], "labeled_at": now} for i in waiting])
+        known, waiting = self._store_labels({i: (labels[i], now) for i in ids})
         return FeedbackResult(stored=[i for i in ids if i in known],
                               unknown_ids=[i for i in ids if i not in known
                                            and not is_issued_id(i)],
@@ -204,15 +198,22 @@ class PredictionRepository:
             for key, label in labels.items():
                 if key not in merged or labeled_at >= merged[key][1]:
                     merged[key] = (label, labeled_at)
-        ids = list(merged)
+        self._store_labels(merged)
+
+    def _store_labels(self, labels: Mapping[str, tuple[str, datetime]]
+                      ) -> tuple[set[str], list[str]]:
+        """In one transaction: label the stored rows, keep labels of issued ids whose row
+        has not landed waiting; the stored ids and the waiting ones."""
+        ids = list(labels)
         with self.engine.begin() as connection:
             known = self._known(connection, ids)
-            self._label(connection, {i: merged[i] for i in ids if i in known})
+            self._label(connection, {i: labels[i] for i in ids if i in known})
             waiting = [i for i in ids if i not in known and is_issued_id(i)]
             if waiting:
                 connection.execute(self._upsert_pending(), [
-                    {"id": i, "label": merged[i][0], "labeled_at": merged[i][1]}
+                    {"id": i, "label": labels[i][0], "labeled_at": labels[i][1]}
                     for i in waiting])
+        return known, waiting
 
     def resolve_pending_labels(self) -> int:
         """Apply waiting labels whose rows have landed since (a row and its label committed
