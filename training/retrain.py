@@ -304,6 +304,11 @@ def run_retrain(settings: Settings, decision_id: str) -> RetrainOutcome:
     alerter = Alerter(settings, AlertRepository(engine), clock)
     try:
         tracking.configure_mlflow(settings)
+        if decision["mlflow_run_id"] and tracking.end_abandoned_run(
+                decision["mlflow_run_id"], f"attempt {decision['attempts']} of retrain "
+                f"{decision_id} took over"):
+            log.info("retrain %s: the run of an earlier attempt, %s, is marked killed",
+                     decision_id, decision["mlflow_run_id"])
         moved = champion_moved(decision["model_name"], decision["model_version"])
         if moved is not None:
             retrains.cancel(decision_id, moved, clock())

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from monitor.card import ModelCard
 from monitor.profile import ReferenceProfile
@@ -71,6 +72,22 @@ def configure_mlflow(settings: Settings) -> str:
     if urlparse(settings.mlflow_tracking_uri).scheme in ("", "file", "sqlite"):
         artifact_location = Path(settings.mlflow_artifacts_dir).resolve().as_uri()
     return client.create_experiment(settings.experiment_name, artifact_location=artifact_location)
+
+
+def end_abandoned_run(run_id: str, why: str) -> bool:
+    """Mark KILLED, with ``why`` in the tag ``vidmon.abandoned``, a run that an earlier
+    attempt left RUNNING (its process was killed, or stopped, before it could end it);
+    False when the run has ended or is gone."""
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return False
+    if run.info.status != "RUNNING":
+        return False
+    client.set_tag(run_id, "vidmon.abandoned", why)
+    client.set_terminated(run_id, status="KILLED")
+    return True
 
 
 def log_reference_profile(profile: ReferenceProfile) -> None:

@@ -271,6 +271,10 @@ def _kill_a_worker_then_cut_an_api_and_the_leader(stack: Stack) -> None:
     )).strip().splitlines()[-1])
     assert versions == ["1", "2"]  # the champion and exactly one challenger
     assert finished["challenger_version"] == "2"
+    killed_run = hosts.exec(survivor, "python", "-c", (
+        "import mlflow; print(mlflow.MlflowClient('http://mlflow:5000')"
+        f".get_run('{running['mlflow_run_id']}').info.status)")).strip().splitlines()[-1]
+    assert killed_run == "KILLED"  # the takeover ended the killed worker's run
     _say(f"{survivor} finished the retrain: {finished['status']}, one challenger (v2)")
 
     def reported_since() -> int:

@@ -231,6 +231,29 @@ def test_a_retrain_decided_for_a_replaced_champion_is_cancelled_not_promoted(
     engine.dispose()
 
 
+def test_an_attempt_ends_the_mlflow_run_a_killed_attempt_left_running(loop: Path) -> None:
+    from monitor.retrain_policy import RetrainDecision
+    from training.tracking import configure_mlflow
+
+    settings = _settings(loop)
+    engine = create_store_engine(settings.database_url)
+    upgrade_database(engine)
+    retrains = RetrainRepository(engine)
+    decision = retrains.record(RetrainDecision(True, ["drift on v7"], []), "loop-model", "7")
+    assert retrains.start(decision)
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    orphan = client.create_run(configure_mlflow(settings)).info.run_id  # its process died
+    retrains.attach_run(decision, orphan)
+    retrains.fail(decision, "retrain process exited with code -9", timedelta(0),
+                  datetime.now(UTC))
+    assert retrains.start(decision)
+    assert run_retrain(settings, decision).status == "cancelled"  # attempt 2 ran
+    run = client.get_run(orphan)
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert run.data.tags["vidmon.abandoned"] == f"attempt 2 of retrain {decision} took over"
+    engine.dispose()
+
+
 def test_a_retrain_process_that_dies_is_marked_failed_for_a_retry(tmp_path: Path) -> None:
     import sys
     import time
