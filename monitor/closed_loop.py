@@ -205,7 +205,7 @@ class RetrainWorker:
     retrain --decision ID`` in a child process, holding it by heartbeat every third of
     ``retrain.lease_s``. A worker killed outright stops renewing, and another takes the
     retrain over after the lease; a worker whose hold is lost (taken over, cancelled, or
-    the store unreachable for a whole lease) stops its child, so two never finish one
+    the store unreachable for half a lease) kills its child, so two never finish one
     retrain. On SIGTERM it stops its child and gives the retrain back at once."""
 
     def __init__(self, settings: Settings, retrains: RetrainRepository,
@@ -243,11 +243,14 @@ class RetrainWorker:
                 last_renewed = time.monotonic()
             except Exception:  # noqa: BLE001 - the store is away: the lease decides
                 log.warning("worker %s: could not renew retrain %s", self.holder, decision_id)
-                held = time.monotonic() - last_renewed < lease
+                # Half the lease, checked every third of it: the child is dead before
+                # another worker may take the retrain over, so two never both finish it.
+                held = time.monotonic() - last_renewed < lease / 2
             if not held:
-                log.warning("worker %s: retrain %s is no longer ours; stopping it",
+                log.warning("worker %s: retrain %s is no longer ours; killing it",
                             self.holder, decision_id)
-                _end(child)
+                child.kill()  # no grace: the retrain is, or is about to be, another's
+                child.wait()
                 return decision_id
         if self.retrains.holds(decision_id, self.holder):  # exited without a result
             self.retrains.fail(decision_id, f"retrain process exited with code "

@@ -146,3 +146,37 @@ def test_a_worker_stopped_gives_its_retrain_back_at_once(database_url: str,
     assert taken is not None and taken["id"] == decision
     assert not (tmp_path / "finished.log").exists()
     retrains.engine.dispose()
+
+
+def test_a_worker_cut_from_the_store_kills_its_retrain_before_the_lease_runs_out(
+        database_url: str, tmp_path: Path, monkeypatch) -> None:
+    """The store goes away under a worker (its heartbeats fail): its child must be dead
+    before another worker may take the retrain over, a lease after the last renewal."""
+    retrains = _retrains(database_url)
+    decision = retrains.record(RetrainDecision(True, ["drift"], []), "m", "1")
+    for key, value in _env(database_url, tmp_path, seconds=60).items():
+        monkeypatch.setenv(key, value)
+    lease = 6.0
+    settings = Settings(database_url=database_url, retrain=RetrainSettings(lease_s=lease))
+    worker = RetrainWorker(settings, retrains, command=[sys.executable, "-c", _STAND_IN],
+                           poll_s=0.2, holder="cut-off")
+    renewed: list[float] = []
+    real_heartbeat = retrains.heartbeat
+
+    def heartbeat(*args):  # the cable is cut once the child runs
+        if renewed:
+            raise OSError("connection timed out")
+        renewed.append(time.monotonic())
+        return real_heartbeat(*args)
+
+    monkeypatch.setattr(retrains, "heartbeat", heartbeat)
+    ran: list[str | None] = []
+    thread = threading.Thread(target=lambda: ran.append(worker.run_once()), daemon=True)
+    thread.start()
+    thread.join(lease * 3)
+    assert ran == [decision]
+    stopped_after = time.monotonic() - renewed[0]
+    assert lease / 2 <= stopped_after < lease, stopped_after
+    assert retrains.get(decision)["status"] == "running"  # for another worker to take over
+    assert not (tmp_path / "finished.log").exists()
+    retrains.engine.dispose()
