@@ -141,7 +141,9 @@ def test_vidmon_train_data_learns_from_a_folder_of_videos_and_records_it(
     data = write_colour_dataset(tmp_path / "colours", per_class=15)
     (data / "blue" / "0.mp4").write_bytes(b"not a video")  # reported and skipped
 
-    assert main(["train", "--data", str(data), "--epochs", "8"]) == 0
+    # 8 epochs left seed 0's data at 7 of 9 (train accuracy 0.91); 16 reach 9 of 9 on data
+    # seeds 0-5 in 5-7 s
+    assert main(["train", "--data", str(data), "--epochs", "16"]) == 0
     outcome = json.loads(capsys.readouterr().out)
     assert outcome["model_version"] == "1" and outcome["data"] == str(data)
     assert outcome["skipped_files"] == 1
