@@ -10,6 +10,7 @@ timeline does not depend on the machine's speed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import shlex
@@ -262,7 +263,11 @@ class Demo:
             self.traffic.scenario = compose(*parts)
             self.say(f"--- hour {hour}: {name} begins ({part.kind} drift) ---")
             promoted_at = None
-            for _ in range(self.config.max_phase_hours):
+            # The phase waits up to max_phase_hours for a promotion; one that comes late
+            # still gets its full recovery hours, so every promoted model is seen serving.
+            for waited in itertools.count():
+                if promoted_at is None and waited >= self.config.max_phase_hours:
+                    break
                 row = self._hour(hour, name, part.kind)
                 hour += 1
                 if promoted_at is None and "promoted" in row.event:
