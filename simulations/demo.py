@@ -10,7 +10,6 @@ timeline does not depend on the machine's speed.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import shlex
@@ -262,18 +261,15 @@ class Demo:
             parts.append(part)
             self.traffic.scenario = compose(*parts)
             self.say(f"--- hour {hour}: {name} begins ({part.kind} drift) ---")
-            promoted_at = None
+            began, promoted_at = hour, None
             # The phase waits up to max_phase_hours for a promotion; one that comes late
             # still gets its full recovery hours, so every promoted model is seen serving.
-            for waited in itertools.count():
-                if promoted_at is None and waited >= self.config.max_phase_hours:
-                    break
+            while (hour - began < self.config.max_phase_hours if promoted_at is None
+                   else hour - promoted_at < self.config.recovery_hours):
                 row = self._hour(hour, name, part.kind)
                 hour += 1
                 if promoted_at is None and "promoted" in row.event:
                     promoted_at = hour
-                if promoted_at is not None and hour - promoted_at >= self.config.recovery_hours:
-                    break
             if promoted_at is None:
                 self.say(f"{name}: no promotion within {self.config.max_phase_hours} hours")
         retention = self.monitor.run_gc()  # what the monitor does every hour
