@@ -38,9 +38,10 @@ def comma_list(cls: type, value: object) -> object:
 class TrainSettings(BaseModel):
     """How ``vidmon train`` builds its data and model."""
 
-    data: Path | None = Field(
+    data: str | None = Field(
         default=None, description="dataset of video files (a folder per class, a CSV manifest "
-                                  "or a Kinetics-style CSV); none: a synthetic one is written")
+                                  "or a Kinetics-style CSV), on disk or at s3://bucket/prefix; "
+                                  "none: a synthetic one is written")
     card: Path | None = Field(
         default=None, description="model card file (YAML/JSON) for the input contract; its "
                                   "labels may be left to the dataset. None: stretch to "
@@ -420,7 +421,7 @@ _KEY_HASH = re.compile(r"sha256:[0-9a-f]{64}")
 
 class ObjectStoreSettings(BaseModel):
     """The object store behind any ``s3://bucket/prefix`` location (the clip store, the
-    Evidently workspace, uploaded videos): any service speaking the S3 API."""
+    Evidently workspace, uploaded videos, datasets): any service speaking the S3 API."""
 
     endpoint_url: str | None = Field(
         default=None, description="the S3 API's URL (MinIO, Ceph, moto...); none: AWS's own")
@@ -438,6 +439,12 @@ class ObjectStoreSettings(BaseModel):
     clip_queue: NonNegativeInt = Field(
         default=256, description="clips a replica holds for the clip store while it is away; "
                                  "past it, clips are skipped (counted in /metrics)")
+    dataset_cache: Path = Field(
+        default=Path("dataset-cache"),
+        description="where a dataset given by URL (train --data, register --reference-data) "
+                    "is mirrored, a folder per bucket/prefix, to train and retrain from")
+    dataset_max_bytes: PositiveInt = Field(
+        default=50 * 2**30, description="the largest dataset mirrored from a URL")
 
 
 class AuthSettings(BaseModel):

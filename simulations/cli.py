@@ -51,7 +51,8 @@ def _synth(settings: Settings, args: argparse.Namespace) -> int:
                          args.test_clips_per_class or train.test_clips_per_class,
                          ClipSpec(args.frames or train.frames, args.size or train.height,
                                   args.size or train.width), args.fps or train.fps,
-                         train.seed if args.seed is None else args.seed, args.format)
+                         train.seed if args.seed is None else args.seed, args.format,
+                         settings.objects)
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -168,9 +169,10 @@ def _add_training(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train a model on a dataset of video files and record it in MLflow",
         description="Train vidmon's R(2+1)D on --data (a folder per class, a CSV manifest "
-                    "path,label[,split] or a Kinetics-style CSV). Without --data a synthetic "
-                    "dataset is written first (see vidmon synth).")
-    p.add_argument("--data", type=Path, help="dataset folder or CSV")
+                    "path,label[,split] or a Kinetics-style CSV, on disk or in an object "
+                    "store as s3://bucket/prefix). Without --data a synthetic dataset is "
+                    "written first (see vidmon synth).")
+    p.add_argument("--data", help="dataset folder or CSV, or s3://bucket/prefix")
     p.add_argument("--card", type=Path, help="model card (YAML/JSON) for the input contract")
     p.add_argument("--epochs", type=int, help="training epochs")
     p.add_argument("--clips-per-class", type=int, help="synthetic training clips per class")
@@ -191,15 +193,16 @@ def _add_training(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model_file", type=Path, metavar="MODEL_FILE",
                    help="the network: TorchScript (.pt), torch.export (.pt2) or a state_dict")
     p.add_argument("--card", type=Path, required=True, help="model card (YAML or JSON)")
-    p.add_argument("--reference-data", type=Path, required=True,
-                   help="labeled videos the reference profile is built from (a dataset)")
+    p.add_argument("--reference-data", required=True,
+                   help="labeled videos the reference profile is built from (a dataset "
+                        "folder or CSV, or s3://bucket/prefix)")
     p.set_defaults(handler=_register)
 
     p = subparsers.add_parser(
         "synth", help="write a synthetic dataset of video files",
         description="Write labeled synthetic videos (a folder per class and a manifest) that "
                     "vidmon train --data reads. Unset sizes come from VIDMON_TRAIN__*.")
-    p.add_argument("--out", type=Path, required=True, help="folder to write")
+    p.add_argument("--out", required=True, help="folder to write, or s3://bucket/prefix")
     p.add_argument("--clips-per-class", type=int, help="training videos per class")
     p.add_argument("--test-clips-per-class", type=int, help="held-out videos per class")
     p.add_argument("--frames", type=int, help="frames per video")

@@ -9,6 +9,11 @@
   named ``<youtube_id>_<time_start:06d>_<time_end:06d>.mp4`` beside it (or in
   ``<split>/<label>/`` or ``<label>/`` below it, as the common downloaders write them).
 
+Any of them may sit in an object store: :func:`open_dataset` mirrors ``s3://bucket/prefix``
+into a local folder (:mod:`monitor.objects.mirror`) and names each video by its URL, so the
+listing MLflow records, the digest and the video ids are the same on every host, and a
+retrain on another machine finds the files again (:func:`open_listing`).
+
 Splits are ``train``, ``val`` and ``test``; the held-out set is ``test`` (or ``val`` when
 there is no ``test``). Without splits, a seeded split stratified by class holds out a share
 of every class. :func:`load_clips` decodes files through the service's own decoder and clip
@@ -24,14 +29,20 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from monitor.card import ModelCard
 from monitor.errors import InvalidInput, PayloadTooLarge
 from monitor.features import VideoMeta
+from monitor.objects import is_remote
+from monitor.objects.mirror import MirrorError, mirror_dataset
 from monitor.video import DecodeLimits, decode_video
 from training.progress import counted
+
+if TYPE_CHECKING:
+    from monitor.settings import ObjectStoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +58,18 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class VideoItem:
-    """One labeled video file."""
+    """One labeled video file: ``path`` is where it is read on this host, ``name`` its URL
+    when the dataset lives in an object store."""
 
     path: Path
     label: str
     split: str
+    name: str = ""
+
+    @property
+    def ref(self) -> str:
+        """The video's host-independent name: its URL, else its path."""
+        return self.name or str(self.path)
 
 
 @dataclass(frozen=True)
@@ -61,25 +79,33 @@ class VideoDataset:
     source: Path
     layout: str  # folder | manifest | kinetics
     items: tuple[VideoItem, ...]
+    origin: str | None = None  # the object-store URL mirrored at (or above) source
 
     @classmethod
-    def open(cls, path: str | Path, *, seed: int = 0, test_fraction: float = 0.2
-             ) -> "VideoDataset":
-        """Read a dataset folder or CSV; files are checked when they are decoded."""
+    def open(cls, path: str | Path, *, seed: int = 0, test_fraction: float = 0.2,
+             remote: tuple[str, Path] | None = None) -> "VideoDataset":
+        """Read a dataset folder or CSV; files are checked when they are decoded.
+        ``remote`` is (URL, local mirror) for a dataset kept in an object store: its videos
+        are named by URL, and a CSV may list them by URL under it."""
+        if is_remote(str(path)):
+            raise DatasetError(f"{path} is a URL: open it with open_dataset")
         path = Path(path).resolve()
         if path.is_dir() and (path / MANIFEST).is_file():
             path = path / MANIFEST
         if path.is_dir():
             layout, rows = "folder", _folder_rows(path)
         elif path.is_file() and path.suffix.lower() == ".csv":
-            layout, rows = _csv_rows(path)
+            layout, rows = _csv_rows(path, remote)
         elif path.exists():
             raise DatasetError(f"{path} is neither a folder nor a .csv manifest")
         else:
             raise DatasetError(f"no dataset at {path}")
         if not rows:
             raise DatasetError(f"the dataset at {path} lists no videos")
-        dataset = cls(path, layout, tuple(_with_splits(rows, seed, test_fraction)))
+        items = _with_splits(rows, seed, test_fraction)
+        if remote is not None:
+            items = [replace(item, name=_url_of(item.path, remote)) for item in items]
+        dataset = cls(path, layout, tuple(items), remote[0] if remote else None)
         if len(dataset.labels) < 2:
             raise DatasetError(f"the dataset at {path} has {len(dataset.labels)} class; a "
                                "classifier needs at least 2")
@@ -102,9 +128,9 @@ class VideoDataset:
         file is added, moved, relabeled or rewritten, not when the listing is re-read from
         another manifest of the same files."""
         h = hashlib.sha256()
-        for item in sorted(self.items, key=lambda i: str(i.path)):
+        for item in sorted(self.items, key=lambda i: i.ref):
             size = item.path.stat().st_size if item.path.is_file() else -1
-            h.update(f"{item.path}\t{item.label}\t{item.split}\t{size}\n".encode())
+            h.update(f"{item.ref}\t{item.label}\t{item.split}\t{size}\n".encode())
         return h.hexdigest()
 
     def class_counts(self) -> dict[str, int]:
@@ -117,9 +143,9 @@ class VideoDataset:
 
     def describe(self) -> dict[str, object]:
         """What the MLflow run records about the dataset."""
-        return {"source": str(self.source), "layout": self.layout, "digest": self.digest,
-                "videos": len(self.items), "classes": self.class_counts(),
-                "splits": self.split_sizes()}
+        return {"source": self.origin or str(self.source), "layout": self.layout,
+                "digest": self.digest, "videos": len(self.items),
+                "classes": self.class_counts(), "splits": self.split_sizes()}
 
 
 def _folder_rows(root: Path) -> list[tuple[Path, str, str | None]]:
@@ -131,7 +157,8 @@ def _folder_rows(root: Path) -> list[tuple[Path, str, str | None]]:
             if file.is_file() and file.suffix.lower() in VIDEO_SUFFIXES]
 
 
-def _csv_rows(path: Path) -> tuple[str, list[tuple[Path, str, str | None]]]:
+def _csv_rows(path: Path, remote: tuple[str, Path] | None = None
+              ) -> tuple[str, list[tuple[Path, str, str | None]]]:
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in (reader.fieldnames or [])]
@@ -142,8 +169,8 @@ def _csv_rows(path: Path) -> tuple[str, list[tuple[Path, str, str | None]]]:
         for number, row in enumerate(records, start=2):
             if not (row.get("path") or "").strip() or not (row.get("label") or "").strip():
                 raise DatasetError(f"{path}:{number}: every row needs a path and a label")
-            rows.append((path.parent / row["path"].strip(), row["label"].strip(),
-                         _split(row.get("split"), path, number)))
+            rows.append((_row_path(path, row["path"].strip(), remote, number),
+                         row["label"].strip(), _split(row.get("split"), path, number)))
         return "manifest", rows
     if set(_KINETICS) <= set(header):
         rows = []
@@ -159,6 +186,53 @@ def _csv_rows(path: Path) -> tuple[str, list[tuple[Path, str, str | None]]]:
         return "kinetics", rows
     raise DatasetError(f"{path}: unknown CSV layout (header {header}); expected "
                        f"path,label[,split] or {','.join(_KINETICS)},split")
+
+
+def _row_path(manifest: Path, value: str, remote: tuple[str, Path] | None, number: int
+              ) -> Path:
+    """Where a manifest row's file is read: relative to the manifest, or, for a URL under a
+    mirrored dataset, in its mirror."""
+    if not is_remote(value):
+        return manifest.parent / value
+    if remote is None or not value.startswith(remote[0].rstrip("/") + "/"):
+        raise DatasetError(f"{manifest}:{number}: {value} is not under the dataset's URL"
+                           + (f" {remote[0]}" if remote else ""))
+    return remote[1] / value[len(remote[0].rstrip("/")) + 1:]
+
+
+def _url_of(path: Path, remote: tuple[str, Path]) -> str:
+    url, root = remote
+    try:
+        relative = path.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise DatasetError(f"{path} is outside the mirror of {url}: a dataset kept in an "
+                           "object store may only name videos under its URL") from None
+    return f"{url.rstrip('/')}/{relative.as_posix()}"
+
+
+def open_dataset(location: str | Path, objects: ObjectStoreSettings, *, seed: int = 0,
+                 test_fraction: float = 0.2) -> VideoDataset:
+    """A dataset on disk, or at ``s3://bucket/prefix`` (mirrored on this host first)."""
+    if not is_remote(str(location)):
+        return VideoDataset.open(location, seed=seed, test_fraction=test_fraction)
+    url = str(location).rstrip("/")
+    root = _mirror(url, objects)
+    return VideoDataset.open(root, seed=seed, test_fraction=test_fraction, remote=(url, root))
+
+
+def open_listing(listing: Path, source: str, objects: ObjectStoreSettings) -> VideoDataset:
+    """The exact files a run recorded (:func:`training.tracking.dataset_files`); a dataset
+    kept at a URL is mirrored on this host first, wherever it was trained."""
+    if not is_remote(source):
+        return VideoDataset.open(listing)
+    return VideoDataset.open(listing, remote=(source, _mirror(source, objects)))
+
+
+def _mirror(url: str, objects: ObjectStoreSettings) -> Path:
+    try:
+        return mirror_dataset(url, objects)
+    except MirrorError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _kinetics_file(root: Path, name: str, label: str, split: str | None) -> Path:
@@ -193,10 +267,10 @@ def _with_splits(rows: list[tuple[Path, str, str | None]], seed: int, test_fract
             for i, (path, label, split) in enumerate(rows)]
 
 
-def video_key(path: Path) -> str:
-    """A dataset video's id in the store's ``video_id`` column (32 hex characters of its
-    path's hash), shared by every clip cut from it."""
-    return hashlib.blake2b(str(path).encode(), digest_size=16).hexdigest()
+def video_key(ref: str | Path) -> str:
+    """A dataset video's id in the store's ``video_id`` column (32 hex characters of the hash
+    of its :attr:`VideoItem.ref`), shared by every clip cut from it."""
+    return hashlib.blake2b(str(ref).encode(), digest_size=16).hexdigest()
 
 
 @dataclass
@@ -214,7 +288,7 @@ class LoadedClips:
 
     def __post_init__(self) -> None:
         if self.videos is None:
-            self.videos = np.array([video_key(item.path) for item in self.items], dtype=object)
+            self.videos = np.array([video_key(item.ref) for item in self.items], dtype=object)
 
     @property
     def video_count(self) -> int:
@@ -250,7 +324,7 @@ def load_clips(items: list[VideoItem], card: ModelCard, *, max_frames: int = 200
         except (InvalidInput, PayloadTooLarge, OSError) as exc:
             skipped.append((item.path, str(exc)))
             continue
-        key = video_key(item.path)
+        key = video_key(item.ref)
         for clip in decoded.clips:
             clips.append(clip)
             labels.append(card.labels.index(item.label))

@@ -30,8 +30,8 @@ from monitor.settings import Settings, TrainSettings  # noqa: E402
 from training import registry, tracking  # noqa: E402
 from training.datasets import (  # noqa: E402
     DatasetError,
-    VideoDataset,
     load_clips,
+    open_dataset,
     require_usable,
 )
 from training.model import ModelConfig  # noqa: E402
@@ -124,7 +124,8 @@ def run_training(settings: Settings) -> TrainingOutcome:
     started = time.perf_counter()
     train = settings.train
     source = train.data or synthetic_data(train)
-    dataset = VideoDataset.open(source, seed=train.seed, test_fraction=train.test_fraction)
+    dataset = open_dataset(source, settings.objects, seed=train.seed,
+                           test_fraction=train.test_fraction)
     card = training_card(train, dataset.labels)
     max_frames, max_clips = settings.serve.max_video_frames, settings.serve.max_clips_per_video
     train_part = load_clips(dataset.split("train"), card, max_frames=max_frames,

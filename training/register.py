@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from monitor.card import load_card
 from monitor.settings import Settings
 from training import registry, tracking
-from training.datasets import VideoDataset, load_clips, require_usable
+from training.datasets import load_clips, open_dataset, require_usable
 from training.modelfile import check_against_card, load_network
 from training.profiling import profile_clips
 
@@ -66,13 +66,13 @@ def reference_warnings(accuracy: float, per_class: dict[str, float], clips: dict
 
 
 def register_model(settings: Settings, model_file: Path, card_file: Path,
-                   reference_data: Path) -> RegisterOutcome:
+                   reference_data: str | Path) -> RegisterOutcome:
     """Check, profile and register a model file with its card."""
     started = time.perf_counter()
     card = load_card(card_file)
     loaded = load_network(model_file, card)
     check_against_card(loaded, card)
-    dataset = VideoDataset.open(reference_data)
+    dataset = open_dataset(reference_data, settings.objects)
     part = load_clips(list(dataset.items), card, max_frames=settings.serve.max_video_frames,
                       max_clips=settings.serve.max_clips_per_video,
                       description="profiling reference videos")
@@ -105,8 +105,8 @@ def register_model(settings: Settings, model_file: Path, card_file: Path,
     return outcome
 
 
-def register_command(settings: Settings, model_file: Path, card: Path, reference_data: Path
-                     ) -> int:
+def register_command(settings: Settings, model_file: Path, card: Path,
+                     reference_data: str | Path) -> int:
     """``vidmon register``: the outcome as JSON on stdout; the per-class reference accuracy
     and any warning about it on stderr, where a person reads them."""
     import sys

@@ -36,7 +36,7 @@ from monitor.store.records import LabeledClip
 from monitor.store.reports import ReportRepository
 from monitor.store.retrains import RetrainRepository
 from training import registry, tracking
-from training.datasets import VideoDataset, VideoItem, load_clips
+from training.datasets import VideoItem, load_clips, open_listing
 from training.gate import GateResult, PairedDifference, gate, paired_difference, relabeled_classes
 from training.modelfile import copy_network
 from training.profiling import profile_of
@@ -236,8 +236,8 @@ def original_data(settings: Settings, lineage: dict[str, str], card: ModelCard,
     if listing is None:
         log.warning("the champion records no dataset; retraining on production clips alone")
         return OriginalData(empty, empty, "none")
-    dataset = VideoDataset.open(listing)
     tag = TRAIN_DATA_TAG if context == "training" else REFERENCE_DATA_TAG
+    dataset = open_listing(listing, lineage[tag], settings.objects)
     if dataset.digest != lineage.get(f"{tag}.digest"):
         log.warning("the files of %s changed since the champion used them", lineage[tag])
 

@@ -9,14 +9,21 @@ Generation is deterministic for a seed and vectorised over frames with numpy.
 from __future__ import annotations
 
 import csv
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from monitor.commands import vidmon_command
+from monitor.objects import is_remote
+from monitor.objects.mirror import upload_folder
 from training.video_io import write_video
+
+if TYPE_CHECKING:
+    from monitor.settings import ObjectStoreSettings
 
 CLASS_NAMES: tuple[str, ...] = (
     "move_left",
@@ -235,12 +242,21 @@ def write_dataset(out: str | Path, clips_per_class: int, test_clips_per_class: i
     return manifest
 
 
-def synth_command(out: Path, clips_per_class: int, test_clips_per_class: int, spec: ClipSpec,
-                  fps: float, seed: int, suffix: str) -> int:
-    """``vidmon synth``: write the dataset and say how to train on it."""
-    manifest = write_dataset(out, clips_per_class, test_clips_per_class, spec=spec, fps=fps,
-                             seed=seed, suffix=suffix)
+def synth_command(out: str, clips_per_class: int, test_clips_per_class: int, spec: ClipSpec,
+                  fps: float, seed: int, suffix: str, objects: ObjectStoreSettings) -> int:
+    """``vidmon synth``: write the dataset (to a folder, or through a temp folder to
+    ``s3://bucket/prefix``) and say how to train on it."""
     n = (clips_per_class + test_clips_per_class) * len(CLASS_NAMES)
+    if is_remote(out):
+        with tempfile.TemporaryDirectory(prefix="vidmon-synth-") as folder:
+            write_dataset(Path(folder), clips_per_class, test_clips_per_class, spec=spec,
+                          fps=fps, seed=seed, suffix=suffix)
+            upload_folder(Path(folder), out, objects)
+        print(f"wrote {n} videos of {len(CLASS_NAMES)} classes and a manifest to {out}\n"
+              f"train on it: {vidmon_command('train', '--data', out)}")
+        return 0
+    manifest = write_dataset(Path(out), clips_per_class, test_clips_per_class, spec=spec,
+                             fps=fps, seed=seed, suffix=suffix)
     print(f"wrote {n} videos of {len(CLASS_NAMES)} classes and {manifest}\n"
           f"train on it: {vidmon_command('train', '--data', manifest.resolve())}")
     return 0

@@ -108,19 +108,21 @@ def log_dataset(dataset: VideoDataset, context: str) -> None:
     digest), its class counts and split sizes, and a lineage tag with its location.
     ``context`` is ``training`` or ``reference``."""
     root = dataset.source if dataset.source.is_dir() else dataset.source.parent
-    listing = pd.DataFrame([{"path": str(i.path), "label": i.label, "split": i.split}
+    source = dataset.origin or str(dataset.source)
+    name = dataset.origin.rsplit("/", 1)[-1] if dataset.origin else root.name
+    listing = pd.DataFrame([{"path": i.ref, "label": i.label, "split": i.split}
                             for i in dataset.items])
     description = dataset.describe()
     with warnings.catch_warnings():  # a local path matches two equivalent source kinds
         warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
-        data = mlflow.data.from_pandas(listing, source=str(dataset.source), targets="label",
-                                       name=f"{root.name} ({dataset.layout})",
+        data = mlflow.data.from_pandas(listing, source=source, targets="label",
+                                       name=f"{name} ({dataset.layout})",
                                        digest=str(description["digest"])[:32])
     mlflow.log_input(data, context=context)
     mlflow.log_dict(description, f"datasets/{context}.json")
     mlflow.log_text(listing.to_csv(index=False), f"datasets/{context}-files.csv")
     tag = _CONTEXT_TAGS[context]
-    mlflow.set_tags({tag: str(dataset.source), f"{tag}.digest": str(description["digest"]),
+    mlflow.set_tags({tag: source, f"{tag}.digest": str(description["digest"]),
                      f"{tag}.run": mlflow.active_run().info.run_id})
     mlflow.log_params({f"{context}_videos": len(dataset.items),
                        f"{context}_classes": len(dataset.labels),

@@ -49,11 +49,9 @@ CUT_S = 30.0
 BENCH_S = 15.0
 PG = "/usr/lib/postgresql/15/bin"
 START = time.monotonic()
-# A retrain reads the dataset its champion was trained on, at the paths it was trained from:
-# each worker host has its own copy, as a team bakes its dataset into the image or mounts
-# it read-only. The demo's synthetic set is deterministic, so each writes it for itself.
-WORKER = ["sh", "-c", "python -c 'from monitor.settings import Settings; from training.job "
-          "import synthetic_data; synthetic_data(Settings().train)' && exec vidmon worker"]
+# The champion is trained from a dataset in the object store; a retrain reads it from there
+# by the URL MLflow recorded, so no worker host holds a dataset of its own.
+DATASET = "s3://vidmon/datasets/shapes"
 
 
 def _say(message: str) -> None:
@@ -103,8 +101,7 @@ def _env(database_host: str) -> dict[str, str]:
             "clips_per_class": 4, "test_clips_per_class": 2, "epochs": 1,
             "width_multiplier": 8, "batch_size": 16, "frames": SPEC.frames,
             "estimator_clips": 40,
-            "height": SPEC.height, "width": SPEC.width,
-            "synthetic_dir": "/data/synthetic-data"}),  # each host writes its own copy
+            "height": SPEC.height, "width": SPEC.width}),
         "VIDMON_MONITOR": json.dumps({"interval_s": 2, "window_minutes": 5, "min_rows": 5,
                                       "lease_ttl_s": LEASE_S}),
         "VIDMON_SERVE__SPOOL_PATH": "/home/vidmon/vidmon-spool.jsonl",
@@ -206,13 +203,14 @@ def _start_stack(hosts: Hosts) -> Stack:
     hosts.start("link", ["python", "/wanlink.py", "5432", "postgres", "5432"],
                 mounts=(f"{docker_hosts.REPO / 'tests' / 'wanlink.py'}:/wanlink.py:ro",))
     started = time.monotonic()
-    hosts.one_shot("train", ["vidmon", "train"], env)  # version 1, the champion
+    hosts.one_shot("train", ["sh", "-c", f"vidmon synth --out {DATASET} && exec vidmon train "
+                             f"--data {DATASET}"], env)  # version 1, the champion
     _say(f"champion trained in {time.monotonic() - started:.0f} s")
     for i in range(2):
         hosts.start(f"api-{i}", ["vidmon", "serve", "--host", "0.0.0.0", "--port", "8000"],
                     env=via_link, front=True)
         hosts.start(f"monitor-{i}", ["vidmon", "monitor"], env=env)
-        hosts.start(f"worker-{i}", WORKER, env=env)
+        hosts.start(f"worker-{i}", ["vidmon", "worker"], env=env)
     urls = [f"http://{hosts.ip(f'api-{i}')}:8000" for i in range(2)]
     for i, url in enumerate(urls):
         _wait(lambda url=url: httpx.get(f"{url}/readyz", timeout=5).status_code == 200, 180,
@@ -275,6 +273,11 @@ def _kill_a_worker_then_cut_an_api_and_the_leader(stack: Stack) -> None:
         "import mlflow; print(mlflow.MlflowClient('http://mlflow:5000')"
         f".get_run('{running['mlflow_run_id']}').info.status)")).strip().splitlines()[-1]
     assert killed_run == "KILLED"  # the takeover ended the killed worker's run
+    params = json.loads(hosts.exec(survivor, "python", "-c", (
+        "import json, mlflow; print(json.dumps(mlflow.MlflowClient('http://mlflow:5000')"
+        f".get_run('{finished['mlflow_run_id']}').data.params))")).strip().splitlines()[-1])
+    # the survivor read the champion's dataset from the object store by its URL
+    assert params["original_data"] == DATASET and int(params["original_clips"]) > 0, params
     _say(f"{survivor} finished the retrain: {finished['status']}, one challenger (v2)")
 
     def reported_since() -> int:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -12,13 +15,22 @@ import pytest
 from mlflow import MlflowClient
 
 from monitor.card import ModelCard
-from monitor.settings import Settings
+from monitor.objects import open_store
+from monitor.settings import ObjectStoreSettings, Settings
 from simulations.cli import main
-from training import tracking
-from training.datasets import DatasetError, VideoDataset, load_clips, require_usable
+from training import registry, tracking
+from training.datasets import (
+    DatasetError,
+    VideoDataset,
+    load_clips,
+    open_dataset,
+    require_usable,
+)
+from training.retrain import original_data
 from training.synthetic import CLASS_NAMES, ClipSpec, generate_named_clip
 from training.video_io import write_video
 from tests.media import write_colour_dataset
+from tests.s3server import S3Server
 
 CARD = ModelCard(labels=("grow", "move_left", "move_right"), frames=8, height=32, width=32)
 
@@ -171,3 +183,117 @@ def test_a_dataset_the_card_does_not_cover_is_a_clear_error(
     assert "labels ['move_right'] that the card" in capsys.readouterr().err
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     assert MlflowClient().search_registered_models() == []
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _upload(folder: Path, url: str, objects: ObjectStoreSettings) -> None:
+    store = open_store(url, objects)
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            store.put_file(path.relative_to(folder).as_posix(), path)
+
+
+def test_a_dataset_in_an_object_store_is_mirrored_and_named_by_its_url(
+    s3: S3Server, tmp_path: Path,
+) -> None:
+    url = s3.bucket() + "/datasets/ucf"
+    _upload(_folder_dataset(tmp_path / "ucf", per_class=3), url, s3.settings())
+    here = s3.settings().model_copy(update={"dataset_cache": tmp_path / "host-a"})
+    there = s3.settings().model_copy(update={"dataset_cache": tmp_path / "host-b"})
+
+    dataset = open_dataset(url, here, seed=3)
+    assert dataset.layout == "folder" and dataset.origin == url
+    assert dataset.class_counts() == {label: 3 for label in CARD.labels}
+    assert {i.ref for i in dataset.items} == {
+        f"{url}/{label}/{label}-{i}.mp4" for label in CARD.labels for i in range(3)}
+    assert all(i.path.is_relative_to(tmp_path / "host-a") for i in dataset.items)
+    # another host mirrors it elsewhere and names the same videos the same way
+    other = open_dataset(url, there, seed=3)
+    assert other.digest == dataset.digest
+    assert [i.ref for i in other.split("test")] == [i.ref for i in dataset.split("test")]
+    assert load_clips(dataset.split("test"), CARD).videos.tolist() == \
+        load_clips(other.split("test"), CARD).videos.tolist()
+
+    # the store is what is trained on: a rewritten video is fetched again, a deleted one
+    # leaves the mirror, the others are read from it
+    store = open_store(url, s3.settings())
+    store.put("grow/grow-0.mp4", (tmp_path / "ucf" / "grow" / "grow-1.mp4").read_bytes())
+    store.delete("move_left/move_left-2.mp4")
+    kept = tmp_path / "host-a" / url.removeprefix("s3://") / "move_right" / "move_right-0.mp4"
+    kept_at = kept.stat().st_mtime_ns
+    again = open_dataset(url, here, seed=3)
+    assert again.class_counts() == {"grow": 3, "move_left": 2, "move_right": 3}
+    mirrored = tmp_path / "host-a" / url.removeprefix("s3://")
+    assert (mirrored / "grow" / "grow-0.mp4").read_bytes() == \
+        (tmp_path / "ucf" / "grow" / "grow-1.mp4").read_bytes()
+    assert not (mirrored / "move_left" / "move_left-2.mp4").exists()
+    assert kept.stat().st_mtime_ns == kept_at
+    assert again.digest != dataset.digest
+
+
+def test_a_dataset_url_that_cannot_be_mirrored_is_a_clear_error(
+    s3: S3Server, tmp_path: Path,
+) -> None:
+    url = s3.bucket() + "/datasets/ucf"
+    objects = s3.settings().model_copy(update={"dataset_cache": tmp_path / "cache"})
+    with pytest.raises(DatasetError, match="no objects under"):
+        open_dataset(url, objects)
+    _upload(_folder_dataset(tmp_path / "ucf", per_class=2), url, s3.settings())
+    small = objects.model_copy(update={"dataset_max_bytes": 1000})
+    with pytest.raises(DatasetError, match="over objects.dataset_max_bytes"):
+        open_dataset(url, small)
+    assert not (tmp_path / "cache").exists()  # refused before fetching anything
+    with pytest.raises(DatasetError, match="is a URL"):
+        VideoDataset.open(url)
+
+
+def test_a_model_trained_from_a_url_retrains_on_a_host_without_its_files(
+    s3: S3Server, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``vidmon synth --out s3://...`` writes a dataset into the store, ``vidmon train --data
+    s3://...`` records it by URL, and a retrain on another host (another cache, the
+    trainer's files gone) reads the same split from the store."""
+    url = s3.bucket() + "/shapes"
+    objects = s3.settings()
+    monkeypatch.setenv("VIDMON_MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    monkeypatch.setenv("VIDMON_MODEL_NAME", "url-model")
+    monkeypatch.setenv("VIDMON_TRAIN", json.dumps({
+        "width_multiplier": 8, "batch_size": 8, "frames": 8, "epochs": 1}))
+    monkeypatch.setenv("VIDMON_OBJECTS", json.dumps({
+        "endpoint_url": objects.endpoint_url, "access_key_id": objects.access_key_id,
+        "secret_access_key": objects.secret_access_key.get_secret_value(),
+        "addressing_style": "path", "dataset_cache": str(tmp_path / "trainer")}))
+    assert main(["synth", "--out", url, "--clips-per-class", "2", "--test-clips-per-class",
+                 "1", "--size", "32", "--frames", "8"]) == 0
+    assert f" train --data {url}\n" in capsys.readouterr().out
+    assert main(["train", "--data", url]) == 0
+    outcome = json.loads(capsys.readouterr().out)
+    run = MlflowClient().get_run(outcome["run_id"])
+    assert run.data.tags[tracking.TRAIN_DATA_TAG] == url
+    described = tracking.dataset_description(outcome["run_id"], "training")
+    assert described["source"] == url and described["layout"] == "manifest"
+    assert described["splits"] == {"train": 20, "test": 10}
+    listing = tracking.dataset_files(run.data.tags, "training")
+    assert all(row["path"].startswith(url + "/") for row in csv.DictReader(listing.open()))
+
+    shutil.rmtree(tmp_path / "trainer")  # the trainer's copy is gone
+    worker = Settings(objects=objects.model_copy(
+        update={"dataset_cache": tmp_path / "worker"}),
+        retrain={"original_clips_per_class": 2})
+    card = ModelCard(labels=tuple(sorted(CLASS_NAMES)), frames=8, height=32, width=32)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    with caplog.at_level(logging.WARNING, logger="training.retrain"):
+        original = original_data(worker, registry.lineage(outcome["run_id"]), card, [])
+    assert "changed since" not in caplog.text  # same digest: the files the champion used
+    assert original.source == url
+    assert len(original.train) == 20 and len(original.test) == 10
+    assert (tmp_path / "worker").is_dir()

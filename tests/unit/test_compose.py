@@ -49,8 +49,8 @@ def _is_setting(name: str) -> bool:
 
 
 def test_the_stack_has_the_services_the_deployment_needs() -> None:
-    assert set(SERVICES) == {"postgres", "s3", "migrate", "mlflow", "train", "api", "monitor",
-                             "worker", "prometheus", "grafana"}
+    assert set(SERVICES) == {"postgres", "s3", "migrate", "mlflow", "dataset", "train", "api",
+                             "monitor", "worker", "prometheus", "grafana"}
     assert SERVICES["migrate"]["restart"] == "no"
     assert SERVICES["mlflow"]["depends_on"]["migrate"]["condition"] == \
         "service_completed_successfully"
@@ -62,7 +62,7 @@ def test_the_stack_has_the_services_the_deployment_needs() -> None:
     assert "postgres-data:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"]
 
 
-@pytest.mark.parametrize("name", ["train", "api", "monitor", "worker", "migrate"])
+@pytest.mark.parametrize("name", ["dataset", "train", "api", "monitor", "worker", "migrate"])
 def test_vidmon_services_run_real_subcommands(name: str) -> None:
     command = SERVICES[name]["command"]
     assert command[0] == "vidmon"
