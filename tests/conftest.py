@@ -13,6 +13,7 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from monitor.settings import Settings, TrainSettings  # noqa: E402
+from tests.s3server import S3Server  # noqa: E402
 
 if TYPE_CHECKING:
     from monitor.store import PredictionRepository
@@ -92,6 +93,16 @@ def _postgres_reachable() -> bool:
         return False
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 for a test module (tests/s3server.py)."""
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import csv
 import json
 import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -30,7 +29,7 @@ from training.retrain import original_data
 from training.synthetic import CLASS_NAMES, ClipSpec, generate_named_clip
 from training.video_io import write_video
 from tests.media import write_colour_dataset
-from tests.s3server import S3Server
+from tests.s3server import S3Server  # the s3 fixture: tests/conftest.py
 
 CARD = ModelCard(labels=("grow", "move_left", "move_right"), frames=8, height=32, width=32)
 
@@ -183,15 +182,6 @@ def test_a_dataset_the_card_does_not_cover_is_a_clear_error(
     assert "labels ['move_right'] that the card" in capsys.readouterr().err
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     assert MlflowClient().search_registered_models() == []
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    server = S3Server().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _upload(folder: Path, url: str, objects: ObjectStoreSettings) -> None:
