@@ -33,7 +33,7 @@ from tests.waiting import free_port, wait_until
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
     output = tmp_path_factory.mktemp("demo")
     # A smaller first model (60 clips a class, held-out accuracy 0.91) and 8-epoch retrains
-    # keep the suite inside 25 minutes: the fixture took 379-403 s instead of 521-595 s,
+    # shorten the suite: the fixture took 379-432 s instead of 521-595 s,
     # and the mirror phase's recovery bound was -0.2 (6 epochs), +1.4 (6) and +4.3 (8)
     # points against the -3 allowed.
     config = DemoConfig(clean_hours=3, recovery_hours=2, requests_per_hour=160,
