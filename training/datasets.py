@@ -81,6 +81,11 @@ class VideoDataset:
     items: tuple[VideoItem, ...]
     origin: str | None = None  # the object-store URL mirrored at (or above) source
 
+    @property
+    def location(self) -> str:
+        """Where the dataset lives: its URL, else its local path."""
+        return self.origin or str(self.source)
+
     @classmethod
     def open(cls, path: str | Path, *, seed: int = 0, test_fraction: float = 0.2,
              remote: tuple[str, Path] | None = None) -> "VideoDataset":
@@ -90,6 +95,8 @@ class VideoDataset:
         if is_remote(str(path)):
             raise DatasetError(f"{path} is a URL: open it with open_dataset")
         path = Path(path).resolve()
+        if remote is not None:
+            remote = (remote[0].rstrip("/"), remote[1])
         if path.is_dir() and (path / MANIFEST).is_file():
             path = path / MANIFEST
         if path.is_dir():
@@ -143,7 +150,7 @@ class VideoDataset:
 
     def describe(self) -> dict[str, object]:
         """What the MLflow run records about the dataset."""
-        return {"source": self.origin or str(self.source), "layout": self.layout,
+        return {"source": self.location, "layout": self.layout,
                 "digest": self.digest, "videos": len(self.items),
                 "classes": self.class_counts(), "splits": self.split_sizes()}
 
@@ -194,10 +201,10 @@ def _row_path(manifest: Path, value: str, remote: tuple[str, Path] | None, numbe
     mirrored dataset, in its mirror."""
     if not is_remote(value):
         return manifest.parent / value
-    if remote is None or not value.startswith(remote[0].rstrip("/") + "/"):
+    if remote is None or not value.startswith(remote[0] + "/"):
         raise DatasetError(f"{manifest}:{number}: {value} is not under the dataset's URL"
                            + (f" {remote[0]}" if remote else ""))
-    return remote[1] / value[len(remote[0].rstrip("/")) + 1:]
+    return remote[1] / value[len(remote[0]) + 1:]
 
 
 def _url_of(path: Path, remote: tuple[str, Path]) -> str:
@@ -207,7 +214,7 @@ def _url_of(path: Path, remote: tuple[str, Path]) -> str:
     except ValueError:
         raise DatasetError(f"{path} is outside the mirror of {url}: a dataset kept in an "
                            "object store may only name videos under its URL") from None
-    return f"{url.rstrip('/')}/{relative.as_posix()}"
+    return f"{url}/{relative.as_posix()}"
 
 
 def open_dataset(location: str | Path, objects: ObjectStoreSettings, *, seed: int = 0,

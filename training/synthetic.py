@@ -247,16 +247,14 @@ def synth_command(out: str, clips_per_class: int, test_clips_per_class: int, spe
     """``vidmon synth``: write the dataset (to a folder, or through a temp folder to
     ``s3://bucket/prefix``) and say how to train on it."""
     n = (clips_per_class + test_clips_per_class) * len(CLASS_NAMES)
-    if is_remote(out):
-        with tempfile.TemporaryDirectory(prefix="vidmon-synth-") as folder:
-            write_dataset(Path(folder), clips_per_class, test_clips_per_class, spec=spec,
-                          fps=fps, seed=seed, suffix=suffix)
-            upload_folder(Path(folder), out, objects)
-        print(f"wrote {n} videos of {len(CLASS_NAMES)} classes and a manifest to {out}\n"
-              f"train on it: {vidmon_command('train', '--data', out)}")
-        return 0
-    manifest = write_dataset(Path(out), clips_per_class, test_clips_per_class, spec=spec,
-                             fps=fps, seed=seed, suffix=suffix)
-    print(f"wrote {n} videos of {len(CLASS_NAMES)} classes and {manifest}\n"
-          f"train on it: {vidmon_command('train', '--data', manifest.resolve())}")
+    with tempfile.TemporaryDirectory(prefix="vidmon-synth-") as scratch:
+        folder = Path(scratch) if is_remote(out) else Path(out)
+        manifest = write_dataset(folder, clips_per_class, test_clips_per_class, spec=spec,
+                                 fps=fps, seed=seed, suffix=suffix)
+        if is_remote(out):
+            upload_folder(folder, out, objects)
+    wrote, data = (f"a manifest to {out}", out) if is_remote(out) else (manifest,
+                                                                         manifest.resolve())
+    print(f"wrote {n} videos of {len(CLASS_NAMES)} classes and {wrote}\n"
+          f"train on it: {vidmon_command('train', '--data', data)}")
     return 0

@@ -108,7 +108,7 @@ def log_dataset(dataset: VideoDataset, context: str) -> None:
     digest), its class counts and split sizes, and a lineage tag with its location.
     ``context`` is ``training`` or ``reference``."""
     root = dataset.source if dataset.source.is_dir() else dataset.source.parent
-    source = dataset.origin or str(dataset.source)
+    source = dataset.location
     name = dataset.origin.rsplit("/", 1)[-1] if dataset.origin else root.name
     listing = pd.DataFrame([{"path": i.ref, "label": i.label, "split": i.split}
                             for i in dataset.items])

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from monitor.objects import ObjectInfo, is_remote, open_store
+from monitor.objects import ObjectInfo, open_store
 
 if TYPE_CHECKING:
     from monitor.settings import ObjectStoreSettings
@@ -30,25 +30,19 @@ class MirrorError(ValueError):
     """A dataset URL that cannot be mirrored: nothing under it, or too big to hold."""
 
 
-def mirror_folder(location: str, settings: ObjectStoreSettings) -> Path:
-    """Where the dataset at ``location`` (``s3://bucket/prefix``) is mirrored on this host."""
-    if not is_remote(location):
-        raise ValueError(f"{location!r} is not an object-store URL")
-    parts = [p for p in location.removeprefix("s3://").split("/") if p]
-    if not parts or any(p in (".", "..") for p in parts):
-        raise MirrorError(f"{location!r} is not s3://bucket/prefix")
-    return Path(settings.dataset_cache, *parts)
-
-
 def mirror_dataset(location: str, settings: ObjectStoreSettings) -> Path:
-    """Bring every object under ``location`` into :func:`mirror_folder` and return it.
+    """Bring every object under ``location`` (``s3://bucket/prefix``) into
+    ``objects.dataset_cache/<bucket>/<prefix>`` and return that folder.
 
     Refuses, before fetching anything, a prefix with no objects or one larger than
     ``settings.dataset_max_bytes`` or the free space of the cache's disk."""
     store = open_store(location, settings)
-    root = mirror_folder(store.location, settings)
-    listed: list[ObjectInfo] = [info for page in store.pages() for info in page]
-    listed = [info for info in listed if not info.key.endswith("/")]  # folder markers
+    parts = store.location.removeprefix("s3://").split("/")
+    if ".." in parts:
+        raise MirrorError(f"{location!r} is not s3://bucket/prefix")
+    root = Path(settings.dataset_cache, *parts)
+    listed = [info for page in store.pages() for info in page
+              if not info.key.endswith("/")]  # folder markers are not files
     if not listed:
         raise MirrorError(f"no objects under {store.location}")
     total = sum(info.size for info in listed)
